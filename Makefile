@@ -1,0 +1,41 @@
+# The README's commands. Each target sets itself up on a fresh machine.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# Debian packages used when apt-get is usable: the Fashion-MNIST IDX files, and a browser for page tests.
+DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+
+.PHONY: train test lint system data bench clean
+
+$(BIN)/convnet: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+system:
+	@missing=$$(for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "apt-get install $$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	elif [ -n "$$missing" ]; then \
+		echo "note: not installing Debian packages ($$missing): needs root and apt-get"; \
+	fi
+
+data: system $(BIN)/convnet
+	$(BIN)/convnet fetch
+
+train: data
+	$(BIN)/convnet train --preset seed
+
+test: data
+	$(BIN)/pytest
+
+lint: $(BIN)/convnet
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: data
+	$(BIN)/python -m bench.time_to_accuracy
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

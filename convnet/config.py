@@ -1,0 +1,131 @@
+"""Training configuration: dataclass defaults, then a YAML file, then explicit flags.
+
+Recipe knobs (epochs, batch_size, ...) are the fields of `convnet.models.Recipe`; a value given
+here overrides the preset's own. Unknown keys and wrong types are errors.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from convnet.errors import ConfigError
+from convnet.models.registry import Recipe, get_preset
+
+
+@dataclass
+class TrainConfig:
+    """What to train on, and where to write the run. See `Recipe` for how to train."""
+
+    preset: str = field(default="seed", metadata={"help": "model preset (see `convnet presets`)"})
+    train: str | None = field(
+        default=None,
+        metadata={
+            "help": "training data: CSV, NPZ, IDX images file or image folder "
+            "(default: Fashion-MNIST)"
+        },
+    )
+    test: str | None = field(default=None, metadata={"help": "test data, same formats"})
+    format: str | None = field(
+        default=None, metadata={"help": "csv, npz, idx or folder (default: from the name)"}
+    )
+    label_column: str | None = field(
+        default=None, metadata={"help": "CSV label column name or index"}
+    )
+    class_names: str | None = field(
+        default=None, metadata={"help": "comma-separated names, or fashion-mnist / mnist"}
+    )
+    data_dir: str | None = field(default=None, metadata={"help": "folder holding Fashion-MNIST"})
+    limit: int | None = field(default=None, metadata={"help": "train on the first N examples"})
+    stratify: bool = field(default=False, metadata={"help": "stratified validation split"})
+    seed: int = field(default=42, metadata={"help": "seed for the split, weights and shuffling"})
+    out: str | None = field(
+        default=None, metadata={"help": "run folder (default: runs/PRESET-TIME)"}
+    )
+    overrides: dict = field(default_factory=dict, metadata={"cli": False})
+
+    def recipe(self) -> Recipe:
+        """The preset's recipe with this config's overrides applied."""
+        return dataclasses.replace(get_preset(self.preset).recipe, **self.overrides)
+
+    def resolved(self) -> dict:
+        """Every setting, the recipe filled in: what a run folder's `config.yaml` holds."""
+        values = {
+            f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "overrides"
+        }
+        return values | dataclasses.asdict(self.recipe())
+
+
+def config_fields() -> list[dataclasses.Field]:
+    """Every settable field, config first, then recipe: the flags the CLI offers."""
+    own = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]
+    return own + list(dataclasses.fields(Recipe))
+
+
+def _hints() -> dict[str, typing.Any]:
+    return typing.get_type_hints(TrainConfig) | typing.get_type_hints(Recipe)
+
+
+def _check_type(key: str, value, hint, source: str):
+    allowed = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if value is None and type(None) in allowed:
+        return None
+    for kind in allowed:
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            return float(value)
+        if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+    names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
+    raise ConfigError(f"{source}: {key!r} must be {names}. Received: {value!r}.")
+
+
+def make_config(values: dict, source: str = "config") -> TrainConfig:
+    """Builds a TrainConfig from flat keys, checking names and types.
+
+    Raises:
+        ConfigError: an unknown key (the message lists the known ones) or a wrong type.
+    """
+    hints = _hints()
+    own = {f.name for f in dataclasses.fields(TrainConfig)} - {"overrides"}
+    config, overrides = {}, {}
+    for key, value in values.items():
+        key = key.replace("-", "_")
+        if key not in hints or key == "overrides":
+            known = ", ".join(sorted(set(hints) - {"overrides"}))
+            raise ConfigError(f"{source}: unknown key {key!r}. Known keys: {known}.")
+        value = _check_type(key, value, hints[key], source)
+        (config if key in own else overrides)[key] = value
+    result = TrainConfig(**config, overrides=overrides)
+    result.recipe()  # fails early on an unknown preset
+    return result
+
+
+def load_config(path: str | Path | None = None, flags: dict | None = None) -> TrainConfig:
+    """Defaults, then the YAML file at `path`, then `flags` (only those given explicitly).
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a key or value is invalid.
+    """
+    values = {}
+    if path:
+        path = Path(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found.") from None
+        except yaml.YAMLError as error:
+            raise ConfigError(f"{path}: not valid YAML ({error}).") from None
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"{path}: expected a mapping of settings, got {type(values).__name__}."
+            )
+        values = {str(key).replace("-", "_"): value for key, value in values.items()}
+        make_config(values, str(path))  # names the file in any error
+    return make_config(values | (flags or {}), "flags")

@@ -1,0 +1,131 @@
+"""Readers for every supported format; each returns the same `Dataset` record."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from convnet.data.csv import read_csv
+from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
+from convnet.data.folder import read_folder
+from convnet.data.idx import read_idx_dataset
+from convnet.data.npz import read_npz
+from convnet.data.sources import load_fashion_mnist
+from convnet.data.split import split
+from convnet.errors import DataError
+
+FORMATS = ("csv", "npz", "idx", "folder")
+NAMED_CLASS_SETS = {
+    "fashion-mnist": FASHION_MNIST_CLASSES,
+    "mnist": tuple(str(i) for i in range(10)),
+}
+
+__all__ = ["Dataset", "FORMATS", "load_source", "load_fashion_mnist", "split", "guess_format"]
+
+
+def guess_format(path: Path) -> str:
+    """The format a path's name or kind implies."""
+    if path.is_dir():
+        return "folder"
+    name = path.name.lower()
+    if name.endswith(".csv") or name.endswith(".csv.gz"):
+        return "csv"
+    if name.endswith(".npz"):
+        return "npz"
+    if "idx" in name or "ubyte" in name:
+        return "idx"
+    raise DataError(
+        f"{path}: cannot tell the format from the name; expected a folder, .csv, .npz or an IDX "
+        f"file (name containing 'idx' or 'ubyte'), or pass --format ({', '.join(FORMATS)})."
+    )
+
+
+def resolve_class_names(spec: str | list[str] | None, path: Path) -> tuple[str, ...] | None:
+    """Class names from `--class-names`: a named set, a comma list, or None to infer.
+
+    Inferred: Fashion-MNIST's names for a file named like it, else the reader decides.
+    """
+    if isinstance(spec, list | tuple):
+        return tuple(spec)
+    if spec:
+        return NAMED_CLASS_SETS.get(spec) or tuple(name.strip() for name in spec.split(","))
+    return FASHION_MNIST_CLASSES if "fashion" in path.name.lower() else None
+
+
+def load_source(
+    path: str | Path,
+    format: str | None = None,
+    label_column: str | int | None = None,
+    class_names: str | list[str] | None = None,
+) -> dict[str, Dataset]:
+    """Reads a data source into its splits.
+
+    Args:
+        path: a CSV, NPZ, IDX images file, or a folder (with class sub-folders, or with
+            `train/` and `test/` folders of class sub-folders).
+        format: one of FORMATS; guessed from `path` when None.
+        label_column: for CSV, the label column's name or index.
+        class_names: a named set ("fashion-mnist", "mnist"), a comma-separated list, or None.
+
+    Returns:
+        {"train": Dataset} and "test" where the source carries one.
+
+    Raises:
+        DataError: the path is missing, of an unknown format, or its content is invalid.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: file not found.")
+    format = format or guess_format(path)
+    names = resolve_class_names(class_names, path)
+    if format == "csv":
+        return {"train": read_csv(path, label_column, names)}
+    if format == "npz":
+        return read_npz(path, names)
+    if format == "idx":
+        return {"train": read_idx_dataset(path, names)}
+    if format == "folder":
+        if (path / "train").is_dir() and (path / "test").is_dir():
+            return {split: read_folder(path / split) for split in ("train", "test")}
+        return {"train": read_folder(path)}
+    raise DataError(f"format {format!r} is not supported; expected one of {', '.join(FORMATS)}.")
+
+
+def load_train_test(
+    train: str | None = None,
+    test: str | None = None,
+    format: str | None = None,
+    label_column: str | int | None = None,
+    class_names: str | list[str] | None = None,
+    data_dir: str | None = None,
+) -> tuple[Dataset, Dataset]:
+    """The training and test sets a run uses: Fashion-MNIST unless `train` names a source.
+
+    The test set is `test` if given, else the training source's own test split.
+
+    Raises:
+        DataError: no test set can be found, or the two sets do not fit together.
+    """
+    splits = (
+        load_source(train, format, label_column, class_names)
+        if train
+        else load_fashion_mnist(data_dir)
+    )
+    if test:
+        test_splits = load_source(test, format, label_column, class_names)
+        splits["test"] = test_splits.get("test", test_splits["train"])
+    if "test" not in splits:
+        raise DataError(f"{train}: holds no test split; pass --test with a test set.")
+    train_set, test_set = splits["train"], splits["test"]
+    if train_set.image_shape != test_set.image_shape:
+        raise DataError(
+            f"{test_set.source}: images of shape {test_set.image_shape}; expected "
+            f"{train_set.image_shape} like the training data."
+        )
+    if train_set.class_names != test_set.class_names:
+        if len(test_set.class_names) > len(train_set.class_names):
+            raise DataError(
+                f"{test_set.source}: {len(test_set.class_names)} classes; the training data "
+                f"has {len(train_set.class_names)}."
+            )
+        test_set = Dataset(test_set.x, test_set.y, train_set.class_names, test_set.source)
+    return train_set, test_set

@@ -1,0 +1,181 @@
+"""Kaggle-style CSV: one row per image, a label column and H*W pixel columns, header or not."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from pyarrow import csv as pacsv
+
+from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.errors import DataError
+
+
+def read_csv(
+    path: str | Path,
+    label_column: str | int | None = None,
+    class_names: tuple[str, ...] | None = None,
+    labeled: bool = True,
+) -> Dataset:
+    """Reads a CSV of pixel rows.
+
+    Args:
+        path: the CSV file.
+        label_column: the label column's name or 0-based index. Defaults to a column named
+            "label" when there is a header, else the first column.
+        class_names: names for integer labels. String labels name their own classes (sorted).
+        labeled: False for rows of pixels only (as `predict` takes); labels are then all 0.
+
+    Returns:
+        A Dataset of square greyscale images, the side inferred from the pixel count.
+
+    Raises:
+        DataError: naming the line and column of the first bad value, or what is wrong overall.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: file not found.")
+    header = _first_line(path)
+    has_header = _looks_like_header(header)
+    names = header if has_header else [f"column{i}" for i in range(len(header))]
+    label_index = _label_index(path, names, has_header, label_column) if labeled else None
+    pixel_names = [n for i, n in enumerate(names) if i != label_index]
+    side = math.isqrt(len(pixel_names))
+    if side * side != len(pixel_names) or side == 0:
+        raise DataError(
+            f"{path}: {len(pixel_names)} pixel columns is not a square image; "
+            "expected H*W columns such as 784 (28x28)."
+        )
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(has_header)),
+            convert_options=pacsv.ConvertOptions(
+                column_types={n: pa.int32() for n in pixel_names}, strings_can_be_null=True
+            ),
+        )
+    except pa.ArrowInvalid as error:
+        _raise_first_bad_row(path, names, has_header, label_index)
+        raise DataError(f"{path}: {error}") from None
+    x = _pixels(path, table, pixel_names, has_header).reshape(-1, side, side, 1)
+    if label_index is None:
+        return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path))
+    y, class_names = _labels(
+        path, table.column(label_index), names[label_index], has_header, class_names
+    )
+    return Dataset(x, y, class_names, str(path))
+
+
+def _first_line(path: Path) -> list[str]:
+    with path.open(newline="") as f:
+        row = next(csv.reader(f), None)
+    if not row:
+        raise DataError(f"{path}: the file is empty; expected a header or rows of pixels.")
+    return row
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _looks_like_header(row: list[str]) -> bool:
+    # A data row is almost all numbers (a string label at most); a header is almost all names.
+    return sum(not _is_number(cell) for cell in row) > len(row) // 2
+
+
+def _label_index(path: Path, names: list[str], has_header: bool, label_column) -> int:
+    if label_column is None:
+        return names.index("label") if has_header and "label" in names else 0
+    if isinstance(label_column, int) or str(label_column).isdigit():
+        index = int(label_column)
+        if index >= len(names):
+            raise DataError(
+                f"{path}: label column {index} is out of range; the file has {len(names)}."
+            )
+        return index
+    if label_column not in names:
+        raise DataError(
+            f"{path}: no column named {label_column!r}; expected one of the header's columns "
+            f"({', '.join(names[:5])}, ...)."
+        )
+    return names.index(label_column)
+
+
+def _line(row: int, has_header: bool) -> int:
+    return row + 1 + int(has_header)
+
+
+def _pixels(path: Path, table: pa.Table, pixel_names: list[str], has_header: bool) -> np.ndarray:
+    x = np.empty((table.num_rows, len(pixel_names)), dtype=np.uint8)
+    for j, name in enumerate(pixel_names):
+        column = table.column(name)
+        if column.null_count:
+            row = pc.index(pc.is_null(column), True).as_py()
+            raise DataError(
+                f"{path}: line {_line(row, has_header)}, column {name!r}: missing pixel."
+            )
+        values = column.to_numpy()
+        bad = np.flatnonzero((values < 0) | (values > 255))
+        if len(bad):
+            raise DataError(
+                f"{path}: line {_line(bad[0], has_header)}, column {name!r}: "
+                f"pixel {values[bad[0]]} "
+                "is out of range; expected an integer from 0 to 255."
+            )
+        x[:, j] = values
+    if not len(x):
+        raise DataError(f"{path}: no rows of pixels after the header.")
+    return x
+
+
+def _labels(path, column, name, has_header, class_names):
+    if column.null_count:
+        row = pc.index(pc.is_null(column), True).as_py()
+        raise DataError(f"{path}: line {_line(row, has_header)}, column {name!r}: missing label.")
+    if pa.types.is_integer(column.type):
+        y = column.to_numpy().astype(np.int64)
+        bad = np.flatnonzero(y < 0)
+        if len(bad):
+            raise DataError(
+                f"{path}: line {_line(bad[0], has_header)}, column {name!r}: label {y[bad[0]]} "
+                "is negative; expected a class index from 0."
+            )
+        names = class_names or numbered_class_names(y)
+        bad = np.flatnonzero(y >= len(names))
+        if len(bad):
+            raise DataError(
+                f"{path}: line {_line(bad[0], has_header)}, column {name!r}: label {y[bad[0]]} "
+                f"is out of range; expected 0 to {len(names) - 1}."
+            )
+        return y, tuple(names)
+    if pa.types.is_floating(column.type):
+        raise DataError(f"{path}: column {name!r}: labels must be integers or class names.")
+    text = column.cast(pa.string()).to_numpy(zero_copy_only=False)
+    names = tuple(sorted(set(text)))
+    return np.searchsorted(np.array(names), text).astype(np.int64), names
+
+
+def _raise_first_bad_row(path: Path, names: list[str], has_header: bool, label_index) -> None:
+    """Slow scan, on the error path only, for a message that names the line and column."""
+    with path.open(newline="") as f:
+        for line, row in enumerate(csv.reader(f), start=1):
+            if has_header and line == 1:
+                continue
+            if len(row) != len(names):
+                raise DataError(
+                    f"{path}: line {line} has {len(row)} columns; expected {len(names)}."
+                )
+            for j, cell in enumerate(row):
+                if j != label_index and cell.strip() and not cell.strip().lstrip("-").isdigit():
+                    raise DataError(
+                        f"{path}: line {line}, column {names[j]!r}: {cell!r} is not a pixel value; "
+                        "expected an integer from 0 to 255."
+                    )

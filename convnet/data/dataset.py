@@ -1,0 +1,97 @@
+"""The one record that travels through convnet: uint8 NHWC pixels, integer labels, class names."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from convnet.errors import DataError
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Images and labels.
+
+    Attributes:
+        x: uint8 array of shape (N, H, W, C).
+        y: int64 array of shape (N,), values in [0, len(class_names)).
+        class_names: one name per class index.
+        source: where the data came from, for messages and the manifest.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    class_names: tuple[str, ...]
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if self.x.dtype != np.uint8 or self.x.ndim != 4:
+            raise DataError(
+                f"{self.source}: images must be uint8 of shape (N, H, W, C). "
+                f"Received: dtype={self.x.dtype}, shape={self.x.shape}."
+            )
+        if self.y.shape != (len(self.x),):
+            raise DataError(
+                f"{self.source}: {len(self.x)} images but labels of shape {self.y.shape}; "
+                "expected one label per image."
+            )
+        if len(self.y) and (self.y.min() < 0 or self.y.max() >= len(self.class_names)):
+            raise DataError(
+                f"{self.source}: labels must be in [0, {len(self.class_names) - 1}]. "
+                f"Received: min={self.y.min()}, max={self.y.max()}."
+            )
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x.shape[1:])
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def take(self, index: np.ndarray | slice) -> Dataset:
+        """Returns the examples at `index`, sharing class names and source."""
+        return Dataset(self.x[index], self.y[index], self.class_names, self.source)
+
+    def checksum(self) -> str:
+        """SHA-256 of pixels and labels, for the manifest."""
+        digest = hashlib.sha256()
+        digest.update(np.ascontiguousarray(self.x).data)
+        digest.update(self.y.astype("<i8").tobytes())
+        return digest.hexdigest()
+
+    def background_is_light(self) -> bool:
+        """Whether image borders are mostly light (dark items on white, unlike Fashion-MNIST)."""
+        sample = self.x[:1000]
+        border = np.concatenate(
+            [
+                sample[:, 0].ravel(),
+                sample[:, -1].ravel(),
+                sample[:, :, 0].ravel(),
+                sample[:, :, -1].ravel(),
+            ]
+        )
+        return bool(border.mean() > 127)
+
+
+def numbered_class_names(labels: np.ndarray) -> tuple[str, ...]:
+    """Class names "0", "1", ... for integer labels that come without names."""
+    return tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))

@@ -1,0 +1,61 @@
+"""Folders of image files, one sub-folder per class (sorted by name)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from convnet.data.dataset import Dataset
+from convnet.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+
+
+def read_folder(root: str | Path) -> Dataset:
+    """Reads `root/<class name>/<image file>`.
+
+    Images are converted to greyscale when every file is greyscale, else to RGB, and resized to
+    the most common size among them.
+
+    Raises:
+        DataError: no class folders, an empty class, or an unreadable image (named).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"{root}: folder not found.")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise DataError(f"{root}: no class folders; expected one sub-folder of images per class.")
+    files, labels = [], []
+    for index, name in enumerate(classes):
+        found = sorted(p for p in (root / name).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not found:
+            raise DataError(f"{root / name}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        files += found
+        labels += [index] * len(found)
+    images = [_open(path) for path in files]
+    grey = all(image.mode in GREY_MODES for image in images)
+    size = Counter(image.size for image in images).most_common(1)[0][0]
+    pixels = [_to_array(image, size, grey) for image in images]
+    return Dataset(np.stack(pixels), np.array(labels, np.int64), tuple(classes), str(root))
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        with Image.open(path) as image:
+            image.load()
+            return image
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
+        raise DataError(f"{path}: not a readable image ({error}).") from None
+
+
+def _to_array(image: Image.Image, size: tuple[int, int], grey: bool) -> np.ndarray:
+    image = image.convert("L" if grey else "RGB")
+    if image.size != size:
+        image = image.resize(size, Image.Resampling.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
+    return array[..., np.newaxis] if grey else array

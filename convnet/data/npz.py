@@ -1,0 +1,78 @@
+"""NumPy `.npz` archives: `x_train`, `y_train`, optionally `x_test`, `y_test`, `class_names`."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.errors import DataError
+
+
+def read_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> dict[str, Dataset]:
+    """Reads the splits an archive holds.
+
+    Args:
+        path: an `.npz` file. Keys `x_train`/`y_train` (or `x`/`y`), and `x_test`/`y_test` if
+            the archive carries a test split. Images are (N, H, W) or (N, H, W, C), values 0-255.
+        class_names: names for the labels; else the archive's `class_names`, else "0", "1", ...
+
+    Returns:
+        {"train": Dataset} and, where present, "test".
+
+    Raises:
+        DataError: a missing key, pickled objects, or values that are not pixels or labels.
+    """
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {key: archive[key] for key in archive.files}
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found.") from None
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
+        raise DataError(f"{path}: not a readable .npz archive of plain arrays ({error}).") from None
+    if class_names is None and "class_names" in arrays:
+        class_names = tuple(str(name) for name in arrays["class_names"])
+    splits = {}
+    for split, (x_key, y_key) in {
+        "train": ("x_train", "y_train") if "x_train" in arrays else ("x", "y"),
+        "test": ("x_test", "y_test"),
+    }.items():
+        if x_key not in arrays and split == "test":
+            continue
+        for key in (x_key, y_key):
+            if key not in arrays:
+                raise DataError(
+                    f"{path}: missing array {key!r}; expected x_train, y_train (and optionally "
+                    f"x_test, y_test). Found: {', '.join(sorted(arrays)) or 'nothing'}."
+                )
+        x, y = _images(path, x_key, arrays[x_key]), _labels(path, y_key, arrays[y_key])
+        splits[split] = (x, y)
+    names = class_names or numbered_class_names(np.concatenate([y for _, y in splits.values()]))
+    return {split: Dataset(x, y, names, f"{path}:{split}") for split, (x, y) in splits.items()}
+
+
+def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+    if x.ndim == 3:
+        x = x[..., np.newaxis]
+    if x.ndim != 4:
+        raise DataError(f"{path}: {key!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C).")
+    if x.dtype == np.uint8:
+        return x
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise DataError(f"{path}: {key!r} holds {x.dtype}; expected pixel values 0-255.")
+    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x)):
+        raise DataError(
+            f"{path}: {key!r} holds values outside the integers 0-255; expected pixels."
+        )
+    return x.astype(np.uint8)
+
+
+def _labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:
+    if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
+        raise DataError(
+            f"{path}: {key!r} has dtype {y.dtype} and shape {y.shape}; expected 1-D integer labels."
+        )
+    return y.astype(np.int64)

@@ -1,0 +1,17 @@
+"""Errors a user can fix. The CLI prints their message on one line and exits 2."""
+
+
+class ConvnetError(Exception):
+    """Base class for every error convnet raises on purpose."""
+
+
+class DataError(ConvnetError, ValueError):
+    """Input data is missing, unreadable or not what was expected."""
+
+
+class ConfigError(ConvnetError, ValueError):
+    """A configuration key or value is unknown or of the wrong type."""
+
+
+class RunError(ConvnetError):
+    """A run folder is missing, incomplete, or cannot be written."""

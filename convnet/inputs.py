@@ -1,0 +1,128 @@
+"""Turning user files (photos, .npy arrays, CSV pixel rows) into the model's raw uint8 input.
+
+`predict` and `serve` share this, so a person sees exactly what the model receives.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from convnet.data.csv import read_csv
+from convnet.data.folder import IMAGE_SUFFIXES
+from convnet.errors import DataError
+
+
+def image_to_input(image: Image.Image, input_shape, light_background: bool = False) -> np.ndarray:
+    """Converts a picture to one model input of shape `input_shape` (H, W, C), uint8.
+
+    Greyscale (or RGB for 3 channels); inverted when its background's brightness differs from the
+    training data's (Fashion-MNIST items are light on black, photos usually dark on white); fitted
+    into H x W keeping its aspect ratio, and centred on the background colour.
+    """
+    height, width, channels = input_shape
+    image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+    pixels = np.asarray(image)
+    border = np.concatenate(
+        [pixels[0].ravel(), pixels[-1].ravel(), pixels[:, 0].ravel(), pixels[:, -1].ravel()]
+    )
+    if (border.mean() > 127) != light_background:
+        image = ImageOps.invert(image)
+    fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
+    background = 255 if light_background else 0
+    canvas = Image.new(
+        image.mode, (width, height), (background,) * channels if channels > 1 else background
+    )
+    canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
+    array = np.asarray(canvas, dtype=np.uint8)
+    return array.reshape(input_shape)
+
+
+def decode_image(data: bytes, name: str = "image") -> Image.Image:
+    """Opens image bytes with Pillow, refusing unreadable files and decompression bombs.
+
+    Raises:
+        DataError: naming `name` and what is wrong.
+    """
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()
+        return image
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{name}: image too large ({error}).") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+        raise DataError(f"{name}: not a readable image ({error}).") from None
+
+
+def load_inputs(
+    paths: list[str | Path], input_shape, light_background: bool = False
+) -> tuple[list[str], np.ndarray]:
+    """Reads every file into model inputs.
+
+    Args:
+        paths: image files (PNG, JPG, ...), `.npy` arrays of (H, W), (H, W, C), (N, H, W) or
+            (N, H, W, C) pixels, or CSVs of pixel rows (a `label` column is ignored).
+        input_shape: the model's (H, W, C).
+        light_background: whether the training images have light backgrounds.
+
+    Returns:
+        (names, x): one name per input ("file", or "file[i]" for the i-th row or array), and
+        uint8 inputs of shape (N, H, W, C).
+
+    Raises:
+        DataError: a file is missing, unreadable, or of the wrong shape.
+    """
+    names, arrays = [], []
+    for path in map(Path, paths):
+        if not path.is_file():
+            raise DataError(f"{path}: file not found.")
+        suffix = path.suffix.lower()
+        if suffix == ".npy":
+            batch = _npy(path, input_shape)
+        elif suffix == ".csv":
+            batch = _csv(path, input_shape)
+        elif suffix in IMAGE_SUFFIXES:
+            image = decode_image(path.read_bytes(), str(path))
+            batch = image_to_input(image, input_shape, light_background)[np.newaxis]
+        else:
+            raise DataError(
+                f"{path}: unsupported file type {suffix!r}; expected an image "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}), .npy or .csv."
+            )
+        names += (
+            [str(path)]
+            if len(batch) == 1 and suffix not in {".csv"}
+            else [f"{path}[{i}]" for i in range(len(batch))]
+        )
+        arrays.append(batch)
+    return names, np.concatenate(arrays)
+
+
+def _npy(path: Path, input_shape) -> np.ndarray:
+    try:
+        array = np.load(path, allow_pickle=False)
+    except ValueError as error:
+        raise DataError(f"{path}: not a plain .npy array ({error}).") from None
+    if array.shape == tuple(input_shape[:2]) or array.shape == tuple(input_shape):
+        array = array[np.newaxis]
+    if array.ndim == 3:
+        array = array[..., np.newaxis]
+    if array.shape[1:] != tuple(input_shape):
+        raise DataError(
+            f"{path}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
+        )
+    if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
+        raise DataError(f"{path}: values must be pixels from 0 to 255.")
+    return array.astype(np.uint8)
+
+
+def _csv(path: Path, input_shape) -> np.ndarray:
+    with path.open() as f:
+        labeled = "label" in f.readline().strip().split(",")
+    x = read_csv(path, labeled=labeled).x
+    if x.shape[1:] != tuple(input_shape):
+        raise DataError(f"{path}: rows hold {x.shape[1:]} images; expected {tuple(input_shape)}.")
+    return x

@@ -1,0 +1,1 @@
+"""Compiling, fitting and writing run folders."""
