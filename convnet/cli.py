@@ -50,31 +50,39 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train = commands.add_parser("train", help="train a preset and write a run folder")
+    train.set_defaults(handler=_train)
     _add_config_flags(train)
     train.add_argument("--json", action="store_true", help="print one JSON document")
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run")
+    evaluate.set_defaults(handler=_evaluate)
     evaluate.add_argument("run")
     evaluate.add_argument("--test", help="another test set (default: the run's own)")
     evaluate.add_argument("--json", action="store_true")
 
     predict = commands.add_parser("predict", help="classify images, .npy or CSV files")
+    predict.set_defaults(handler=_predict)
     predict.add_argument("run")
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
 
     summary = commands.add_parser("summary", help="print a preset's layers")
+    summary.set_defaults(handler=lambda args: print(api.summary(args.preset), end=""))
     summary.add_argument("preset")
 
-    commands.add_parser("presets", help="list the presets")
+    presets = commands.add_parser("presets", help="list the presets")
+    presets.set_defaults(handler=_presets)
     fetch = commands.add_parser("fetch", help="make sure Fashion-MNIST is on this machine")
+    fetch.set_defaults(handler=lambda args: print(f"Fashion-MNIST: {api.fetch(args.data_dir)}"))
     fetch.add_argument("--data-dir")
     return parser
 
 
 def _train(args) -> None:
-    flags = {k: v for k, v in vars(args).items() if k not in {"command", "config", "json"}}
+    flags = {
+        k: v for k, v in vars(args).items() if k not in {"command", "config", "json", "handler"}
+    }
     config = load_config(args.config, flags)
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     result = api.train(config, command=sys.argv, verbose=0 if args.json else verbose)
@@ -121,24 +129,18 @@ def _predict(args) -> None:
         )
 
 
+def _presets(args) -> None:
+    from convnet.models.registry import get_preset
+
+    for name in api.list_presets():
+        print(f"{name:10s} {get_preset(name).description}")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
     try:
-        if args.command == "train":
-            _train(args)
-        elif args.command == "evaluate":
-            _evaluate(args)
-        elif args.command == "predict":
-            _predict(args)
-        elif args.command == "summary":
-            print(api.summary(args.preset), end="")
-        elif args.command == "presets":
-            from convnet.models.registry import get_preset
-
-            for name in api.list_presets():
-                print(f"{name:10s} {get_preset(name).description}")
-        elif args.command == "fetch":
-            print(f"Fashion-MNIST: {api.fetch(args.data_dir)}")
+        args.handler(args)
     except ConvnetError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2

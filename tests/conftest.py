@@ -1,0 +1,103 @@
+"""Tiny data made in tmp_path, a trained run shared by the session, and the real CLI binary."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from convnet.data.dataset import Dataset  # noqa: E402
+
+CONVNET = str(Path(sys.executable).with_name("convnet"))
+CLASS_NAMES = ("bar0", "bar1", "bar2", "bar3")
+
+
+def make_images(n: int, seed: int = 0, side: int = 28) -> Dataset:
+    """Learnable images: class k is a bright horizontal bar in band k, on dark noise."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, len(CLASS_NAMES), n)
+    x = rng.integers(0, 60, (n, side, side, 1), dtype=np.uint8)
+    band = side // len(CLASS_NAMES)
+    for i, label in enumerate(y):
+        x[i, label * band + 1 : label * band + band - 1, 3:-3] = 220
+    return Dataset(x, y.astype(np.int64), CLASS_NAMES, "synthetic")
+
+
+def write_csv(path: Path, data: Dataset, header: bool = True) -> Path:
+    pixels = data.x.reshape(len(data), -1)
+    lines = []
+    if header:
+        lines.append(",".join(["label"] + [f"pixel{i + 1}" for i in range(pixels.shape[1])]))
+    lines += [",".join(map(str, [label, *row])) for label, row in zip(data.y, pixels, strict=True)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def write_npz(path: Path, train: Dataset, test: Dataset) -> Path:
+    np.savez(path, x_train=train.x[..., 0], y_train=train.y, x_test=test.x[..., 0], y_test=test.y,
+             class_names=np.array(CLASS_NAMES))
+    return path
+
+
+@pytest.fixture
+def tiny() -> Dataset:
+    return make_images(64)
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory) -> Path:
+    """600 training and 200 test images of four classes, in one NPZ."""
+    path = tmp_path_factory.mktemp("data") / "bars.npz"
+    return write_npz(path, make_images(600, seed=1), make_images(200, seed=2))
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory, tiny_npz) -> Path:
+    """A seed-preset run folder trained for 3 quick epochs on the tiny NPZ."""
+    import convnet
+
+    out = tmp_path_factory.mktemp("runs") / "seed-tiny"
+    convnet.train(train=str(tiny_npz), epochs=3, batch_size=64, out=str(out), verbose=0)
+    return out
+
+
+def run_cli(*args: str, timeout: float = 600, env: dict | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Runs the installed `convnet` binary and returns its result (never raises on exit code)."""
+    return subprocess.run([CONVNET, *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+
+
+ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Debian's headless Chromium driven by Playwright (no browser download)."""
+    playwright = pytest.importorskip("playwright.sync_api")
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make test` installs the Debian package chromium")
+    with playwright.sync_playwright() as p:
+        instance = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"],
+        )
+        yield instance
+        instance.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where tests save screenshots for people to look at (test-artifacts/, git-ignored)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    return ARTIFACTS
