@@ -1,0 +1,102 @@
+"""The real `convnet` binary: outputs, JSON, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_images, run_cli, write_csv
+from PIL import Image
+
+
+def assert_user_error(result, message: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("convnet: error:")]
+    assert len(errors) == 1 and message in errors[0], result.stderr
+
+
+def test_presets_and_summary():
+    presets = run_cli("presets")
+    assert presets.returncode == 0 and presets.stdout.startswith("") and "seed" in presets.stdout
+    summary = run_cli("summary", "seed")
+    assert summary.returncode == 0 and "Total params: 93,322" in summary.stdout
+
+
+def test_unknown_preset_is_a_user_error(tmp_path):
+    result = run_cli("train", "--preset", "nope", "--out", tmp_path / "run")
+    assert_user_error(result, "Unknown preset 'nope'. Known presets:")
+
+
+def test_bad_csv_is_one_line_exit_2_and_leaves_no_run(tmp_path):
+    bad = write_csv(tmp_path / "bad.csv", make_images(5))
+    lines = bad.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[1] = "x0"
+    lines[2] = ",".join(cells)
+    bad.write_text("\n".join(lines) + "\n")
+    result = run_cli("train", "--train", bad, "--test", bad, "--out", tmp_path / "run")
+    assert_user_error(result, "bad.csv: line 3, column 'pixel1': 'x0' is not a pixel value")
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_folder_that_is_not_empty_is_refused(tmp_path, tiny_npz):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "keep.txt").write_text("mine")
+    result = run_cli("train", "--train", tiny_npz, "--out", tmp_path / "run")
+    assert_user_error(result, "already exists and is not empty")
+    assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
+
+
+def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
+    run = tmp_path / "run"
+    result = run_cli(
+        "train", "--train", tiny_npz, "--epochs", "2", "--batch-size", "32", "--json", "--out", run
+    )
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert set(summary) == {"run", "test_loss", "test_accuracy", "wall_seconds"}
+    assert summary["test_accuracy"] > 0.9  # four bar classes are easy
+    for name in (
+        "config.yaml",
+        "model.keras",
+        "history.csv",
+        "metrics.json",
+        "manifest.json",
+        "plots/learning_curves.png",
+    ):
+        assert (run / name).is_file(), name
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["seed"] == 42
+    assert "--json" in manifest["command"] and len(manifest["data"]["train"]["sha256"]) == 64
+
+    evaluated = run_cli("evaluate", run, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+
+    images = make_images(3, seed=9)
+    png = tmp_path / "one.png"
+    Image.fromarray(images.x[0, :, :, 0]).save(png)
+    np.save(tmp_path / "two.npy", images.x[1:, :, :, 0])
+    predicted = run_cli("predict", run, png, tmp_path / "two.npy", "--top-k", "2", "--json")
+    assert predicted.returncode == 0, predicted.stderr
+    results = json.loads(predicted.stdout)
+    assert [r["file"] for r in results] == [
+        str(png),
+        f"{tmp_path}/two.npy[0]",
+        f"{tmp_path}/two.npy[1]",
+    ]
+    assert [r["class"] for r in results] == [f"bar{k}" for k in images.y]
+    assert all(len(r["top"]) == 2 and r["top"][0]["class"] == r["class"] for r in results)
+
+
+def test_predict_refuses_unknown_file_types(tmp_path, trained_run):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    result = run_cli("predict", trained_run, path)
+    assert_user_error(result, "notes.txt: unsupported file type '.txt'")
+
+
+def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
+    assert_user_error(run_cli("evaluate", tmp_path), "not a run folder; expected config.yaml")

@@ -1,0 +1,67 @@
+"""Config: defaults, then YAML, then flags; unknown keys and wrong types are errors."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from convnet.config import load_config, make_config
+from convnet.errors import ConfigError
+
+
+def test_defaults_are_the_seed_recipe():
+    config = load_config()
+    recipe = config.recipe()
+    assert config.preset == "seed" and config.seed == 42
+    assert (recipe.epochs, recipe.batch_size, recipe.optimizer, recipe.val_split) == (
+        15,
+        512,
+        "rmsprop",
+        0.3,
+    )
+
+
+def test_yaml_then_flags(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"epochs": 3, "batch-size": 64, "limit": 100}))
+    config = load_config(path, {"epochs": 5})
+    recipe = config.recipe()
+    assert (recipe.epochs, recipe.batch_size, config.limit) == (5, 64, 100)
+
+
+def test_unknown_key_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'epochz'. Known keys: .*epochs"):
+        load_config(path)
+
+
+def test_wrong_type_says_what_was_expected():
+    with pytest.raises(ConfigError, match=r"'epochs' must be int. Received: 'many'"):
+        make_config({"epochs": "many"})
+    with pytest.raises(ConfigError, match=r"'stratify' must be bool. Received: 1"):
+        make_config({"stratify": 1})
+
+
+def test_int_is_accepted_for_a_float():
+    assert make_config({"learning_rate": 1}).recipe().learning_rate == 1.0
+
+
+def test_unknown_preset_is_caught_at_load():
+    with pytest.raises(ConfigError, match="Unknown preset 'nope'"):
+        make_config({"preset": "nope"})
+
+
+def test_resolved_config_round_trips(tmp_path):
+    config = make_config({"epochs": 2, "train": "a.csv"})
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config.resolved()))
+    again = load_config(path)
+    assert again.resolved() == config.resolved()
+
+
+def test_yaml_that_is_not_a_mapping(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="expected a mapping of settings, got list"):
+        load_config(path)

@@ -1,0 +1,316 @@
+"""Readers (IDX, CSV, NPZ, folders), format dispatch, Fashion-MNIST sources and the split."""
+
+from __future__ import annotations
+
+import gzip
+
+import numpy as np
+import pytest
+from conftest import CLASS_NAMES, make_images, write_csv, write_npz
+from PIL import Image
+
+from convnet.data import guess_format, load_source, load_train_test, split
+from convnet.data.csv import read_csv
+from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
+from convnet.data.folder import read_folder
+from convnet.data.idx import read_idx, read_idx_dataset
+from convnet.data.npz import read_npz
+from convnet.data.sources import find_fashion_mnist, load_fashion_mnist
+from convnet.errors import DataError
+
+
+def write_idx(path, array: np.ndarray, compress: bool = False):
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    data = header + array.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+# --- Dataset ------------------------------------------------------------------------------------
+
+
+def test_dataset_rejects_float_pixels():
+    with pytest.raises(DataError, match=r"images must be uint8 of shape \(N, H, W, C\)"):
+        Dataset(np.zeros((2, 4, 4, 1), np.float32), np.zeros(2, np.int64), ("a",), "x")
+
+
+def test_dataset_rejects_label_out_of_range():
+    with pytest.raises(DataError, match=r"labels must be in \[0, 1\]. Received: min=0, max=5"):
+        Dataset(np.zeros((2, 4, 4, 1), np.uint8), np.array([0, 5]), ("a", "b"), "x")
+
+
+def test_dataset_checksum_changes_with_one_pixel(tiny):
+    changed = tiny.x.copy()
+    changed[0, 0, 0, 0] ^= 1
+    assert tiny.checksum() != Dataset(changed, tiny.y, tiny.class_names).checksum()
+
+
+# --- IDX ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_idx_round_trip(tmp_path, tiny, compress):
+    suffix = ".gz" if compress else ""
+    images = write_idx(tmp_path / f"train-images-idx3-ubyte{suffix}", tiny.x[..., 0], compress)
+    write_idx(tmp_path / f"train-labels-idx1-ubyte{suffix}", tiny.y, compress)
+    data = read_idx_dataset(images)
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+    assert data.class_names == ("0", "1", "2", "3")
+
+
+def test_idx_wrong_magic(tmp_path):
+    path = tmp_path / "x-idx3-ubyte"
+    path.write_bytes(b"PK\x03\x04" + bytes(20))
+    with pytest.raises(DataError, match="not an IDX file; expected magic bytes 00 00"):
+        read_idx(path)
+
+
+def test_idx_truncated(tmp_path, tiny):
+    path = write_idx(tmp_path / "x-idx3-ubyte", tiny.x[..., 0])
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(DataError, match=r"declares shape \(64, 28, 28\) .* holds 50182 bytes"):
+        read_idx(path)
+
+
+def test_idx_corrupt_gzip(tmp_path):
+    path = tmp_path / "x-idx3-ubyte.gz"
+    path.write_bytes(b"\x1f\x8b" + bytes(30))
+    with pytest.raises(DataError, match="not a readable gzip file"):
+        read_idx(path)
+
+
+def test_idx_count_mismatch(tmp_path, tiny):
+    images = write_idx(tmp_path / "t-images-idx3-ubyte", tiny.x[..., 0])
+    write_idx(tmp_path / "t-labels-idx1-ubyte", tiny.y[:10])
+    with pytest.raises(DataError, match="64 images but t-labels-idx1-ubyte has 10 labels"):
+        read_idx_dataset(images)
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+
+def test_csv_kaggle_layout(tmp_path, tiny):
+    data = read_csv(write_csv(tmp_path / "t.csv", tiny))
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+
+
+def test_csv_without_header_and_label_last(tmp_path, tiny):
+    pixels = tiny.x.reshape(len(tiny), -1)
+    rows = [",".join(map(str, [*row, label])) for row, label in zip(pixels, tiny.y, strict=True)]
+    path = tmp_path / "t.csv"
+    path.write_text("\n".join(rows) + "\n")
+    data = read_csv(path, label_column=784)
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+
+
+def test_csv_string_labels_become_sorted_class_names(tmp_path):
+    pixels = ",".join(["7"] * 4)
+    path = tmp_path / "t.csv"
+    path.write_text(
+        f"kind,{','.join(f'p{i}' for i in range(4))}\ncat,{pixels}\nant,{pixels}\ncat,{pixels}\n"
+    )
+    data = read_csv(path, label_column="kind")
+    assert data.class_names == ("ant", "cat")
+    assert data.y.tolist() == [1, 0, 1]
+    assert data.image_shape == (2, 2, 1)
+
+
+def test_csv_empty_file(tmp_path):
+    path = tmp_path / "empty.csv"
+    path.write_text("")
+    with pytest.raises(DataError, match="empty.csv: the file is empty"):
+        read_csv(path)
+
+
+def test_csv_not_square(tmp_path):
+    path = tmp_path / "t.csv"
+    path.write_text("label,a,b,c\n1,2,3,4\n")
+    with pytest.raises(DataError, match="3 pixel columns is not a square image"):
+        read_csv(path)
+
+
+def test_csv_wrong_column_count_names_the_line(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
+    lines = path.read_text().splitlines()
+    lines[3] = lines[3].rsplit(",", 1)[0]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 4 has 784 columns; expected 785"):
+        read_csv(path)
+
+
+def test_csv_non_numeric_pixel_names_line_and_column(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
+    lines = path.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[10] = "abc"
+    lines[2] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 3, column 'pixel10': 'abc' is not a pixel value"):
+        read_csv(path)
+
+
+def test_csv_out_of_range_pixel(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
+    lines = path.read_text().splitlines()
+    cells = lines[5].split(",")
+    cells[1] = "256"
+    lines[5] = ",".join(cells)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 6, column 'pixel1': pixel 256 is out of range"):
+        read_csv(path)
+
+
+def test_csv_missing_label(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
+    lines = path.read_text().splitlines()
+    lines[2] = "," + lines[2].split(",", 1)[1]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match="line 3, column 'label': missing label"):
+        read_csv(path)
+
+
+def test_csv_unknown_label_column(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 2)))
+    with pytest.raises(DataError, match="no column named 'target'"):
+        read_csv(path, label_column="target")
+
+
+# --- NPZ ----------------------------------------------------------------------------------------
+
+
+def test_npz_splits_and_class_names(tmp_path):
+    path = write_npz(tmp_path / "d.npz", make_images(20, 1), make_images(10, 2))
+    splits = read_npz(path)
+    assert set(splits) == {"train", "test"}
+    assert splits["train"].x.shape == (20, 28, 28, 1)
+    assert splits["test"].class_names == CLASS_NAMES
+
+
+def test_npz_missing_key(tmp_path):
+    np.savez(tmp_path / "d.npz", images=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(
+        DataError, match="missing array 'x'; expected x_train, y_train .* Found: images"
+    ):
+        read_npz(tmp_path / "d.npz")
+
+
+def test_npz_refuses_pickled_objects(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.array([{"a": 1}], dtype=object), y_train=[0])
+    with pytest.raises(DataError, match="not a readable .npz archive of plain arrays"):
+        read_npz(tmp_path / "d.npz")
+
+
+def test_npz_rejects_non_pixel_values(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.full((2, 4, 4), 0.5), y_train=np.array([0, 1]))
+    with pytest.raises(DataError, match="outside the integers 0-255"):
+        read_npz(tmp_path / "d.npz")
+
+
+# --- folders of images --------------------------------------------------------------------------
+
+
+def test_folder_classes_sorted_and_images_read(tmp_path, tiny):
+    for name in ("shoe", "bag"):
+        (tmp_path / name).mkdir()
+    for i in range(3):
+        Image.fromarray(tiny.x[i, :, :, 0]).save(tmp_path / "shoe" / f"{i}.png")
+        Image.fromarray(tiny.x[i + 3, :, :, 0]).save(tmp_path / "bag" / f"{i}.png")
+    data = read_folder(tmp_path)
+    assert data.class_names == ("bag", "shoe")
+    assert data.y.tolist() == [0, 0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(data.x[3], tiny.x[0])
+
+
+def test_folder_unreadable_image_is_named(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(DataError, match=r"broken.png: not a readable image"):
+        read_folder(tmp_path)
+
+
+def test_folder_without_class_folders(tmp_path):
+    with pytest.raises(DataError, match="no class folders"):
+        read_folder(tmp_path)
+
+
+# --- dispatch, train/test, sources --------------------------------------------------------------
+
+
+def test_guess_format(tmp_path):
+    assert guess_format(tmp_path) == "folder"
+    assert guess_format(tmp_path / "a.csv") == "csv"
+    assert guess_format(tmp_path / "a.npz") == "npz"
+    assert guess_format(tmp_path / "train-images-idx3-ubyte.gz") == "idx"
+    with pytest.raises(DataError, match="cannot tell the format from the name"):
+        guess_format(tmp_path / "data.bin")
+
+
+def test_fashion_named_csv_gets_fashion_class_names(tmp_path, tiny):
+    data = load_source(write_csv(tmp_path / "fashion-mnist_train.csv", tiny))["train"]
+    assert data.class_names == FASHION_MNIST_CLASSES
+
+
+def test_train_test_without_test_split_is_an_error(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny)
+    with pytest.raises(DataError, match="holds no test split; pass --test"):
+        load_train_test(str(path))
+
+
+def test_train_test_shape_mismatch(tmp_path, tiny):
+    small = Dataset(tiny.x[:, :14, :14], tiny.y, tiny.class_names)
+    with pytest.raises(DataError, match=r"images of shape \(14, 14, 1\); expected \(28, 28, 1\)"):
+        load_train_test(
+            str(write_csv(tmp_path / "a.csv", tiny)), str(write_csv(tmp_path / "b.csv", small))
+        )
+
+
+def test_fashion_mnist_is_found_and_verified():
+    assert find_fashion_mnist() is not None
+    splits = load_fashion_mnist()
+    assert splits["train"].x.shape == (60000, 28, 28, 1)
+    assert splits["test"].x.shape == (10000, 28, 28, 1)
+    assert splits["train"].class_names[9] == "Ankle boot"
+    assert np.bincount(splits["test"].y).tolist() == [1000] * 10
+
+
+def test_fashion_mnist_checksum_mismatch(tmp_path, tiny):
+    for prefix in ("train", "t10k"):
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", tiny.x[..., 0])
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte", tiny.y)
+    with pytest.raises(
+        DataError, match="checksum mismatch; this is not the published Fashion-MNIST"
+    ):
+        load_fashion_mnist(tmp_path)
+
+
+# --- split --------------------------------------------------------------------------------------
+
+
+def test_split_matches_the_seeds_train_test_split():
+    from sklearn.model_selection import train_test_split
+
+    data = make_images(100)
+    train, val = split(data, 0.3, 42)
+    x_train, x_val, _, _ = train_test_split(data.x, data.y, test_size=0.3, random_state=42)
+    np.testing.assert_array_equal(train.x, x_train)
+    np.testing.assert_array_equal(val.x, x_val)
+
+
+def test_split_stratified_keeps_proportions():
+    data = make_images(400)
+    _, val = split(data, 0.25, 0, stratify=True)
+    expected = np.bincount(data.y) * 0.25
+    assert np.abs(np.bincount(val.y) - expected).max() <= 1
+
+
+def test_split_zero_means_no_validation(tiny):
+    train, val = split(tiny, 0.0)
+    assert val is None and len(train) == len(tiny)
+
+
+def test_split_out_of_range():
+    with pytest.raises(DataError, match=r"val_split must be in \[0, 1\). Received: val_split=1.5"):
+        split(make_images(10), 1.5)
