@@ -314,3 +314,35 @@ def test_split_zero_means_no_validation(tiny):
 def test_split_out_of_range():
     with pytest.raises(DataError, match=r"val_split must be in \[0, 1\). Received: val_split=1.5"):
         split(make_images(10), 1.5)
+
+
+def test_kaggle_csv_round_trip(tmp_path, tiny):
+    from convnet.data.kaggle import write_kaggle_csv
+
+    path = write_kaggle_csv(tiny, tmp_path / "fashion-mnist_train.csv")
+    assert path.read_text().splitlines()[0].startswith("label,pixel1,pixel2,")
+    data = load_source(path)["train"]
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+
+
+def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypatch):
+    from convnet.data import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = write_csv(tmp_path / "t.csv", tiny)
+    calls = []
+
+    def read():
+        calls.append(1)
+        return read_csv(path)
+
+    first = cache.cached_read(path, read, label_column=None)
+    second = cache.cached_read(path, read, label_column=None)
+    assert len(calls) == 1
+    np.testing.assert_array_equal(second.x, first.x)
+    assert second.class_names == first.class_names
+    cache.cached_read(path, read, label_column="label")  # other options: another entry
+    path.write_text(path.read_text().replace("\n1,", "\n2,", 1))  # other content: parsed again
+    cache.cached_read(path, read, label_column=None)
+    assert len(calls) == 3

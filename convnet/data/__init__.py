@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from convnet.data.cache import cached_read
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_folder
@@ -78,7 +79,8 @@ def load_source(
     format = format or guess_format(path)
     names = resolve_class_names(class_names, path)
     if format == "csv":
-        return {"train": read_csv(path, label_column, names)}
+        read = lambda: read_csv(path, label_column, names)  # noqa: E731
+        return {"train": cached_read(path, read, label_column=label_column, class_names=names)}
     if format == "npz":
         return read_npz(path, names)
     if format == "idx":

@@ -1,0 +1,278 @@
+"""Time to accuracy: the seed article's pipeline against convnet's presets, side by side, one run.
+
+    python -m bench.time_to_accuracy            # full: 3 seeds each, about 40 minutes on 2 cores
+    python -m bench.time_to_accuracy --quick    # 10,000 examples, 3 epochs, 1 seed: under 3 minutes
+
+Every training runs in a fresh process on the same Kaggle CSVs (made from the IDX files by
+`convnet export-csv`). Results go to bench/results/time_to_accuracy[-quick].json and, for full
+runs, to the time-to-accuracy section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from convnet.data.kaggle import KAGGLE_NAMES, export_fashion_mnist_csv
+from convnet.data.sources import cache_dir
+from convnet.reports.plots import read_history
+
+ROOT = Path(__file__).resolve().parent.parent
+CONVNET = str(Path(sys.executable).with_name("convnet"))
+TARGET = 0.91  # validation accuracy whose first epoch gives "time to 0.91"
+
+
+def kaggle_csvs(rows: int | None) -> tuple[Path, Path]:
+    """The Kaggle CSVs, exported once into the cache; the first `rows` training rows if given."""
+    directory = cache_dir() / "kaggle"
+    train, test = (directory / KAGGLE_NAMES[s] for s in ("train", "test"))
+    if not (train.is_file() and test.is_file()):
+        export_fashion_mnist_csv(directory)
+    if rows is None:
+        return train, test
+    small = directory / f"fashion-mnist_train-{rows}.csv"
+    if not small.is_file():
+        with train.open() as source:
+            small.write_text("".join(next(source) for _ in range(rows + 1)))
+    return small, test
+
+
+def time_csv_loading(train_csv: Path) -> dict:
+    """pandas.read_csv as the seed uses it, against convnet's reader cold and from its cache."""
+    code = (
+        "import sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "if sys.argv[1] == 'pandas':\n"
+        "    import pandas as pd; pd.read_csv(sys.argv[2])\n"
+        "else:\n"
+        "    from convnet.data import load_source; load_source(sys.argv[2])\n"
+        "print(time.perf_counter() - t)\n"
+    )
+    seconds = {}
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "XDG_CACHE_HOME": cache}  # an empty cache: the first load is cold
+        for label, reader in (
+            ("pandas", "pandas"),
+            ("convnet_cold", "convnet"),
+            ("convnet_cached", "convnet"),
+        ):
+            out = subprocess.run(
+                [sys.executable, "-c", code, reader, str(train_csv)],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            seconds[label] = float(out.stdout.split()[-1])
+    seconds["speedup_cold"] = seconds["pandas"] / seconds["convnet_cold"]
+    return seconds
+
+
+def run_reference(train_csv: Path, test_csv: Path, seed: int, epochs: int) -> dict:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.seed_article",
+            str(train_csv),
+            str(test_csv),
+            str(seed),
+            str(epochs),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["seconds_per_epoch"] = result["fit_seconds"] / result["epochs"]
+    return result
+
+
+def run_preset(
+    preset: str, train_csv: Path, test_csv: Path, seed: int, out: Path, epochs: int | None
+) -> dict:
+    command = [
+        CONVNET,
+        "train",
+        "--preset",
+        preset,
+        "--seed",
+        str(seed),
+        "--train",
+        str(train_csv),
+        "--test",
+        str(test_csv),
+        "--json",
+        "--out",
+        str(out),
+    ]
+    command += ["--epochs", str(epochs)] if epochs else []
+    subprocess.run(command, capture_output=True, text=True, check=True)
+    metrics = json.loads((out / "metrics.json").read_text())
+    history = read_history(out / "history.csv")
+    reached = [
+        t
+        for t, a in zip(history["elapsed_seconds"], history.get("val_accuracy", []), strict=False)
+        if a >= TARGET
+    ]
+    return {
+        "wall_seconds": metrics["wall_seconds"],
+        "fit_seconds": metrics["fit_seconds"],
+        "epochs": len(history["loss"]),
+        "seconds_per_epoch": metrics["fit_seconds"] / len(history["loss"]),
+        "seconds_to_target": reached[0] if reached else None,
+        "test_accuracy": metrics["test_accuracy"],
+        "test_loss": metrics["test_loss"],
+        "images_per_second": inference_throughput(out),
+    }
+
+
+def inference_throughput(run: Path) -> float:
+    """Batch inference on the test set (batch 1024), after one warm-up pass, in images/s."""
+    code = (
+        "import sys, time\n"
+        "import convnet, keras\n"
+        "from convnet.data import load_fashion_mnist\n"
+        "model = keras.saving.load_model(sys.argv[1] + '/model.keras')\n"
+        "x = load_fashion_mnist()['test'].x\n"
+        "model.predict(x, batch_size=1024, verbose=0)\n"
+        "t = time.perf_counter(); model.predict(x, batch_size=1024, verbose=0)\n"
+        "print(len(x) / (time.perf_counter() - t))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(run)], capture_output=True, text=True, check=True
+    )
+    return float(out.stdout.split()[-1])
+
+
+def summarize(runs: list[dict], reference: dict | None) -> dict:
+    """Mean and spread of each figure over seeds, and ratios against the reference's means."""
+    summary = {"runs": runs, "seeds": len(runs)}
+    for key in (
+        "wall_seconds",
+        "fit_seconds",
+        "seconds_per_epoch",
+        "test_accuracy",
+        "images_per_second",
+    ):
+        values = [r[key] for r in runs if r.get(key) is not None]
+        if values:
+            summary[key] = {
+                "mean": statistics.fmean(values),
+                "min": min(values),
+                "max": max(values),
+            }
+    reached = [r["seconds_to_target"] for r in runs if r.get("seconds_to_target") is not None]
+    summary["seconds_to_target"] = statistics.fmean(reached) if len(reached) == len(runs) else None
+    if reference:
+        for key in ("wall_seconds", "fit_seconds", "seconds_per_epoch"):
+            summary[f"{key}_vs_reference"] = summary[key]["mean"] / reference[key]["mean"]
+    return summary
+
+
+def _fmt(summary: dict, key: str, digits: int = 1) -> str:
+    value = summary.get(key)
+    if value is None:
+        return "not reached"
+    if isinstance(value, dict):
+        if value["max"] - value["min"] > 0:
+            return (
+                f"{value['mean']:.{digits}f} ({value['min']:.{digits}f}-{value['max']:.{digits}f})"
+            )
+        return f"{value['mean']:.{digits}f}"
+    return f"{value:.{digits}f}"
+
+
+def markdown(results: dict) -> str:
+    """The results as a markdown section: machine, command, and one row per pipeline."""
+    lines = [
+        f"Command: `{results['command']}`  ",
+        f"Date: {results['date']}; machine: {results['machine']}; versions: {results['versions']}",
+        "",
+        "| pipeline | seeds | wall s | fit s | s/epoch | s to 0.91 val acc | test accuracy | "
+        "images/s | wall vs article | s/epoch vs article |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, s in results["pipelines"].items():
+        ratios = [
+            f"{s[k]:.2f}" if k in s else "1.00"
+            for k in ("wall_seconds_vs_reference", "seconds_per_epoch_vs_reference")
+        ]
+        lines.append(
+            f"| {name} | {s['seeds']} | {_fmt(s, 'wall_seconds')} | {_fmt(s, 'fit_seconds')} | "
+            f"{_fmt(s, 'seconds_per_epoch', 2)} | {_fmt(s, 'seconds_to_target')} | "
+            f"{_fmt(s, 'test_accuracy', 4)} | {_fmt(s, 'images_per_second', 0)} | "
+            f"{ratios[0]} | {ratios[1]} |"
+        )
+    csv = results["csv_loading"]
+    lines += [
+        "",
+        f"Kaggle train CSV (60,000 rows) loading: pandas.read_csv {csv['pandas']:.2f} s, "
+        f"convnet cold {csv['convnet_cold']:.2f} s ({csv['speedup_cold']:.1f}x faster), "
+        f"convnet from its cache {csv['convnet_cached']:.2f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_section(path: Path, name: str, body: str) -> None:
+    """Replaces the section between `<!-- name:begin -->` and `<!-- name:end -->` in `path`."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.is_file() else "# Benchmarks\n"
+    block = f"{begin}\n{body}{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + f"\n\n## Time to accuracy\n\n{block}\n"
+    path.write_text(text)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="10,000 examples, 3 epochs, 1 seed")
+    parser.add_argument("--seeds", type=int, default=None, help="seeds per pipeline (default 3)")
+    parser.add_argument("--presets", default="seed,fast,best")
+    args = parser.parse_args(argv)
+    seeds = args.seeds or (1 if args.quick else 3)
+    epochs = 3 if args.quick else None
+    train_csv, test_csv = kaggle_csvs(10_000 if args.quick else None)
+
+    from convnet.training.trainer import _versions
+
+    results = {
+        "command": "python -m bench.time_to_accuracy " + " ".join(argv or sys.argv[1:]),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "versions": _versions(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "csv_loading": time_csv_loading(train_csv),
+        "pipelines": {},
+    }
+    reference_runs = [run_reference(train_csv, test_csv, s, epochs or 15) for s in range(seeds)]
+    reference = summarize(reference_runs, None)
+    results["pipelines"]["article (reference)"] = reference
+    with tempfile.TemporaryDirectory() as tmp:
+        for preset in args.presets.split(","):
+            runs = [
+                run_preset(preset, train_csv, test_csv, s, Path(tmp) / f"{preset}-{s}", epochs)
+                for s in range(seeds)
+            ]
+            results["pipelines"][f"convnet {preset}"] = summarize(runs, reference)
+    out = ROOT / "bench" / "results" / f"time_to_accuracy{'-quick' if args.quick else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    if not args.quick:
+        write_section(ROOT / "docs" / "benchmarks.md", "time_to_accuracy", markdown(results))
+    return results
+
+
+if __name__ == "__main__":
+    main()

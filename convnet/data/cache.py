@@ -1,0 +1,43 @@
+"""A cache of parsed text data, keyed by the file's SHA-256, so a second load skips parsing."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from convnet.data.dataset import Dataset
+from convnet.data.sources import cache_dir
+from convnet.runs import write_atomic
+
+FORMAT_VERSION = 1  # bump when a reader's output for the same file can change
+
+
+def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
+    """`read()`, or the Dataset it returned before for the same file content and options.
+
+    The cache lives in `cache_dir()/parsed/`; failing to write it never fails the load.
+    """
+    with path.open("rb") as f:
+        digest = hashlib.file_digest(f, "sha256")
+    digest.update(json.dumps([FORMAT_VERSION, options], sort_keys=True, default=str).encode())
+    entry = cache_dir() / "parsed" / f"{digest.hexdigest()}.npz"
+    if entry.is_file():
+        try:
+            with np.load(entry, allow_pickle=False) as saved:
+                return Dataset(
+                    saved["x"], saved["y"], tuple(saved["class_names"].tolist()), str(path)
+                )
+        except (OSError, ValueError, KeyError):
+            pass  # a damaged entry is parsed again and replaced
+    data = read()
+    buffer = io.BytesIO()
+    np.savez(buffer, x=data.x, y=data.y, class_names=np.array(data.class_names))
+    with contextlib.suppress(OSError):
+        write_atomic(entry, buffer.getvalue())
+    return data

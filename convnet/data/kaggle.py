@@ -1,0 +1,34 @@
+"""Writing the Kaggle layout of Fashion-MNIST: `label,pixel1,...,pixel784`, one row per image."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+from pyarrow import csv as pacsv
+
+from convnet.data.dataset import Dataset
+from convnet.data.sources import load_fashion_mnist
+from convnet.runs import write_atomic
+
+KAGGLE_NAMES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
+
+
+def write_kaggle_csv(data: Dataset, path: str | Path) -> Path:
+    """Writes `data` as a Kaggle-style CSV, atomically."""
+    pixels = data.x.reshape(len(data), -1)
+    names = ["label"] + [f"pixel{j + 1}" for j in range(pixels.shape[1])]
+    columns = [pa.array(data.y)] + [pa.array(pixels[:, j]) for j in range(pixels.shape[1])]
+    sink = pa.BufferOutputStream()
+    sink.write((",".join(names) + "\n").encode())
+    pacsv.write_csv(pa.table(columns, names=names), sink, pacsv.WriteOptions(include_header=False))
+    return write_atomic(path, sink.getvalue().to_pybytes())
+
+
+def export_fashion_mnist_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
+    """Writes `fashion-mnist_train.csv` and `fashion-mnist_test.csv` (the seed's inputs)."""
+    splits = load_fashion_mnist(data_dir)
+    return [
+        write_kaggle_csv(splits[split], Path(out_dir) / name)
+        for split, name in KAGGLE_NAMES.items()
+    ]
