@@ -10,7 +10,7 @@ DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 $(BIN)/convnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev,jax]'
 	touch $@
 
 system:

@@ -8,8 +8,9 @@ from pathlib import Path
 from convnet.config import TrainConfig, load_config
 from convnet.data import load_train_test
 from convnet.data.sources import ensure_fashion_mnist
+from convnet.errors import ConfigError
 from convnet.models.registry import create_model, list_presets  # noqa: F401  (re-exported)
-from convnet.runs import Run
+from convnet.runs import Run, list_runs
 
 
 def train(
@@ -17,6 +18,7 @@ def train(
     *,
     command: list[str] | None = None,
     verbose: int | str = "auto",
+    resume: str | Path | None = None,
     **settings,
 ):
     """Trains a preset and writes a run folder.
@@ -25,12 +27,27 @@ def train(
         config: a TrainConfig, or the path of a YAML config file, or None for the defaults.
         command: the command line to record in the manifest.
         verbose: Keras' fit verbosity.
+        resume: an interrupted run folder to continue from its last completed epoch, with its own
+            `config.yaml`; `config` and `settings` must then be empty.
         **settings: any config or recipe key (`preset="fast"`, `epochs=3`, `train="a.csv"`, ...),
             applied over `config`.
 
     Returns:
         A TrainResult: run folder, test loss, test accuracy, wall seconds.
+
+    Raises:
+        ConfigError: settings given with `resume`.
     """
+    if resume:
+        if config is not None or settings:
+            given = ", ".join(["config"] * (config is not None) + sorted(settings))
+            raise ConfigError(
+                f"--resume continues {resume} with its own config.yaml; drop the other "
+                f"settings (received: {given})."
+            )
+        from convnet.training.trainer import resume as continue_run
+
+        return continue_run(resume, command=command, verbose=verbose)
     from convnet.training.trainer import train as fit
 
     if not isinstance(config, TrainConfig):
@@ -40,10 +57,11 @@ def train(
     return fit(config, command=command, verbose=verbose)
 
 
-def evaluate(run: str | Path, test: str | None = None) -> dict:
+def evaluate(run: str | Path, test: str | None = None, unsafe: bool = False) -> dict:
     """Test loss and accuracy of a run's model, on its own test set or on `test`.
 
     The result is saved as the run's `metrics.json` when it is the run's own test set.
+    `unsafe` loads a model that carries Python code (Lambda layers); only for trusted files.
     """
     from convnet.evaluation import evaluate as score
 
@@ -57,14 +75,20 @@ def evaluate(run: str | Path, test: str | None = None) -> dict:
         config["class_names"],
         config["data_dir"],
     )
-    metrics = score(run.load_model(), test_set, flip_tta=config.get("flip_tta", False))
+    metrics = score(
+        run.load_model(safe_mode=not unsafe), test_set, flip_tta=config.get("flip_tta", False)
+    )
     if test is None:
         run.write_json("metrics.json", run.read_json("metrics.json") | metrics)
     return metrics
 
 
-def predict(run: str | Path, files: list[str | Path], top_k: int = 3) -> list[dict]:
+def predict(
+    run: str | Path, files: list[str | Path], top_k: int = 3, unsafe: bool = False
+) -> list[dict]:
     """Classifies image, .npy or CSV files with a run's model.
+
+    `unsafe` loads a model that carries Python code (Lambda layers); only for trusted files.
 
     Returns:
         One dict per input: {"file", "class", "probability", "top": [{"class", "probability"}]}.
@@ -73,7 +97,7 @@ def predict(run: str | Path, files: list[str | Path], top_k: int = 3) -> list[di
     from convnet.inputs import load_inputs
 
     run = Run(run)
-    model = run.load_model()
+    model = run.load_model(safe_mode=not unsafe)
     data = run.read_json("manifest.json").get("data", {})
     names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
     probabilities = predict_proba(model, x, flip_tta=run.config().get("flip_tta", False))
@@ -99,6 +123,85 @@ def summary(preset: str, input_shape=(28, 28, 1), num_classes: int = 10) -> str:
     return lines.getvalue()
 
 
+def runs(root: str | Path = "runs") -> list[dict]:
+    """The run folders under `root`: run, status, preset, test_accuracy, started (oldest first)."""
+    return list_runs(root)
+
+
+def export_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
+    """Writes Fashion-MNIST as the Kaggle CSVs the seed reads; returns their paths."""
+    from convnet.data.kaggle import export_fashion_mnist_csv
+
+    return export_fashion_mnist_csv(out_dir, data_dir)
+
+
 def fetch(data_dir: str | Path | None = None) -> Path:
     """Makes sure Fashion-MNIST is on this machine; returns its folder."""
     return ensure_fashion_mnist(data_dir)
+
+
+def report(run: str | Path) -> Path:
+    """Writes a run's plots (`RUN/plots/`) and its self-contained `RUN/report.html`; returns it."""
+    from convnet.reports.report import write_report
+
+    return write_report(run)
+
+
+def compare(runs: list[str | Path], out: str | Path = "compare.html") -> Path:
+    """Writes one HTML page overlaying the runs' learning curves and tabulating their metrics."""
+    from convnet.reports.report import write_compare
+
+    return write_compare(runs, out)
+
+
+def lr_find(
+    config: TrainConfig | str | Path | None = None,
+    *,
+    plot: str | Path = "lr_find.png",
+    steps: int = 200,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    **settings,
+) -> dict:
+    """Runs a learning-rate range test and plots loss against learning rate.
+
+    Args:
+        config: a TrainConfig, a YAML config file, or None for the defaults.
+        plot: where to write the PNG (defaults to `lr_find.png`).
+        steps: batches to run at most (defaults to 200).
+        min_lr: the first learning rate (defaults to 1e-7).
+        max_lr: the last learning rate (defaults to 10).
+        **settings: config or recipe keys applied over `config`, as for `train`.
+
+    Returns:
+        The result of `convnet.training.lr_find.lr_range_test`, plus "plot": the PNG's path.
+    """
+    from convnet.reports.plots import lr_find_plot
+    from convnet.training.lr_find import lr_range_test
+
+    if not isinstance(config, TrainConfig):
+        config = load_config(config, settings)
+    elif settings:
+        config = load_config(None, config.resolved() | settings)
+    result = lr_range_test(config, steps=steps, min_lr=min_lr, max_lr=max_lr)
+    return result | {"plot": lr_find_plot(result, plot)}
+
+
+def serve(
+    run: str | Path, host: str = "127.0.0.1", port: int = 8000, engine: str = "keras"
+) -> None:
+    """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted."""
+    import uvicorn
+
+    from convnet.serving import create_app
+
+    app = create_app(run, engine=engine)
+    print(f"convnet: serving {run} with {engine} at http://{host}:{port}/", flush=True)
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+
+
+def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
+    """Writes a run's model as ONNX or a SavedModel (see `convnet.export.export_model`)."""
+    from convnet.export import export_model
+
+    return export_model(run, format, out)

@@ -12,6 +12,7 @@ from convnet import api
 from convnet.config import TrainConfig, config_fields, load_config
 from convnet.errors import ConvnetError
 from convnet.models.registry import Recipe
+from convnet.training import distributed
 
 
 def _flag_type(field) -> type:
@@ -45,6 +46,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
             )
 
 
+_UNSAFE_HELP = "load a model that carries Python code (Lambda layers); only for trusted files"
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="convnet", description=__doc__.split(":")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -53,12 +57,18 @@ def _parser() -> argparse.ArgumentParser:
     train.set_defaults(handler=_train)
     _add_config_flags(train)
     train.add_argument("--json", action="store_true", help="print one JSON document")
+    train.add_argument(
+        "--resume",
+        metavar="RUN",
+        help="continue an interrupted run folder with its own config (no other settings)",
+    )
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run")
     evaluate.set_defaults(handler=_evaluate)
     evaluate.add_argument("run")
     evaluate.add_argument("--test", help="another test set (default: the run's own)")
     evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
     predict = commands.add_parser("predict", help="classify images, .npy or CSV files")
     predict.set_defaults(handler=_predict)
@@ -66,6 +76,12 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     predict.add_argument("--json", action="store_true")
+    predict.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
+
+    runs = commands.add_parser("runs", help="list run folders: status, preset, accuracy, date")
+    runs.set_defaults(handler=_runs)
+    runs.add_argument("dir", nargs="?", default="runs", help="folder of runs (default: runs)")
+    runs.add_argument("--json", action="store_true")
 
     summary = commands.add_parser("summary", help="print a preset's layers")
     summary.set_defaults(handler=lambda args: print(api.summary(args.preset), end=""))
@@ -76,21 +92,79 @@ def _parser() -> argparse.ArgumentParser:
     fetch = commands.add_parser("fetch", help="make sure Fashion-MNIST is on this machine")
     fetch.set_defaults(handler=lambda args: print(f"Fashion-MNIST: {api.fetch(args.data_dir)}"))
     fetch.add_argument("--data-dir")
+
+    export_csv = commands.add_parser(
+        "export-csv", help="write Fashion-MNIST as the Kaggle CSVs (label,pixel1..pixel784)"
+    )
+    export_csv.set_defaults(
+        handler=lambda args: print("\n".join(map(str, api.export_csv(args.out_dir, args.data_dir))))
+    )
+    export_csv.add_argument("out_dir", nargs="?", default=".", help="folder (default: .)")
+    export_csv.add_argument("--data-dir")
+
+    report = commands.add_parser("report", help="write a run's plots and report.html")
+    report.set_defaults(handler=lambda args: print(f"report: {api.report(args.run)}"))
+    report.add_argument("run")
+
+    compare = commands.add_parser("compare", help="one HTML page comparing several runs")
+    compare.set_defaults(
+        handler=lambda args: print(f"comparison: {api.compare(args.runs, args.out)}")
+    )
+    compare.add_argument("runs", nargs="+", metavar="RUN")
+    compare.add_argument("--out", default="compare.html", help="HTML file (default: compare.html)")
+
+    lr_find = commands.add_parser(
+        "lr-find", help="learning-rate range test: plot loss against rate"
+    )
+    lr_find.set_defaults(handler=_lr_find)
+    _add_config_flags(lr_find)
+    lr_find.add_argument(
+        "--plot", default="lr_find.png", help="PNG to write (default: lr_find.png)"
+    )
+    lr_find.add_argument("--steps", type=int, default=200, help="batches at most (default: 200)")
+    lr_find.add_argument("--min-lr", type=float, default=1e-7, help="first rate (default: 1e-7)")
+    lr_find.add_argument("--max-lr", type=float, default=10.0, help="last rate (default: 10)")
+    lr_find.add_argument("--json", action="store_true", help="print one JSON document")
+
+    serve = commands.add_parser("serve", help="HTTP prediction service and web page for a run")
+    serve.set_defaults(
+        handler=lambda args: api.serve(args.run, args.host, args.port, engine=args.engine)
+    )
+    serve.add_argument("run")
+    serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--engine", choices=["keras", "onnx"], default="keras", help="(default: keras)"
+    )
+
+    export = commands.add_parser("export", help="write a run's model as ONNX or a SavedModel")
+    export.set_defaults(
+        handler=lambda args: print(f"{args.format}: {api.export(args.run, args.format, args.out)}")
+    )
+    export.add_argument("run")
+    export.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx")
+    export.add_argument("--out", help="destination (default: RUN/model.onnx or RUN/saved_model)")
     return parser
 
 
 def _train(args) -> None:
-    flags = {
-        k: v for k, v in vars(args).items() if k not in {"command", "config", "json", "handler"}
-    }
-    config = load_config(args.config, flags)
+    own = {"command", "config", "json", "handler", "resume"}
+    flags = {k: v for k, v in vars(args).items() if k not in own}
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
-    result = api.train(config, command=sys.argv, verbose=0 if args.json else verbose)
+    if not args.resume:  # the backend must be chosen before Keras is first imported
+        distributed.prepare(flags.get("backend"), flags.get("devices"), args.config)
+    result = api.train(
+        args.config,
+        resume=args.resume,
+        command=sys.argv,
+        verbose=0 if args.json else verbose,
+        **flags,
+    )
     if args.json:
         print(
             json.dumps(
                 {
-                    "run": str(result.run),
+                    "run": str(result.run) if distributed.current().is_chief else None,
                     "test_loss": result.test_loss,
                     "test_accuracy": result.test_accuracy,
                     "wall_seconds": result.wall_seconds,
@@ -102,11 +176,12 @@ def _train(args) -> None:
             f"test loss {result.test_loss:.4f}, test accuracy {result.test_accuracy:.4f}, "
             f"{result.wall_seconds:.1f} s"
         )
-        print(f"run folder: {result.run}")
+        chief = distributed.current().is_chief
+        print(f"run folder: {result.run if chief else '(written by process 0)'}")
 
 
 def _evaluate(args) -> None:
-    metrics = api.evaluate(args.run, args.test)
+    metrics = api.evaluate(args.run, args.test, unsafe=args.unsafe)
     if args.json:
         print(json.dumps(metrics))
     else:
@@ -117,7 +192,7 @@ def _evaluate(args) -> None:
 
 
 def _predict(args) -> None:
-    results = api.predict(args.run, args.files, top_k=args.top_k)
+    results = api.predict(args.run, args.files, top_k=args.top_k, unsafe=args.unsafe)
     if args.json:
         print(json.dumps(results))
         return
@@ -126,6 +201,38 @@ def _predict(args) -> None:
         print(
             f"{result['file']}: {result['class']} {result['probability']:.3f}"
             + (f"  ({others})" if others else "")
+        )
+
+
+def _lr_find(args) -> None:
+    own = {"command", "config", "json", "handler", "plot", "steps", "min_lr", "max_lr"}
+    config = load_config(args.config, {k: v for k, v in vars(args).items() if k not in own})
+    result = api.lr_find(
+        config, plot=args.plot, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr
+    )
+    if args.json:
+        print(json.dumps({k: str(v) if k == "plot" else v for k, v in result.items()}))
+    elif result["suggested"] is None:
+        print(f"loss diverged after {result['steps']} steps; try a lower --min-lr")
+    else:
+        print(
+            f"suggested learning rate {result['suggested']:.2g} (minimum loss at "
+            f"{result['minimum']:.2g}, steepest descent at {result['steepest']:.2g}); "
+            f"plot: {result['plot']}"
+        )
+
+
+def _runs(args) -> None:
+    found = api.runs(args.dir)
+    if args.json:
+        print(json.dumps(found))
+        return
+    print(f"{'RUN':40s} {'STATUS':12s} {'PRESET':10s} {'TEST ACC':>8s}  STARTED")
+    for run in found:
+        accuracy = run["test_accuracy"]
+        print(
+            f"{run['run']:40s} {run['status']:12s} {run['preset'] or '-':10s} "
+            f"{'-' if accuracy is None else f'{accuracy:.4f}':>8s}  {run['started'] or '-'}"
         )
 
 
@@ -144,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConvnetError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("convnet: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        print(f"convnet: {interrupt or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
 

@@ -44,8 +44,34 @@ class TrainConfig:
     limit: int | None = field(default=None, metadata={"help": "train on the first N examples"})
     stratify: bool = field(default=False, metadata={"help": "stratified validation split"})
     seed: int = field(default=42, metadata={"help": "seed for the split, weights and shuffling"})
+    deterministic: bool = field(
+        default=False,
+        metadata={"help": "deterministic ops: the same seed gives the same metrics (slower)"},
+    )
     out: str | None = field(
         default=None, metadata={"help": "run folder (default: runs/PRESET-TIME)"}
+    )
+    # Topology (see convnet/training/distributed.py and docs/distributed.md).
+    backend: str | None = field(
+        default=None,
+        metadata={"help": "jax or tensorflow (default: $KERAS_BACKEND, else tensorflow)"},
+    )
+    devices: int | None = field(
+        default=None, metadata={"help": "data-parallel devices per process (default: 1)"}
+    )
+    num_processes: int | None = field(
+        default=None,
+        metadata={"help": "processes (hosts) in all, jax only ($CONVNET_NUM_PROCESSES, SLURM)"},
+    )
+    process_id: int | None = field(
+        default=None,
+        metadata={"help": "this process's rank, 0 writes the run ($CONVNET_PROCESS_ID)"},
+    )
+    coordinator: str | None = field(
+        default=None, metadata={"help": "HOST:PORT of process 0 ($CONVNET_COORDINATOR)"}
+    )
+    join_timeout: int = field(
+        default=300, metadata={"help": "seconds to wait for every process to join (default: 300)"}
     )
     overrides: dict = field(default_factory=dict, metadata={"cli": False})
 

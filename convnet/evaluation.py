@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import accuracy_score, log_loss
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    log_loss,
+    precision_recall_fscore_support,
+)
 
 from convnet.data.dataset import Dataset
 
@@ -32,4 +37,161 @@ def evaluate(model, data: Dataset, batch_size: int = 1024, flip_tta: bool = Fals
         "test_accuracy": float(accuracy_score(data.y, probabilities.argmax(axis=1))),
         "test_examples": len(data),
         "test_data": data.source,
+    }
+
+
+def confusion(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Counts of (true class, predicted class): row i, column j is true i predicted as j.
+
+    Args:
+        y_true: integer labels, shape (N,).
+        probabilities: class probabilities, shape (N, num_classes).
+
+    Returns:
+        An int array of shape (num_classes, num_classes).
+    """
+    labels = range(probabilities.shape[1])
+    return confusion_matrix(y_true, probabilities.argmax(axis=1), labels=labels)
+
+
+def row_normalised(matrix: np.ndarray) -> np.ndarray:
+    """Each row divided by its total (recall on the diagonal); rows of zeros stay zero."""
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+
+
+def per_class_report(
+    y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]
+) -> list[dict]:
+    """Precision, recall, F1 and support of each class, then the macro and weighted averages.
+
+    Classes never predicted get precision 0 (scikit-learn's `zero_division=0`).
+
+    Returns:
+        One dict per row: {"class", "precision", "recall", "f1", "support"}; the last two rows
+        are "macro avg" and "weighted avg".
+    """
+    y_pred = probabilities.argmax(axis=1)
+    labels = list(range(probabilities.shape[1]))
+    rows = []
+    for average in (None, "macro", "weighted"):
+        precision, recall, f1, support = precision_recall_fscore_support(
+            y_true, y_pred, labels=labels, average=average, zero_division=0
+        )
+        if average is None:
+            rows += [
+                _report_row(name, *values)
+                for name, *values in zip(class_names, precision, recall, f1, support, strict=True)
+            ]
+        else:
+            rows.append(_report_row(f"{average} avg", precision, recall, f1, len(y_true)))
+    return rows
+
+
+def _report_row(name: str, precision, recall, f1, support) -> dict:
+    return {
+        "class": name,
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
+        "support": int(support),
+    }
+
+
+def most_confused(matrix: np.ndarray, class_names: list[str], k: int = 5) -> list[dict]:
+    """The `k` largest off-diagonal cells of a confusion matrix, largest first.
+
+    Returns:
+        [{"true", "predicted", "count", "share"}], share being the fraction of the true class's
+        examples that went to the predicted class. Pairs with no mistakes are left out.
+    """
+    shares = row_normalised(matrix)
+    off_diagonal = matrix.astype(float)
+    np.fill_diagonal(off_diagonal, -1)
+    order = np.argsort(-off_diagonal, axis=None, kind="stable")[:k]
+    pairs = []
+    for i, j in zip(*np.unravel_index(order, matrix.shape), strict=True):
+        if off_diagonal[i, j] > 0:
+            pairs.append(
+                {
+                    "true": class_names[i],
+                    "predicted": class_names[j],
+                    "count": int(matrix[i, j]),
+                    "share": float(shares[i, j]),
+                }
+            )
+    return pairs
+
+
+def top_losses(y_true: np.ndarray, probabilities: np.ndarray, k: int = 16) -> list[dict]:
+    """The `k` most confident mistakes: misclassified examples, most probable prediction first.
+
+    Ties in confidence are broken by the higher loss.
+
+    Returns:
+        [{"index", "true", "predicted", "probability", "loss"}]: class indices, the probability
+        given to the predicted class, and the cross-entropy -log p(true class).
+    """
+    y_pred = probabilities.argmax(axis=1)
+    p_true = probabilities[np.arange(len(y_true)), y_true]
+    losses = -np.log(np.clip(p_true, 1e-12, 1.0))
+    wrong = np.flatnonzero(y_pred != y_true)
+    confidence = probabilities[wrong, y_pred[wrong]]
+    worst = wrong[np.lexsort((-losses[wrong], -confidence))][:k]
+    return [
+        {
+            "index": int(i),
+            "true": int(y_true[i]),
+            "predicted": int(y_pred[i]),
+            "probability": float(probabilities[i, y_pred[i]]),
+            "loss": float(losses[i]),
+        }
+        for i in worst
+    ]
+
+
+def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict:
+    """Reliability bins of the top-class confidence, and the expected calibration error.
+
+    ECE is the average, weighted by bin size, of |accuracy - mean confidence| over `bins`
+    equal-width confidence bins (Guo et al., 2017). Bins are closed on the right: (a, b].
+
+    Returns:
+        {"ece", "edges" (bins + 1 floats), "confidence", "accuracy", "count"}: one value per bin;
+        empty bins have confidence and accuracy None.
+    """
+    confidence = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
+    result = {"ece": 0.0, "edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
+    for b in range(bins):
+        members = which == b
+        count = int(members.sum())
+        result["count"].append(count)
+        if count == 0:
+            result["confidence"].append(None)
+            result["accuracy"].append(None)
+            continue
+        mean_confidence = float(confidence[members].mean())
+        accuracy = float(correct[members].mean())
+        result["confidence"].append(mean_confidence)
+        result["accuracy"].append(accuracy)
+        result["ece"] += count / len(y_true) * abs(accuracy - mean_confidence)
+    return result
+
+
+def interpretation(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
+    """Every metric the report shows, from one set of test predictions.
+
+    Returns:
+        {"confusion_matrix", "per_class", "most_confused", "top_losses", "calibration"}.
+    """
+    matrix = confusion(y_true, probabilities)
+    return {
+        "confusion_matrix": matrix.tolist(),
+        "per_class": per_class_report(y_true, probabilities, class_names),
+        "most_confused": most_confused(matrix, class_names),
+        "top_losses": top_losses(y_true, probabilities),
+        "calibration": calibration(y_true, probabilities),
     }

@@ -20,8 +20,10 @@ def image_to_input(image: Image.Image, input_shape, light_background: bool = Fal
     """Converts a picture to one model input of shape `input_shape` (H, W, C), uint8.
 
     Greyscale (or RGB for 3 channels); inverted when its background's brightness differs from the
-    training data's (Fashion-MNIST items are light on black, photos usually dark on white); fitted
-    into H x W keeping its aspect ratio, and centred on the background colour.
+    training data's (Fashion-MNIST items are light on black, photos usually dark on white). A
+    picture not already H x W is then trimmed to its content and fitted into H x W keeping its
+    aspect ratio, centred on the background colour: Fashion-MNIST's own preparation (trim, scale
+    the longest side to 28), so a small drawing on a large canvas fills the frame as items do.
     """
     height, width, channels = input_shape
     image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
@@ -31,29 +33,50 @@ def image_to_input(image: Image.Image, input_shape, light_background: bool = Fal
     )
     if (border.mean() > 127) != light_background:
         image = ImageOps.invert(image)
+    if image.size == (width, height):
+        return np.asarray(image, dtype=np.uint8).reshape(input_shape)
+    content = ImageOps.invert(image) if light_background else image
+    # Pixels within 1/8 of the background's level are background (JPEG noise, paper texture).
+    box = content.convert("L").point(lambda v: 255 if v > 32 else 0).getbbox()
+    if box:
+        image = image.crop(box)
     fitted = ImageOps.contain(image, (width, height), Image.Resampling.LANCZOS)
     background = 255 if light_background else 0
     canvas = Image.new(
         image.mode, (width, height), (background,) * channels if channels > 1 else background
     )
     canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
-    array = np.asarray(canvas, dtype=np.uint8)
-    return array.reshape(input_shape)
+    return np.asarray(canvas, dtype=np.uint8).reshape(input_shape)
 
 
-def decode_image(data: bytes, name: str = "image") -> Image.Image:
+def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
     """Opens image bytes with Pillow, refusing unreadable files and decompression bombs.
+
+    Args:
+        data: the file's bytes.
+        name: what to call the file in errors.
+        max_pixels: refuse images with more pixels than this, before decoding them. Defaults
+            to None: only Pillow's own decompression-bomb limit.
 
     Raises:
         DataError: naming `name` and what is wrong.
     """
     try:
         image = Image.open(io.BytesIO(data))
+        if max_pixels is not None and image.width * image.height > max_pixels:
+            raise DataError(
+                f"{name}: image too large ({image.width} x {image.height} pixels); "
+                f"the limit is {max_pixels:,} pixels."
+            )
         image.load()
         return image
+    except DataError:
+        raise
     except Image.DecompressionBombError as error:
         raise DataError(f"{name}: image too large ({error}).") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as error:
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise DataError(f"{name}: not a readable image (unknown or unsupported format).") from None
+    except (OSError, ValueError, SyntaxError) as error:
         raise DataError(f"{name}: not a readable image ({error}).") from None
 
 
@@ -106,16 +129,30 @@ def _npy(path: Path, input_shape) -> np.ndarray:
         array = np.load(path, allow_pickle=False)
     except ValueError as error:
         raise DataError(f"{path}: not a plain .npy array ({error}).") from None
+    return pixels_to_inputs(array, input_shape, str(path))
+
+
+def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np.ndarray:
+    """Checks raw pixels of shape (H, W), (H, W, C), (N, H, W) or (N, H, W, C) and batches them.
+
+    Raises:
+        DataError: naming `name`, when the shape or the values (0 to 255) are wrong.
+    """
     if array.shape == tuple(input_shape[:2]) or array.shape == tuple(input_shape):
         array = array[np.newaxis]
     if array.ndim == 3:
         array = array[..., np.newaxis]
-    if array.shape[1:] != tuple(input_shape):
+    if array.shape[1:] != tuple(input_shape) or len(array) == 0:
         raise DataError(
-            f"{path}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
+            f"{name}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
         )
-    if not np.issubdtype(array.dtype, np.number) or array.min() < 0 or array.max() > 255:
-        raise DataError(f"{path}: values must be pixels from 0 to 255.")
+    if (
+        not np.issubdtype(array.dtype, np.number)
+        or not np.isfinite(array).all()
+        or array.min() < 0
+        or array.max() > 255
+    ):
+        raise DataError(f"{name}: values must be pixels from 0 to 255.")
     return array.astype(np.uint8)
 
 

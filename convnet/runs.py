@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import platform
+import shutil
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 import yaml
@@ -17,6 +20,7 @@ import yaml
 from convnet.errors import RunError
 
 MODEL_FILE = "model.keras"
+MIN_FREE_BYTES = 100 * 2**20  # a run writes a few MB; refuse to start on a nearly full disk
 _UMASK = os.umask(0)
 os.umask(_UMASK)
 
@@ -37,11 +41,22 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-def new_run_dir(out: str | Path | None, preset: str, root: str | Path = "runs") -> Path:
+def new_run_dir(
+    out: str | Path | None,
+    preset: str,
+    root: str | Path = "runs",
+    min_free: int = MIN_FREE_BYTES,
+) -> Path:
     """Creates an empty, writable run folder: `out`, or `root/PRESET-YYYYmmdd-HHMMSS`.
 
+    Args:
+        out: the folder to create, or None for a time-stamped one under `root`.
+        preset: the preset's name, for the default folder name.
+        root: where default folders go.
+        min_free: bytes that must be free on the folder's disk.
+
     Raises:
-        RunError: the folder exists and is not empty, or cannot be written.
+        RunError: the folder exists and is not empty, cannot be written, or its disk is full.
     """
     path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     if path.exists() and (not path.is_dir() or any(path.iterdir())):
@@ -52,7 +67,22 @@ def new_run_dir(out: str | Path | None, preset: str, root: str | Path = "runs") 
         probe.unlink()
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
+    try:
+        check_free_space(path, min_free)
+    except RunError:
+        path.rmdir()
+        raise
     return path
+
+
+def check_free_space(path: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Raises RunError when the disk holding `path` has less than `min_free` bytes free."""
+    free = shutil.disk_usage(path).free
+    if free < min_free:
+        raise RunError(
+            f"{path}: only {free / 2**20:.0f} MB free on its disk; a run needs at least "
+            f"{min_free / 2**20:.0f} MB. Free some space or choose another --out."
+        )
 
 
 class Run:
@@ -90,7 +120,67 @@ class Run:
         try:
             return keras.saving.load_model(path, safe_mode=safe_mode)
         except ValueError as error:
-            raise RunError(f"{path}: cannot load the model safely ({error}).") from None
+            if safe_mode and "safe_mode" in str(error):
+                raise RunError(
+                    f"{path}: the model carries Python code (a Lambda layer), which could do "
+                    "anything when loaded; refused. Pass --unsafe only if you trust this file."
+                ) from None
+            raise RunError(f"{path}: cannot load the model ({error}).") from None
+        except (OSError, zipfile.BadZipFile, KeyError) as error:
+            raise RunError(f"{path}: cannot load the model ({error}).") from None
+
+    def status(self) -> str:
+        """ "complete", "running", "interrupted" or "failed" (from the manifest).
+
+        A run still marked "running" whose process is gone on this machine (killed) counts as
+        "interrupted"; `convnet train --resume` continues either.
+        """
+        manifest = self.read_json("manifest.json")
+        status = manifest.get("status", "incomplete")
+        process = manifest.get("process", {})
+        if (
+            status == "running"
+            and process.get("hostname") == platform.node()
+            and not _alive(process.get("pid"))
+        ):
+            return "interrupted"
+        return status
+
+    def summary(self) -> dict:
+        """One line of `convnet runs`: name, status, preset, test accuracy, start date."""
+        manifest = self.read_json("manifest.json")
+        return {
+            "run": str(self.path),
+            "status": self.status(),
+            "preset": manifest.get("preset") or self.config().get("preset"),
+            "test_accuracy": self.read_json("metrics.json").get("test_accuracy"),
+            "started": manifest.get("started"),
+        }
+
+
+def _alive(pid) -> bool:
+    if not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def list_runs(root: str | Path = "runs") -> list[dict]:
+    """Summaries of the run folders directly under `root`, oldest first.
+
+    Raises:
+        RunError: `root` is not a folder.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise RunError(f"{root}: no such folder of runs.")
+    runs = [Run(p).summary() for p in sorted(root.iterdir()) if (p / "config.yaml").is_file()]
+    return sorted(runs, key=lambda r: (r["started"] or "", r["run"]))
 
 
 def write_yaml(path: str | Path, data: dict) -> Path:

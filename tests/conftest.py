@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import os
 import subprocess
 import sys
@@ -41,8 +43,14 @@ def write_csv(path: Path, data: Dataset, header: bool = True) -> Path:
 
 
 def write_npz(path: Path, train: Dataset, test: Dataset) -> Path:
-    np.savez(path, x_train=train.x[..., 0], y_train=train.y, x_test=test.x[..., 0], y_test=test.y,
-             class_names=np.array(CLASS_NAMES))
+    np.savez(
+        path,
+        x_train=train.x[..., 0],
+        y_train=train.y,
+        x_test=test.x[..., 0],
+        y_test=test.y,
+        class_names=np.array(CLASS_NAMES),
+    )
     return path
 
 
@@ -68,11 +76,28 @@ def trained_run(tmp_path_factory, tiny_npz) -> Path:
     return out
 
 
-def run_cli(*args: str, timeout: float = 600, env: dict | None = None,
-            cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run_async(coroutine):
+    """Runs a coroutine to completion in a thread of its own.
+
+    Playwright's sync API (the session's `browser`) keeps an event loop running in the main
+    thread, where `asyncio.run` refuses to start.
+    """
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def run_cli(
+    *args: str, timeout: float = 600, env: dict | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess:
     """Runs the installed `convnet` binary and returns its result (never raises on exit code)."""
-    return subprocess.run([CONVNET, *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **(env or {})}, cwd=cwd)
+    return subprocess.run(
+        [CONVNET, *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
 
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
@@ -88,9 +113,15 @@ def browser():
     with playwright.sync_playwright() as p:
         instance = p.chromium.launch(
             executable_path=CHROMIUM,
-            args=["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update",
-                  "--disable-sync"],
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
         )
         yield instance
         instance.close()

@@ -39,9 +39,24 @@ def read_csv(
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: file not found.")
+    try:
+        return _read(path, label_column, class_names, labeled)
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); "
+            "expected a CSV of numbers."
+        ) from None
+    except csv.Error as error:
+        raise DataError(f"{path}: not a readable CSV ({error}).") from None
+
+
+def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
     header = _first_line(path)
     has_header = _looks_like_header(header)
     names = header if has_header else [f"column{i}" for i in range(len(header))]
+    if len(set(names)) != len(names):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise DataError(f"{path}: the header names column {twice!r} twice; expected unique names.")
     label_index = _label_index(path, names, has_header, label_column) if labeled else None
     pixel_names = [n for i, n in enumerate(names) if i != label_index]
     side = math.isqrt(len(pixel_names))
@@ -148,7 +163,7 @@ def _labels(path, column, name, has_header, class_names):
                 f"{path}: line {_line(bad[0], has_header)}, column {name!r}: label {y[bad[0]]} "
                 "is negative; expected a class index from 0."
             )
-        names = class_names or numbered_class_names(y)
+        names = class_names or numbered_class_names(y, str(path))
         bad = np.flatnonzero(y >= len(names))
         if len(bad):
             raise DataError(

@@ -40,9 +40,9 @@ class Dataset:
     source: str = ""
 
     def __post_init__(self) -> None:
-        if self.x.dtype != np.uint8 or self.x.ndim != 4:
+        if self.x.dtype != np.uint8 or self.x.ndim != 4 or 0 in self.x.shape[1:]:
             raise DataError(
-                f"{self.source}: images must be uint8 of shape (N, H, W, C). "
+                f"{self.source}: images must be uint8 of shape (N, H, W, C), H, W and C not 0. "
                 f"Received: dtype={self.x.dtype}, shape={self.x.shape}."
             )
         if self.y.shape != (len(self.x),):
@@ -92,6 +92,19 @@ class Dataset:
         return bool(border.mean() > 127)
 
 
-def numbered_class_names(labels: np.ndarray) -> tuple[str, ...]:
-    """Class names "0", "1", ... for integer labels that come without names."""
-    return tuple(str(i) for i in range(int(labels.max()) + 1 if len(labels) else 0))
+MAX_CLASSES = 10_000  # far beyond any MNIST-like task; a larger label is a corrupt file
+
+
+def numbered_class_names(labels: np.ndarray, source: str = "") -> tuple[str, ...]:
+    """Class names "0", "1", ... for integer labels that come without names.
+
+    Raises:
+        DataError: a label of MAX_CLASSES or more (which would make that many classes).
+    """
+    count = int(labels.max()) + 1 if len(labels) else 0
+    if count > MAX_CLASSES:
+        raise DataError(
+            f"{source}: label {count - 1} would make {count} classes; expected labels from 0 "
+            f"to at most {MAX_CLASSES - 1}, or pass --class-names."
+        )
+    return tuple(str(i) for i in range(count))

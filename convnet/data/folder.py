@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections import Counter
 from pathlib import Path
 
@@ -13,6 +14,15 @@ from convnet.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
+MAX_PIXELS = 2**24  # 4096 x 4096: far beyond MNIST-like data; a larger header is corrupt or a bomb
+_UNREADABLE = (
+    UnidentifiedImageError,
+    OSError,
+    ValueError,
+    SyntaxError,  # Pillow's "broken PNG file"
+    EOFError,
+    struct.error,
+)
 
 
 def read_folder(root: str | Path) -> Dataset:
@@ -40,22 +50,34 @@ def read_folder(root: str | Path) -> Dataset:
     images = [_open(path) for path in files]
     grey = all(image.mode in GREY_MODES for image in images)
     size = Counter(image.size for image in images).most_common(1)[0][0]
-    pixels = [_to_array(image, size, grey) for image in images]
+    pixels = [_to_array(image, size, grey, path) for image, path in zip(images, files, strict=True)]
     return Dataset(np.stack(pixels), np.array(labels, np.int64), tuple(classes), str(root))
 
 
 def _open(path: Path) -> Image.Image:
     try:
         with Image.open(path) as image:
+            if image.width * image.height > MAX_PIXELS:
+                raise DataError(
+                    f"{path}: image of {image.width} x {image.height} pixels is too large; "
+                    f"expected at most {MAX_PIXELS:,} pixels."
+                )
             image.load()
             return image
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError, ValueError) as error:
+    except DataError:
+        raise
+    except Image.DecompressionBombError as error:
+        raise DataError(f"{path}: image too large ({error}).") from None
+    except _UNREADABLE as error:
         raise DataError(f"{path}: not a readable image ({error}).") from None
 
 
-def _to_array(image: Image.Image, size: tuple[int, int], grey: bool) -> np.ndarray:
-    image = image.convert("L" if grey else "RGB")
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.BILINEAR)
+def _to_array(image: Image.Image, size: tuple[int, int], grey: bool, path: Path) -> np.ndarray:
+    try:
+        image = image.convert("L" if grey else "RGB")
+        if image.size != size:
+            image = image.resize(size, Image.Resampling.BILINEAR)
+    except _UNREADABLE as error:
+        raise DataError(f"{path}: cannot convert its {image.mode} pixels ({error}).") from None
     array = np.asarray(image, dtype=np.uint8)
     return array[..., np.newaxis] if grey else array

@@ -93,5 +93,8 @@ def read_idx_dataset(
             f"{images_path}: {len(x)} images but {labels_path.name} has {len(y)} labels; "
             "expected the same count."
         )
+    if not len(x):
+        raise DataError(f"{images_path}: the header declares 0 images; expected at least one.")
     y = y.astype(np.int64)
-    return Dataset(x, y, class_names or numbered_class_names(y), str(images_path))
+    names = class_names or numbered_class_names(y, str(images_path))
+    return Dataset(x, y, names, str(images_path))

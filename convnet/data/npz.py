@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +27,14 @@ def read_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> di
         DataError: a missing key, pickled objects, or values that are not pixels or labels.
     """
     path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in archive.files}
-    except FileNotFoundError:
-        raise DataError(f"{path}: file not found.") from None
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as error:
-        raise DataError(f"{path}: not a readable .npz archive of plain arrays ({error}).") from None
+    arrays = _load_arrays(path)
     if class_names is None and "class_names" in arrays:
-        class_names = tuple(str(name) for name in arrays["class_names"])
+        names = arrays["class_names"]
+        if names.ndim != 1:
+            raise DataError(
+                f"{path}: 'class_names' has shape {names.shape}; expected a 1-D array of names."
+            )
+        class_names = tuple(str(name) for name in names)
     splits = {}
     for split, (x_key, y_key) in {
         "train": ("x_train", "y_train") if "x_train" in arrays else ("x", "y"),
@@ -50,15 +50,51 @@ def read_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> di
                 )
         x, y = _images(path, x_key, arrays[x_key]), _labels(path, y_key, arrays[y_key])
         splits[split] = (x, y)
-    names = class_names or numbered_class_names(np.concatenate([y for _, y in splits.values()]))
+    names = class_names or numbered_class_names(
+        np.concatenate([y for _, y in splits.values()]), str(path)
+    )
     return {split: Dataset(x, y, names, f"{path}:{split}") for split, (x, y) in splits.items()}
+
+
+def _load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """Every array in the archive, refusing pickles, broken zips and single `.npy` files."""
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise DataError(
+                f"{path}: holds a single .npy array; expected an .npz archive of named arrays "
+                "(x_train, y_train, ...)."
+            )
+        with loaded as archive:
+            return {key: archive[key] for key in archive.files}
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found.") from None
+    except (
+        ValueError,
+        OSError,
+        EOFError,
+        zipfile.BadZipFile,
+        zlib.error,
+        NotImplementedError,  # zip versions and compressions zipfile cannot read
+        RuntimeError,  # encrypted zip members
+    ) as error:
+        raise DataError(f"{path}: not a readable .npz archive of plain arrays ({error}).") from None
+    except MemoryError:
+        raise DataError(
+            f"{path}: an array's header declares more data than fits in memory."
+        ) from None
 
 
 def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
     if x.ndim == 3:
         x = x[..., np.newaxis]
-    if x.ndim != 4:
-        raise DataError(f"{path}: {key!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C).")
+    if x.ndim != 4 or x.size == 0:
+        raise DataError(
+            f"{path}: {key!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images, "
+            "none of size 0."
+        )
     if x.dtype == np.uint8:
         return x
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):

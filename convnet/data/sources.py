@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import http.client
 import os
 import tempfile
 import time
@@ -120,30 +121,61 @@ def download(
     retries: int = 3,
     timeout: float = 30.0,
     progress: bool = True,
+    mirrors: tuple[str, ...] | None = None,
+    backoff: float = 1.0,
 ) -> Path:
     """Downloads `name` from the first mirror that serves it intact, atomically, into `target`.
 
-    Each mirror is tried `retries` times with exponential back-off (1 s, 2 s, ...). A file is
-    kept only once its MD5 matches; a partial or corrupt download never stays in the cache.
+    Each mirror is tried `retries` times, waiting `backoff`, 2 * `backoff`, ... seconds between
+    attempts. Timeouts, connection and server errors, truncated and corrupt files are retried;
+    a file is kept only once its MD5 matches, so a bad download never stays in the cache.
+
+    Args:
+        name: the file name, appended to each mirror's URL.
+        target: the folder to download into.
+        md5: the published MD5 of the file.
+        retries: attempts per mirror.
+        timeout: seconds to wait for the server at each step.
+        progress: show a progress bar.
+        mirrors: base URLs ending in "/"; defaults to `MIRRORS`.
+        backoff: the first wait, in seconds.
 
     Raises:
-        DataError: no mirror served a file with the expected checksum; the last failure is named.
+        DataError: no mirror served a file with the expected checksum; says what each one did.
     """
     target.mkdir(parents=True, exist_ok=True)
-    last = "no mirror tried"
-    for mirror in MIRRORS:
+    for stale in target.glob(f".{name}.*"):  # left by a download that was killed
+        stale.unlink(missing_ok=True)
+    failures = {}
+    for mirror in mirrors or MIRRORS:
         for attempt in range(retries):
             if attempt:
-                time.sleep(2 ** (attempt - 1))
+                time.sleep(backoff * 2 ** (attempt - 1))
             try:
                 return _fetch(mirror + name, target / name, md5, timeout, progress)
-            except (urllib.error.URLError, TimeoutError, OSError, DataError) as error:
-                last = f"{mirror + name}: {getattr(error, 'reason', error)}"
-    raise DataError(f"could not download {name}; last error: {last}")
+            except (OSError, http.client.HTTPException, DataError) as error:
+                failures[mirror + name] = _describe(error)
+    tried = "; ".join(f"{url}: {reason}" for url, reason in failures.items())
+    raise DataError(
+        f"could not download {name} ({retries} attempts per mirror). Last error from each: "
+        f"{tried or 'no mirror to try'}."
+    )
+
+
+def _describe(error: BaseException) -> str:
+    """What went wrong with one attempt, in a few words."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"server error HTTP {error.code} {error.reason}"
+    if isinstance(error, http.client.IncompleteRead):
+        return f"truncated download (connection closed after {len(error.partial)} bytes)"
+    reason = getattr(error, "reason", error)
+    if isinstance(reason, TimeoutError) or isinstance(error, TimeoutError):
+        return f"timed out ({reason})"
+    return str(reason) or type(error).__name__
 
 
 def _fetch(url: str, destination: Path, md5: str, timeout: float, progress: bool) -> Path:
-    digest = hashlib.md5()
+    digest, received = hashlib.md5(), 0
     fd, tmp = tempfile.mkstemp(dir=destination.parent, prefix=f".{destination.name}.")
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
@@ -154,11 +186,14 @@ def _fetch(url: str, destination: Path, md5: str, timeout: float, progress: bool
                 while chunk := response.read(1 << 16):
                     digest.update(chunk)
                     out.write(chunk)
+                    received += len(chunk)
                     bar.update(len(chunk))
-            if total is not None and bar.n != total:
-                raise DataError(f"{url}: truncated download ({bar.n} of {total} bytes)")
+            if total is not None and received != total:  # (a disabled bar counts nothing)
+                raise DataError(f"truncated download ({received} of {total} bytes)")
         if digest.hexdigest() != md5:
-            raise DataError(f"{url}: checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})")
+            raise DataError(
+                f"corrupt download: checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})"
+            )
         os.replace(tmp, destination)
         return destination
     finally:

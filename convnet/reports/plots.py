@@ -7,11 +7,17 @@ import io
 from pathlib import Path
 
 import matplotlib
+import numpy as np
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
 from convnet.runs import write_atomic  # noqa: E402
+
+# Above this many classes the cells are too small for their numbers to be read.
+MAX_ANNOTATED_CLASSES = 20
 
 
 def read_history(path: str | Path) -> dict[str, list[float]]:
@@ -38,8 +44,228 @@ def learning_curves(history: dict[str, list[float]], path: str | Path) -> Path:
         ax.set_title(f"Training & validation {metric}", fontsize=13)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
         ax.legend()
+    return save_figure(fig, path)
+
+
+def confusion_matrix_plot(
+    matrix: np.ndarray, class_names: list[str], path: str | Path, normalise: bool = False
+) -> Path:
+    """The test-set confusion matrix, true class down, predicted class across.
+
+    Args:
+        matrix: counts, shape (num_classes, num_classes).
+        class_names: one label per row and column.
+        path: where to write the PNG.
+        normalise: divide each row by its total, so the diagonal shows each class's recall.
+    """
+    from convnet.evaluation import row_normalised
+
+    n = len(class_names)
+    side = min(max(5.0, 0.5 * n + 2.5), 16.0)  # inches; 5 keeps two small ones side by side
+    fig, ax = plt.subplots(figsize=(side + 1.0, side), layout="constrained")
+    values = row_normalised(matrix) if normalise else matrix
+    ConfusionMatrixDisplay(values, display_labels=list(class_names)).plot(
+        ax=ax,
+        cmap="Blues",
+        xticks_rotation=45,
+        values_format=".2f" if normalise else "d",
+        include_values=n <= MAX_ANNOTATED_CLASSES,
+        colorbar=True,
+    )
+    ax.set_xticklabels(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    if normalise:
+        ax.images[0].set_clim(0, 1)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
+    kind = "row-normalised" if normalise else "counts"
+    ax.set_title(f"Confusion matrix ({kind})", fontsize=13)
+    return save_figure(fig, path)
+
+
+def reliability_diagram(bins: dict, path: str | Path) -> Path:
+    """Accuracy against confidence per bin, over a histogram of how many predictions fell in each.
+
+    Args:
+        bins: the result of `convnet.evaluation.calibration`.
+        path: where to write the PNG.
+    """
+    edges = np.asarray(bins["edges"])
+    width = np.diff(edges)
+    centres = edges[:-1] + width / 2
+    accuracy = np.array([np.nan if a is None else a for a in bins["accuracy"]])
+    confidence = np.array([np.nan if c is None else c for c in bins["confidence"]])
+    fig, (top, bottom) = plt.subplots(
+        2, 1, figsize=(6.5, 7), height_ratios=(3, 1), sharex=True, layout="constrained"
+    )
+    top.bar(centres, accuracy, width=width, edgecolor="black", color="tab:blue", label="Accuracy")
+    gap_bottom = np.fmin(accuracy, confidence)
+    top.bar(
+        centres,
+        np.abs(confidence - accuracy),
+        bottom=gap_bottom,
+        width=width,
+        color="tab:red",
+        alpha=0.35,
+        hatch="//",
+        edgecolor="tab:red",
+        label="Gap to mean confidence",
+    )
+    top.plot([0, 1], [0, 1], "--", color="gray", label="Perfect calibration")
+    top.set(xlim=(0, 1), ylim=(0, 1), ylabel="Accuracy")
+    top.set_title(f"Reliability diagram (ECE = {bins['ece']:.4f})", fontsize=13)
+    top.legend(loc="upper left")
+    top.grid(alpha=0.3)
+    counts = bottom.bar(centres, bins["count"], width=width, edgecolor="black", color="tab:gray")
+    bottom.bar_label(counts, labels=[str(c) if c else "" for c in bins["count"]], fontsize=9)
+    bottom.set(xlabel="Confidence (probability of the predicted class)", ylabel="Predictions")
+    bottom.set_ylim(0, max(bins["count"]) * 1.3 + 1)
+    bottom.grid(alpha=0.3)
+    return save_figure(fig, path)
+
+
+def _show(ax, image: np.ndarray) -> None:
+    """One uint8 HWC image on `ax`, grey for a single channel, without ticks."""
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+def top_losses_gallery(
+    images: np.ndarray, losses: list[dict], class_names: list[str], path: str | Path
+) -> Path | None:
+    """The most confident mistakes, each with its true class, predicted class and probability.
+
+    Args:
+        images: the test images, uint8 NHWC; `losses` index into them.
+        losses: the result of `convnet.evaluation.top_losses`.
+        class_names: names for the class indices in `losses`.
+        path: where to write the PNG.
+
+    Returns:
+        The PNG's path, or None when there are no mistakes to show.
+    """
+    if not losses:
+        return None
+    columns = min(len(losses), 6)
+    rows = -(-len(losses) // columns)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(2.1 * columns, 2.5 * rows), squeeze=False, layout="constrained"
+    )
+    for ax in axes.flat[len(losses) :]:
+        ax.axis("off")
+    for ax, item in zip(axes.flat, losses, strict=False):
+        _show(ax, images[item["index"]])
+        ax.set_title(
+            f"true: {class_names[item['true']]}\n"
+            f"pred: {class_names[item['predicted']]} ({item['probability']:.2f})",
+            fontsize=10,
+        )
+    fig.suptitle("Top losses: the most confident mistakes on the test set", fontsize=13)
+    return save_figure(fig, path)
+
+
+def sample_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: list[str],
+    path: str | Path,
+    per_class: int = 8,
+    seed: int = 0,
+) -> Path:
+    """A row of randomly chosen training images for each class, the class named on the left.
+
+    The images are tiled into one picture (one Axes, not one per image), which draws fast.
+    """
+    rng = np.random.default_rng(seed)
+    n, (height, width, channels) = len(class_names), images.shape[1:]
+    gap = max(2, height // 10)  # pixels between tiles
+    tiles = np.full(
+        (n * (height + gap) - gap, per_class * (width + gap) - gap, channels), 255, np.uint8
+    )
+    for row in range(n):
+        members = np.flatnonzero(labels == row)
+        for column, i in enumerate(rng.choice(members, min(per_class, len(members)), False)):
+            top, left = row * (height + gap), column * (width + gap)
+            tiles[top : top + height, left : left + width] = images[i]
+    cell = 0.9  # inches per image
+    fig, ax = plt.subplots(figsize=(1.6 + cell * per_class, 0.7 + cell * n), layout="constrained")
+    _show(ax, tiles)
+    ax.set_frame_on(False)
+    ax.set_yticks([row * (height + gap) + height / 2 for row in range(n)], class_names)
+    ax.tick_params(axis="y", length=0, labelsize=11)
+    ax.set_title("Training data: random examples of each class", fontsize=13)
+    return save_figure(fig, path)
+
+
+def compare_curves(histories: dict[str, dict[str, list[float]]], path: str | Path) -> Path:
+    """Several runs' learning curves overlaid: a colour per run, solid validation, dashed training.
+
+    Args:
+        histories: run name -> its `read_history` columns.
+        path: where to write the PNG.
+    """
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for index, (name, history) in enumerate(histories.items()):
+        colour = colours[index % len(colours)]
+        epochs = range(1, len(history.get("loss", [])) + 1)
+        for ax, metric in zip(axes, ("accuracy", "loss"), strict=True):
+            if metric in history:
+                ax.plot(epochs, history[metric], "--", color=colour, alpha=0.6)
+            if f"val_{metric}" in history:
+                ax.plot(epochs, history[f"val_{metric}"], "o-", color=colour, label=name)
+            elif metric in history:
+                ax.plot([], [], "--", color=colour, label=f"{name} (training only)")
+    for ax, title in zip(axes, ("Accuracy", "Loss"), strict=True):
+        ax.set_title(f"{title} per epoch (solid: validation, dashed: training)", fontsize=12)
+        ax.set_xlabel("Epoch")
+        ax.set_ylabel(title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=9)
+    return save_figure(fig, path)
+
+
+def lr_find_plot(result: dict, path: str | Path) -> Path:
+    """Smoothed training loss against learning rate (log scale), the suggested rates marked.
+
+    Args:
+        result: {"learning_rates", "losses", "suggested", "steepest", "minimum"} as returned
+            by `convnet.training.lr_find.lr_range_test`.
+        path: where to write the PNG.
+    """
+    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    ax.plot(result["learning_rates"], result["losses"], color="tab:blue", label="Training loss")
+    marks = (
+        ("suggested", "tab:red", "Suggested"),
+        ("steepest", "tab:green", "Steepest descent"),
+        ("minimum", "tab:gray", "Minimum loss"),
+    )
+    for key, colour, label in marks:
+        if result.get(key):
+            ax.axvline(
+                result[key],
+                color=colour,
+                linestyle="--",
+                label=f"{label}: {result[key]:.2g}",
+                zorder=3 if key == "suggested" else 2,  # on top when two marks coincide
+            )
+    losses = result["losses"]
+    if losses and losses[0] > min(losses):  # the final blow-up would flatten the useful part
+        spread = losses[0] - min(losses)
+        ax.set_ylim(min(losses) - 0.1 * spread, losses[0] + 0.3 * spread)
+    ax.set_xscale("log")
+    ax.set_xlabel("Learning rate (log scale)")
+    ax.set_ylabel("Training loss (smoothed)")
+    ax.set_title("Learning-rate range test", fontsize=13)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
     return save_figure(fig, path)
 
 

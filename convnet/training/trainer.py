@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -13,14 +14,26 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convnet.config import TrainConfig
+from convnet.config import TrainConfig, make_config
 from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
+from convnet.errors import RunError
 from convnet.evaluation import evaluate
 from convnet.models.registry import Recipe, get_preset
-from convnet.reports.plots import learning_curves, read_history
-from convnet.runs import MODEL_FILE, Run, new_run_dir, write_yaml
-from convnet.training.callbacks import EpochTimer
+from convnet.reports.report import write_report
+from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
+from convnet.training import distributed
+from convnet.training.callbacks import (
+    BACKUP_DIR,
+    EpochBackup,
+    EpochTimer,
+    restore_backup,
+    trim_history,
+)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training; the message says how to resume. The CLI exits 130."""
 
 
 @dataclass
@@ -56,24 +69,101 @@ def one_hot(data: Dataset) -> np.ndarray:
     return keras.utils.to_categorical(data.y, data.num_classes)
 
 
+def resume(
+    run_dir: str | Path, command: list[str] | None = None, verbose: int | str = "auto"
+) -> TrainResult:
+    """Continues an interrupted run from its last completed epoch, with its own `config.yaml`.
+
+    Raises:
+        RunError: not a run folder, already complete, still running, or its data changed.
+    """
+    run = Run(run_dir)
+    config = make_config(run.config() | {"out": str(run_dir)}, f"{run_dir}/config.yaml")
+    return train(config, command, verbose, resume=True)
+
+
 def train(
-    config: TrainConfig, command: list[str] | None = None, verbose: int | str = "auto"
+    config: TrainConfig,
+    command: list[str] | None = None,
+    verbose: int | str = "auto",
+    resume: bool = False,
 ) -> TrainResult:
     """Trains `config.preset` and writes a complete run folder.
+
+    The folder is checked (writable, not full) before the data is read; a data error leaves no
+    folder behind. The model is backed up after every epoch in `backup/`, so a killed or
+    interrupted run continues with `resume`.
 
     Args:
         config: what to train and where to write it.
         command: the command line, recorded in the manifest.
         verbose: Keras' fit verbosity (0 silent, 1 progress bars, 2 one line per epoch).
+        resume: continue the run folder `config.out` instead of starting a new one.
 
     Returns:
         The run folder and test metrics.
 
     Raises:
         DataError: the data cannot be read. RunError: the run folder cannot be written.
+        TrainingInterrupted: Ctrl-C; the run is marked "interrupted" and can be resumed.
     """
     started = time.perf_counter()
     recipe = config.recipe()
+    context = distributed.setup(config, resume)
+    run_dir = Path(config.out) if resume else new_run_dir(context.out(config.out), config.preset)
+    with _removed_on_error(run_dir, enabled=not resume):
+        train_all, test, train_set, val_set = _load_data(config)
+        train_set, val_set = context.shard(train_set), context.shard(val_set)
+    if resume:
+        run = _resume_run(run_dir, config, command, train_all, test)
+    else:
+        run = _begin_run(run_dir, config, command, train_all, test)
+    context.record(run)
+
+    _seed(config)
+    model = get_preset(config.preset).build(train_set.image_shape, train_set.num_classes)
+    steps = int(np.ceil(len(train_set) / context.local_batch(recipe.batch_size)))
+    model.compile(
+        optimizer=make_optimizer(recipe, steps),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
+        metrics=["accuracy"],
+    )
+    initial_epoch = restore_backup(model, run_dir / BACKUP_DIR) if resume else 0
+    elapsed = trim_history(run_dir / "history.csv", initial_epoch) if resume else 0.0
+    callbacks = _callbacks(run_dir, recipe, val_set is not None, elapsed, resume)
+    fit_started = time.perf_counter()
+    with _recording_status(run):
+        if initial_epoch < recipe.epochs:
+            model.fit(
+                train_set.x,
+                one_hot(train_set),
+                validation_data=(val_set.x, one_hot(val_set)) if val_set is not None else None,
+                epochs=recipe.epochs,
+                initial_epoch=initial_epoch,
+                batch_size=context.local_batch(recipe.batch_size),
+                callbacks=callbacks,
+                verbose=verbose,
+            )
+    fit_seconds = time.perf_counter() - fit_started
+    model = context.finish(model)
+    _save_model(model, run_dir)
+    metrics = evaluate(model, test, flip_tta=recipe.flip_tta)
+    wall = time.perf_counter() - started
+    metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
+    run.write_json("metrics.json", metrics)
+    manifest = run.read_json("manifest.json") | {
+        "status": "complete",
+        "timings": {"fit_seconds": fit_seconds, "wall_seconds": wall},
+    }
+    run.write_json("manifest.json", manifest)
+    shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
+    if context.is_chief:
+        write_report(run_dir, model=model, train=train_all, test=test)  # also the learning curves
+    return TrainResult(run_dir, metrics["test_loss"], metrics["test_accuracy"], wall)
+
+
+def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset | None]:
+    """The training data (after `limit`), the test set, and the train/validation split."""
     train_all, test = load_train_test(
         config.train,
         config.test,
@@ -84,50 +174,26 @@ def train(
     )
     if config.limit:
         train_all = train_all.take(slice(0, config.limit))
+    recipe = config.recipe()
     train_set, val_set = split(train_all, recipe.val_split, config.seed, config.stratify)
-    run_dir = new_run_dir(config.out, config.preset)
-    run = _begin_run(run_dir, config, command, train_all, test)
+    return train_all, test, train_set, val_set
 
-    keras.utils.set_random_seed(config.seed)
-    model = get_preset(config.preset).build(train_set.image_shape, train_set.num_classes)
-    steps = int(np.ceil(len(train_set) / recipe.batch_size))
-    model.compile(
-        optimizer=make_optimizer(recipe, steps),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-        metrics=["accuracy"],
-    )
-    callbacks = [EpochTimer(), keras.callbacks.CSVLogger(str(run_dir / "history.csv"))]
-    if recipe.restore_best and val_set is not None:
+
+def _callbacks(
+    run_dir: Path, recipe: Recipe, validating: bool, elapsed: float, resume: bool
+) -> list[keras.callbacks.Callback]:
+    callbacks = [
+        EpochTimer(elapsed),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
+    ]
+    if recipe.restore_best and validating:
         callbacks.append(
             keras.callbacks.EarlyStopping(
                 monitor="val_loss", patience=recipe.epochs, restore_best_weights=True
             )
         )
-    fit_started = time.perf_counter()
-    model.fit(
-        train_set.x,
-        one_hot(train_set),
-        validation_data=(val_set.x, one_hot(val_set)) if val_set is not None else None,
-        epochs=recipe.epochs,
-        batch_size=recipe.batch_size,
-        callbacks=callbacks,
-        verbose=verbose,
-    )
-    fit_seconds = time.perf_counter() - fit_started
-    _save_model(model, run_dir)
-    metrics = evaluate(model, test, flip_tta=recipe.flip_tta)
-    wall = time.perf_counter() - started
-    metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
-    run.write_json("metrics.json", metrics)
-    learning_curves(
-        read_history(run_dir / "history.csv"), run_dir / "plots" / "learning_curves.png"
-    )
-    manifest = run.read_json("manifest.json") | {
-        "status": "complete",
-        "timings": {"fit_seconds": fit_seconds, "wall_seconds": wall},
-    }
-    run.write_json("manifest.json", manifest)
-    return TrainResult(run_dir, metrics["test_loss"], metrics["test_accuracy"], wall)
+    callbacks.append(EpochBackup(run_dir / BACKUP_DIR))  # after CSVLogger; see EpochBackup
+    return callbacks
 
 
 def _save_model(model: keras.Model, run_dir: Path) -> None:
@@ -158,6 +224,7 @@ def _begin_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test
                 "image_shape": list(train.image_shape),
                 "background_is_light": train.background_is_light(),
             },
+            "process": _process(),
             "versions": _versions(),
             "machine": {
                 "platform": platform.platform(),
@@ -168,6 +235,80 @@ def _begin_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test
         },
     )
     return run
+
+
+def _resume_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test: Dataset) -> Run:
+    """Marks an unfinished run as running again, after checking it can and should resume."""
+    run = Run(run_dir)
+    manifest = run.read_json("manifest.json")
+    if not manifest:  # killed before the manifest was written: start it again
+        return _begin_run(run_dir, config, command, train, test)
+    status = run.status()
+    if status == "complete":
+        raise RunError(f"{run_dir}: the run is complete; there is nothing to resume.")
+    if status == "running":
+        pid = manifest.get("process", {}).get("pid")
+        raise RunError(f"{run_dir}: still being trained by process {pid}; stop it first.")
+    recorded = manifest.get("data", {}).get("train", {}).get("sha256")
+    if recorded and recorded != train.checksum():
+        raise RunError(
+            f"{run_dir}: the training data ({train.source}) changed since the run began; "
+            "start a new run instead."
+        )
+    check_free_space(run_dir)
+    resumes = manifest.get("resumes", []) + [
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
+    ]
+    run.write_json(
+        "manifest.json",
+        manifest | {"status": "running", "process": _process(), "resumes": resumes},
+    )
+    return run
+
+
+@contextlib.contextmanager
+def _removed_on_error(run_dir: Path, enabled: bool = True):
+    """Removes the (still empty) new run folder if the block fails, so no partial run remains."""
+    try:
+        yield
+    except BaseException:
+        if enabled:
+            with contextlib.suppress(OSError):
+                run_dir.rmdir()
+        raise
+
+
+@contextlib.contextmanager
+def _recording_status(run: Run):
+    """Marks the manifest "interrupted" on Ctrl-C and "failed" on an error, then re-raises."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        _set_status(run, "interrupted")
+        raise TrainingInterrupted(
+            f"interrupted; resume with: convnet train --resume {run.path}"
+        ) from None
+    except BaseException as error:
+        _set_status(run, "failed", error=f"{type(error).__name__}: {error}")
+        raise
+
+
+def _set_status(run: Run, status: str, **extra) -> None:
+    with contextlib.suppress(OSError):
+        run.write_json("manifest.json", run.read_json("manifest.json") | {"status": status} | extra)
+
+
+def _seed(config: TrainConfig) -> None:
+    """Seeds Python, NumPy and the backend; with `deterministic`, also makes TF ops repeatable."""
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
+def _process() -> dict:
+    return {"pid": os.getpid(), "hostname": platform.node()}
 
 
 def _versions() -> dict:

@@ -1,0 +1,217 @@
+"""Speed of `convnet serve` on loopback: latency and throughput for single images and for batches.
+
+    .venv/bin/python -m bench.serve RUN [--engine keras|onnx ...] [--requests 2000]
+
+For each engine this starts the real `convnet serve` binary on a free loopback port, then drives it
+with a minimal asyncio HTTP/1.1 client (keep-alive connections, pre-built requests, so the client
+costs little of the machine the server shares): single-image PNG uploads at 1 and 16 concurrent
+clients (p50/p99 latency, requests/s), then `.npy` batches (images/s). Warm-up requests are not
+timed; every phase is bounded by a request count and a time limit; any non-200 answer is an error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+CONVNET = str(Path(sys.executable).with_name("convnet"))
+BOUNDARY = "convnetbench"
+
+
+def multipart_request(port: int, filename: str, data: bytes, query: str = "") -> bytes:
+    """One complete HTTP POST /v1/predict request with a single file part."""
+    body = (
+        (
+            f"--{BOUNDARY}\r\n"
+            f'Content-Disposition: form-data; name="files"; filename="{filename}"\r\n'
+            f"Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + data
+        + f"\r\n--{BOUNDARY}--\r\n".encode()
+    )
+    head = (
+        f"POST /v1/predict{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _client(port: int, requests: list[bytes], count: int, deadline: float, out: dict):
+    """Sends requests one after another on one keep-alive connection, timing each."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i in range(count):
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            writer.write(requests[i % len(requests)])
+            head = await reader.readuntil(b"\r\n\r\n")
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            await reader.readexactly(length)
+            out["latencies"].append(time.perf_counter() - started)
+            if not head.startswith(b"HTTP/1.1 200"):
+                out["errors"] += 1
+    except (OSError, asyncio.IncompleteReadError):
+        out["errors"] += 1
+    finally:
+        writer.close()
+
+
+async def load(port: int, requests: list[bytes], clients: int, total: int, seconds: float) -> dict:
+    """`total` requests spread over `clients` concurrent connections, stopped after `seconds`."""
+    out = {"latencies": [], "errors": 0}
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    per_client = -(-total // clients)
+    await asyncio.gather(
+        *(_client(port, requests, per_client, deadline, out) for _ in range(clients))
+    )
+    wall = time.perf_counter() - started
+    latencies = np.array(out["latencies"]) * 1000
+    return {
+        "clients": clients,
+        "requests": len(latencies),
+        "errors": out["errors"],
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "requests_per_s": len(latencies) / wall,
+    }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux), 0 elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def timed(server: subprocess.Popen, phase) -> dict:
+    """Runs one load phase; adds the server's CPU milliseconds per request, which other programs
+    on a shared machine disturb far less than latency."""
+    before = cpu_seconds(server.pid)
+    row = asyncio.run(phase)
+    row["server_cpu_ms"] = (cpu_seconds(server.pid) - before) * 1000 / max(row["requests"], 1)
+    return row
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(run: str, engine: str, port: int) -> subprocess.Popen:
+    """The real `convnet serve`, once /healthz answers."""
+    server = subprocess.Popen(
+        [CONVNET, "serve", run, "--port", str(port), "--engine", engine],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    for _ in range(240):
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+            return server
+        except OSError:
+            if server.poll() is not None:
+                raise SystemExit(f"convnet serve exited with {server.returncode}") from None
+            time.sleep(0.5)
+    server.terminate()
+    raise SystemExit("convnet serve did not answer /healthz within 120 s")
+
+
+def test_images(count: int) -> np.ndarray:
+    """Fashion-MNIST test images, or noise when the data is not on this machine."""
+    try:
+        from convnet.data.sources import load_fashion_mnist
+
+        return load_fashion_mnist()["test"].x[:count]
+    except Exception:  # the benchmark still measures speed without the real data
+        return np.random.default_rng(0).integers(0, 256, (count, 28, 28, 1), dtype=np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels[..., 0]).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, pixels)
+    return buffer.getvalue()
+
+
+def bench_engine(run: str, engine: str, args) -> list[dict]:
+    """All phases against one engine's server."""
+    port = free_port()
+    server = start_server(run, engine, port)
+    try:
+        images = test_images(max(args.batch, 256))
+        singles = [multipart_request(port, f"{i}.png", png_bytes(x)) for i, x in enumerate(images)]
+        batch = [multipart_request(port, "batch.npy", npy_bytes(images[: args.batch]), "?top_k=1")]
+        rows = []
+        asyncio.run(load(port, singles, 4, 200, 30))  # warm-up: traces, caches, allocators
+        for clients, total in ((1, args.requests // 4), (16, args.requests)):
+            row = timed(server, load(port, singles, clients, total, args.seconds))
+            rows.append({"engine": engine, "kind": "single image"} | row)
+        asyncio.run(load(port, batch, 2, 4, 30))
+        row = timed(server, load(port, batch, 2, args.batch_requests, args.seconds))
+        row["images_per_s"] = row["requests_per_s"] * args.batch
+        rows.append({"engine": engine, "kind": f"batch of {args.batch}"} | row)
+        return rows
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def markdown(rows: list[dict]) -> str:
+    lines = [
+        "| engine | requests | clients | n | errors | p50 ms | p99 ms | req/s | images/s "
+        "| server CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        images = f"{r['images_per_s']:,.0f}" if "images_per_s" in r else ""
+        lines.append(
+            f"| {r['engine']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} "
+            f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:,.0f} | {images} "
+            f"| {r['server_cpu_ms']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", help="a run folder (the `seed` preset for the issue's targets)")
+    parser.add_argument("--engine", nargs="+", default=["keras", "onnx"], choices=["keras", "onnx"])
+    parser.add_argument("--requests", type=int, default=2000, help="at 16 clients (1: a quarter)")
+    parser.add_argument("--batch", type=int, default=1024, help="images per batch request")
+    parser.add_argument("--batch-requests", type=int, default=40)
+    parser.add_argument("--seconds", type=float, default=60, help="time limit of each phase")
+    parser.add_argument("--json", help="also write the rows to this JSON file")
+    args = parser.parse_args(argv)
+    rows = [row for engine in args.engine for row in bench_engine(args.run, engine, args)]
+    print(f"{platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    print(markdown(rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,283 @@
+"""A run's report (`RUN/report.html` and `RUN/plots/`) and the comparison page of several runs."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from convnet.data import load_train_test
+from convnet.data.dataset import Dataset
+from convnet.errors import RunError
+from convnet.evaluation import interpretation, predict_proba
+from convnet.reports import html, plots
+from convnet.runs import Run, write_atomic
+
+
+def write_report(
+    run: str | Path, model=None, train: Dataset | None = None, test: Dataset | None = None
+) -> Path:
+    """Writes a run's plots into `RUN/plots/` and its self-contained `RUN/report.html`.
+
+    The per-class metrics, confusion matrix and calibration error are also merged into the
+    run's `metrics.json`.
+
+    Args:
+        run: the run folder.
+        model: the trained model; read from the run when None.
+        train: the training data, for the sample grid; read as the run's config says when None.
+        test: the test data; read as the run's config says when None.
+
+    Returns:
+        The path of `report.html`.
+
+    Raises:
+        RunError: the run folder is incomplete. DataError: its data cannot be read.
+    """
+    started = time.perf_counter()
+    run = Run(run)
+    config = run.config()
+    if model is None:
+        model = run.load_model()
+    if train is None or test is None:
+        train, test = load_train_test(
+            config["train"],
+            config["test"],
+            config["format"],
+            config["label_column"],
+            config["class_names"],
+            config["data_dir"],
+        )
+    probabilities = predict_proba(model, test.x, flip_tta=config.get("flip_tta", False))
+    names = list(test.class_names)
+    found = interpretation(test.y, probabilities, names)
+    figures = _draw(run.path / "plots", found, train, test)
+    summary = {
+        "test_macro_f1": found["per_class"][-2]["f1"],
+        "test_ece": found["calibration"]["ece"],
+    }
+    metrics = run.read_json("metrics.json") | summary
+    metrics |= {k: found[k] for k in ("per_class", "confusion_matrix", "most_confused")}
+    run.write_json("metrics.json", metrics)
+    sections = _report_sections(run, found, figures, metrics, time.perf_counter() - started)
+    manifest = run.read_json("manifest.json")
+    subtitle = (
+        f"preset {config.get('preset')} · {len(test)} test examples from {test.source} · "
+        f"started {manifest.get('started', 'unknown')}"
+    )
+    page = html.page(f"Run report: {run.path.name}", subtitle, sections, _cards(metrics, config))
+    return write_atomic(run.path / "report.html", page)
+
+
+def _draw(folder: Path, found: dict, train: Dataset, test: Dataset) -> dict[str, Path | None]:
+    """Every plot of the report, written into `folder`."""
+    names = list(test.class_names)
+    matrix = np.asarray(found["confusion_matrix"])
+    history = folder.parent / "history.csv"
+    return {
+        "curves": plots.learning_curves(plots.read_history(history), folder / "learning_curves.png")
+        if history.is_file()
+        else None,
+        "counts": plots.confusion_matrix_plot(matrix, names, folder / "confusion_matrix.png"),
+        "normalised": plots.confusion_matrix_plot(
+            matrix, names, folder / "confusion_matrix_normalised.png", normalise=True
+        ),
+        "losses": plots.top_losses_gallery(
+            test.x, found["top_losses"], names, folder / "top_losses.png"
+        ),
+        "reliability": plots.reliability_diagram(found["calibration"], folder / "reliability.png"),
+        "samples": plots.sample_grid(
+            train.x, train.y, list(train.class_names), folder / "samples.png"
+        ),
+    }
+
+
+def _cards(metrics: dict, config: dict) -> str:
+    def number(key: str, digits: int = 4) -> str:
+        return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
+
+    return html.cards(
+        [
+            ("Test accuracy", number("test_accuracy")),
+            ("Test loss", number("test_loss")),
+            ("Macro F1", number("test_macro_f1")),
+            ("Calibration error (ECE)", number("test_ece")),
+            ("Epochs", str(config.get("epochs", "n/a"))),
+            ("Training time", f"{number('fit_seconds', 1)} s"),
+        ]
+    )
+
+
+def _report_sections(
+    run: Run, found: dict, figures: dict, metrics: dict, report_seconds: float
+) -> list[tuple[str, str, str]]:
+    """(id, heading, HTML) of each section of a run's report."""
+    curves = (
+        html.image(figures["curves"], "Accuracy and loss per epoch")
+        if figures["curves"]
+        else '<p class="note">No history.csv in this run.</p>'
+    )
+    losses = (
+        html.image(figures["losses"], "The most confident mistakes")
+        if figures["losses"]
+        else '<p class="note">No mistakes on the test set.</p>'
+    )
+    return [
+        ("curves", "Learning curves", curves),
+        (
+            "confusion",
+            "Confusion matrix",
+            '<p class="note">Rows are the true classes, columns the predictions. The second '
+            "matrix divides each row by its total, so its diagonal is each class's recall.</p>"
+            '<div class="figures">'
+            + html.image(figures["counts"], "Confusion matrix, counts")
+            + html.image(figures["normalised"], "Confusion matrix, row-normalised")
+            + "</div>",
+        ),
+        ("per-class", "Per-class metrics", _per_class_tables(found)),
+        (
+            "top-losses",
+            "Top losses",
+            '<p class="note">The test images the model got wrong while most sure of itself, '
+            "most confident first. Each shows the true class, the prediction and the probability "
+            "the model gave the prediction.</p>" + losses,
+        ),
+        (
+            "calibration",
+            "Calibration",
+            '<p class="note">How far confidence matches accuracy. Bars below the diagonal mean '
+            "over-confidence. The expected calibration error (ECE) is the mean gap, weighted by "
+            f"how many predictions fall in each bin: {found['calibration']['ece']:.4f}.</p>"
+            + html.image(figures["reliability"], "Reliability diagram"),
+        ),
+        ("samples", "Training data", html.image(figures["samples"], "Training examples per class")),
+        ("run", "Run details", _run_details(run, metrics, report_seconds)),
+    ]
+
+
+def _per_class_tables(found: dict) -> str:
+    rows = [
+        [
+            row["class"],
+            row["precision"],
+            row["recall"],
+            html.bar(row["f1"], f"{row['f1']:.4f}"),
+            row["support"],
+        ]
+        for row in found["per_class"]
+    ]
+    scores = html.table(
+        ["Class", "Precision", "Recall", "F1", "Support"], rows, {1, 2, 3, 4}, summary_rows=2
+    )
+    pairs = [
+        [pair["true"], pair["predicted"], pair["count"], f"{pair['share']:.1%}"]
+        for pair in found["most_confused"]
+    ]
+    confused = (
+        html.table(["True class", "Predicted as", "Count", "Share of class"], pairs, {2, 3})
+        if pairs
+        else '<p class="note">No class was ever mistaken for another.</p>'
+    )
+    return (
+        f'<div class="columns"><div><h3>Precision, recall and F1</h3>{scores}</div>'
+        f"<div><h3>Most-confused pairs</h3>{confused}</div></div>"
+    )
+
+
+def _run_details(run: Run, metrics: dict, report_seconds: float) -> str:
+    history = run.path / "history.csv"
+    epochs = plots.read_history(history).get("epoch_seconds", []) if history.is_file() else []
+    timings = {
+        "Training (fit), s": metrics.get("fit_seconds"),
+        "Whole run (data, fit, evaluation), s": metrics.get("wall_seconds"),
+        "Epochs": len(epochs) or None,
+        "First epoch (includes graph tracing), s": epochs[0] if epochs else None,
+        "Mean of later epochs, s": float(np.mean(epochs[1:])) if len(epochs) > 1 else None,
+        "This report, s": report_seconds,
+    }
+    rows = [[k, f"{v:.2f}" if isinstance(v, float) else v] for k, v in timings.items() if v]
+    manifest = run.read_json("manifest.json")
+    timing_table = html.table(["Timing", "Value"], rows, {1})
+    return (
+        f'<div class="columns"><div><h3>Timings</h3>{timing_table}</div>'
+        f"<div><h3>Config</h3>{html.key_values(run.config())}</div></div>"
+        f"<h3>Manifest</h3><details open><summary>manifest.json</summary>"
+        f"{html.json_block(manifest)}</details>"
+    )
+
+
+def write_compare(runs: list[str | Path], out: str | Path = "compare.html") -> Path:
+    """One page overlaying several runs' learning curves, with their final metrics and timings.
+
+    Args:
+        runs: run folders, at least one.
+        out: the HTML file to write (defaults to `compare.html`).
+
+    Returns:
+        The path of the page.
+
+    Raises:
+        RunError: no runs given, or one is not a run folder.
+    """
+    if not runs:
+        raise RunError("compare needs at least one run folder.")
+    folders = [Run(path) for path in runs]
+    labels = _labels([run.path for run in folders])
+    histories = {
+        label: plots.read_history(run.path / "history.csv")
+        for label, run in zip(labels, folders, strict=True)
+        if (run.path / "history.csv").is_file()
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = html.image(plots.compare_curves(histories, Path(tmp) / "c.png"), "Curves")
+    sections = [
+        ("curves", "Learning curves", curves),
+        ("metrics", "Final metrics and timings", _compare_table(folders, labels, histories)),
+    ]
+    title = f"Comparison of {len(folders)} runs"
+    page = html.page(title, ", ".join(str(run.path) for run in folders), sections)
+    return write_atomic(out, page)
+
+
+def _labels(paths: list[Path]) -> list[str]:
+    """Folder names, or whole paths where two runs share a name."""
+    names = [path.name for path in paths]
+    return [str(p) if names.count(p.name) > 1 else p.name for p in paths]
+
+
+COMPARED = (  # (metrics.json key or history column, heading, higher is better)
+    ("test_accuracy", "Test accuracy", True),
+    ("test_loss", "Test loss", False),
+    ("test_macro_f1", "Macro F1", True),
+    ("test_ece", "ECE", False),
+    ("val_accuracy", "Final val. accuracy", True),
+    ("fit_seconds", "Fit, s", False),
+    ("wall_seconds", "Wall, s", False),
+)
+
+
+def _compare_table(folders: list[Run], labels: list[str], histories: dict) -> str:
+    values = []
+    for label, run in zip(labels, folders, strict=True):
+        metrics = run.read_json("metrics.json")
+        last = {k: v[-1] for k, v in histories.get(label, {}).items() if v}
+        values.append({key: metrics.get(key, last.get(key)) for key, _, _ in COMPARED})
+    rows = []
+    for label, run, found in zip(labels, folders, values, strict=True):
+        config = run.config()
+        row = [label, config.get("preset"), len(histories.get(label, {}).get("loss", []))]
+        for key, _, higher in COMPARED:
+            column = [v[key] for v in values if v[key] is not None]
+            if found[key] is None:
+                row.append("n/a")
+                continue
+            text = f"{found[key]:.2f}" if key.endswith("seconds") else f"{found[key]:.4f}"
+            top = max(column) if higher else min(column)
+            differ = len(set(column)) > 1
+            row.append(html.best(text) if differ and found[key] == top else text)
+        rows.append(row)
+    headers = ["Run", "Preset", "Epochs"] + [heading for _, heading, _ in COMPARED]
+    note = '<p class="note">The best value of each column is in green.</p>'
+    return note + html.table(headers, rows, set(range(2, len(headers))))

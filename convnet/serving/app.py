@@ -1,0 +1,185 @@
+"""The HTTP prediction service: a FastAPI app factory over one loaded run.
+
+    app = create_app("runs/seed-20250101-120000", engine="onnx")
+
+Routes: `POST /v1/predict`, `GET /v1/model`, `GET /healthz`, `GET /` (the web page, from
+`static/`), and FastAPI's OpenAPI docs at `/docs`. Refused requests get a 4xx JSON error
+`{"detail": ...}`; the server never answers a bad request with a 500.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import logging
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+from PIL import Image
+
+from convnet.api import top_classes
+from convnet.errors import ConvnetError, DataError
+from convnet.runs import Run
+from convnet.serving.engines import MicroBatcher, load_engine
+from convnet.serving.payloads import Limits, PredictJSON, parse_request
+
+STATIC = Path(__file__).with_name("static")
+log = logging.getLogger("convnet.serving")
+
+PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "files": {
+                            "type": "array",
+                            "items": {"type": "string", "format": "binary"},
+                            "description": "image files (PNG, JPEG, ...) or .npy pixel arrays",
+                        }
+                    },
+                }
+            },
+            "application/json": {"schema": PredictJSON.model_json_schema()},
+        },
+    }
+}
+
+
+def create_app(
+    run: str | Path,
+    engine: str = "keras",
+    limits: Limits | None = None,
+    max_batch: int = 64,
+) -> FastAPI:
+    """Loads a run's model once and returns the app that serves it.
+
+    Args:
+        run: the run folder.
+        engine: "keras" (the `.keras` model) or "onnx" (ONNX Runtime). Defaults to "keras".
+        limits: request limits. Defaults to `Limits()`.
+        max_batch: the most images the micro-batcher joins into one model call. Defaults to 64.
+
+    Returns:
+        A FastAPI app; run it with any ASGI server (`convnet serve` uses uvicorn).
+
+    Raises:
+        RunError: the run folder or its model is missing.
+    """
+    run = Run(run)
+    model = load_engine(run, engine)
+    batcher = MicroBatcher(model.predict, max_batch)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        batcher.close()
+
+    app = FastAPI(
+        title="convnet",
+        summary=f"Image classification with the run {run.path.name}",
+        version=_version("convnet"),
+        lifespan=lifespan,
+    )
+    app.state.model_info = _model_info(run, model)
+    app.state.batcher = batcher
+    _add_error_handlers(app)
+    _add_routes(app, model, batcher, limits or Limits())
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    return app
+
+
+def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> None:
+    info = app.state.model_info
+    class_names = info["class_names"]
+    light = info["background_is_light"]
+
+    @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="Classify images")
+    async def predict(
+        request: Request,
+        top_k: int = Query(3, ge=1, description="how many classes to return per input"),
+        return_input: bool = Query(False, description="add each preprocessed input as a PNG"),
+    ) -> Response:
+        """Top-k classes and probabilities for each uploaded image, `.npy` array or pixels."""
+        names, x = await parse_request(request, model.input_shape, light, limits)
+        probabilities = await batcher.predict(x)
+        results = []
+        for name, p, pixels in zip(names, probabilities, x, strict=True):
+            result = top_classes(name, p, class_names, top_k)
+            if return_input:
+                result["input_png"] = _png_data_url(pixels)
+            results.append(result)
+        body = {"predictions": results, "engine": model.name}
+        return Response(json.dumps(body), media_type="application/json")
+
+    @app.get("/v1/model", summary="The served model")
+    async def model_info() -> dict:
+        """Preset, class names, input shape, test metrics and versions."""
+        return info
+
+    @app.get("/healthz", summary="Liveness")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/", include_in_schema=False)
+    async def page() -> FileResponse:
+        return FileResponse(STATIC / "index.html")
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(DataError)
+    async def data_error(request: Request, error: DataError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, getattr(error, "status_code", 422))
+
+    @app.exception_handler(ConvnetError)
+    async def convnet_error(request: Request, error: ConvnetError) -> JSONResponse:
+        return JSONResponse({"detail": str(error)}, 400)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, error: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"detail": f"internal error ({type(error).__name__})."}, 500)
+
+
+def _model_info(run: Run, model) -> dict:
+    manifest = run.read_json("manifest.json")
+    data = manifest.get("data", {})
+    metrics = run.read_json("metrics.json")
+    versions = dict(manifest.get("versions", {}))
+    for package in ("fastapi", "uvicorn", "onnxruntime"):
+        versions[f"serving_{package}"] = _version(package)
+    return {
+        "run": run.path.name,
+        "preset": manifest.get("preset") or run.config().get("preset"),
+        "engine": model.name,
+        "class_names": data.get("class_names") or [str(i) for i in range(model.num_classes)],
+        "input_shape": list(model.input_shape),
+        "input_dtype": "uint8",
+        "background_is_light": bool(data.get("background_is_light", False)),
+        "flip_tta": model.flip_tta,
+        "metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
+        "versions": versions,
+    }
+
+
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
+def _png_data_url(pixels: np.ndarray) -> str:
+    """One uint8 input (H, W, C) as a `data:image/png;base64,...` URL."""
+    image = Image.fromarray(pixels[..., 0] if pixels.shape[-1] == 1 else pixels)
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()

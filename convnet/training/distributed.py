@@ -1,0 +1,400 @@
+"""Data-parallel training on several devices and hosts, on the backend's own distributed engine.
+
+JAX: `jax.distributed.initialize` joins the processes (one per host), then
+`keras.distribution.DataParallel` replicates the model over every device of every process; each
+process feeds its own shard and gradients are all-reduced (gloo on CPU, NCCL on GPU). TensorFlow
+keeps `tf.distribute.MirroredStrategy` on one host (Keras 3 cannot fit under
+`MultiWorkerMirroredStrategy`). The global batch and learning rate stay as configured. Process 0
+writes the run folder; the others write to a scratch folder removed at exit, so every process runs
+the same trainer code (collectives must be entered by all). `prepare` runs before Keras is
+imported (it reads the backend once); `setup` starts training.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from convnet.data.dataset import Dataset
+from convnet.errors import ConfigError, ConvnetError
+
+BACKENDS = ("jax", "tensorflow")
+ENVIRONMENT = {
+    "coordinator": "CONVNET_COORDINATOR",
+    "num_processes": "CONVNET_NUM_PROCESSES",
+    "process_id": "CONVNET_PROCESS_ID",
+}
+# A folder: every process saves its final weights there as weights-process<I>.npz (for tests).
+DUMP_WEIGHTS = "CONVNET_DUMP_WEIGHTS"
+_CPU_DEVICE_COUNT = "--xla_force_host_platform_device_count"
+
+
+class DistributedError(ConvnetError):
+    """The backend cannot train as asked, or the processes did not all join."""
+
+
+@dataclass
+class Context:
+    """Where this process stands in a training job, and the hooks the trainer calls.
+
+    Attributes:
+        backend: the Keras backend, "jax" or "tensorflow".
+        num_processes: processes in the job (one per host, usually).
+        process_id: this process's rank; 0 is the chief, which writes the run folder.
+        devices: data-parallel devices used by each process.
+        device_kind: "cpu", "gpu", ...
+        coordinator: HOST:PORT of process 0's coordination service, when several processes.
+        engine: the distribution in use, or None for plain single-device training.
+    """
+
+    backend: str
+    num_processes: int = 1
+    process_id: int = 0
+    devices: int = 1
+    device_kind: str = "cpu"
+    coordinator: str | None = None
+    engine: str | None = None
+
+    @property
+    def is_chief(self) -> bool:
+        return self.process_id == 0
+
+    def topology(self) -> dict:
+        """What the manifest records about the job's shape."""
+        names = ("backend", "device_kind", "engine", "coordinator")
+        return (
+            {"processes": self.num_processes, "devices_per_process": self.devices}
+            | {"devices": self.num_processes * self.devices}
+            | {name: getattr(self, name) for name in names}
+        )
+
+    def local_batch(self, global_batch: int) -> int:
+        """The batch this process feeds `fit`: its share of the global batch.
+
+        Raises:
+            ConfigError: the global batch does not split evenly over the devices.
+        """
+        total = self.num_processes * self.devices
+        if global_batch % total:
+            raise ConfigError(
+                f"batch_size must be divisible by the {total} devices ({self.num_processes} "
+                f"process(es) x {self.devices}). Received: batch_size={global_batch}."
+            )
+        return global_batch // self.num_processes
+
+    def shard(self, data: Dataset | None) -> Dataset | None:
+        """This process's equal share of `data` (every process must run as many steps).
+
+        Each share is trimmed to a multiple of the devices per process, so even the last, partial
+        batch splits evenly over the devices.
+        """
+        if data is None or self.engine is None:
+            return data
+        per_process = len(data) // self.num_processes
+        per_process -= per_process % self.devices
+        if per_process == 0:
+            raise ConfigError(
+                f"{data.source}: {len(data)} examples cannot be shared by "
+                f"{self.num_processes * self.devices} devices."
+            )
+        stop = per_process * self.num_processes
+        return data.take(np.arange(self.process_id, stop, self.num_processes))
+
+    def out(self, out: str | None) -> str | None:
+        """The run folder to create: the chief's own, a scratch folder for the others."""
+        if self.is_chief:
+            return out
+        scratch = tempfile.mkdtemp(prefix=f"convnet-process{self.process_id}-")
+        atexit.register(shutil.rmtree, scratch, ignore_errors=True)
+        return os.path.join(scratch, "run")
+
+    def record(self, run) -> None:
+        """Adds the topology to the run's manifest."""
+        run.write_json(
+            "manifest.json", run.read_json("manifest.json") | {"topology": self.topology()}
+        )
+
+    def finish(self, model):
+        """Ends the distribution after `fit`; returns a model that predicts and saves locally.
+
+        JAX variables span every process's devices and predictions spanning other processes
+        cannot be fetched: a `.keras` round trip (which keeps the optimizer) makes a local copy.
+        """
+        import keras
+
+        if self.backend == "jax" and self.engine:
+            with tempfile.TemporaryDirectory(prefix="convnet-") as scratch:
+                path = os.path.join(scratch, "model.keras")
+                model.save(path)
+                keras.distribution.set_distribution(None)
+                model = keras.saving.load_model(path, safe_mode=False)  # our own file
+        elif self.engine:
+            import tensorflow as tf
+
+            tf.distribute.experimental_set_strategy(None)
+        if os.environ.get(DUMP_WEIGHTS):
+            folder = Path(os.environ[DUMP_WEIGHTS])
+            folder.mkdir(parents=True, exist_ok=True)
+            np.savez(folder / f"weights-process{self.process_id}.npz", *model.get_weights())
+        return model
+
+
+_current = Context("tensorflow")
+
+
+def current() -> Context:
+    """The context of the latest `setup` in this process."""
+    return _current
+
+
+def prepare(
+    backend: str | None = None, devices: int | None = None, config_file: str | None = None
+) -> str:
+    """Sets the environment that must be set before Keras (and JAX) are first imported.
+
+    Chooses the Keras backend and, for JAX, asks for `devices` CPU devices (only the CPU
+    platform reads that flag). Call it before loading a config: the presets import Keras.
+
+    Args:
+        backend: "jax" or "tensorflow"; None reads `config_file`, else keeps $KERAS_BACKEND
+            (default "tensorflow").
+        devices: data-parallel devices per process; None reads `config_file`, else one.
+        config_file: a YAML config whose `backend` and `devices` apply when the arguments are
+            None; it is checked properly later, when the config is loaded.
+
+    Returns:
+        The backend chosen.
+
+    Raises:
+        ConfigError: an unknown backend.
+    """
+    settings = _file_settings(config_file)
+    backend = backend or settings.get("backend")
+    devices = devices or settings.get("devices")
+    if backend is not None and backend not in BACKENDS:
+        raise ConfigError(f"backend must be jax or tensorflow. Received: backend={backend!r}.")
+    backend = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
+    if "keras" not in sys.modules:
+        os.environ["KERAS_BACKEND"] = backend
+    flags = os.environ.get("XLA_FLAGS", "")
+    several = isinstance(devices, int) and devices > 1
+    if backend == "jax" and several and _CPU_DEVICE_COUNT not in flags and "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = f"{flags} {_CPU_DEVICE_COUNT}={devices}".strip()
+    return backend
+
+
+def _file_settings(path: str | None) -> dict:
+    """A YAML config's keys, or {} when it cannot be read (`load_config` reports why)."""
+    values = {}
+    with contextlib.suppress(OSError, yaml.YAMLError):
+        values = yaml.safe_load(Path(path).read_text()) if path else {}
+    return {
+        str(k).replace("-", "_"): v for k, v in (values if isinstance(values, dict) else {}).items()
+    }
+
+
+def setup(config, resume: bool = False) -> Context:
+    """Joins the processes and installs the distribution the config asks for.
+
+    Settings come from the config, else from $CONVNET_COORDINATOR, $CONVNET_NUM_PROCESSES and
+    $CONVNET_PROCESS_ID, else (JAX only) from a SLURM, Open MPI or Kubernetes job.
+
+    Args:
+        config: a TrainConfig (backend, devices, num_processes, process_id, coordinator,
+            join_timeout).
+        resume: the run continues an earlier one (one process only).
+
+    Returns:
+        The Context whose hooks the trainer calls.
+
+    Raises:
+        DistributedError: the backend cannot do what was asked, or a process did not join
+            within `config.join_timeout` seconds.
+        ConfigError: inconsistent settings.
+    """
+    global _current
+    import keras
+
+    backend = keras.backend.backend()
+    if config.backend and config.backend != backend:
+        raise DistributedError(
+            f"backend {config.backend} was asked for, but Keras was already imported with "
+            f"{backend}; set KERAS_BACKEND={config.backend} before importing keras."
+        )
+    num_processes, process_id, coordinator, cluster = _request(config)
+    several = (num_processes or 1) > 1 or cluster is not None
+    if backend not in BACKENDS:
+        raise DistributedError(f"convnet trains with jax or tensorflow; Keras uses {backend}.")
+    if backend != "jax" and several:
+        raise DistributedError(
+            f"training on several processes needs the jax backend (received: {backend}); "
+            "Keras 3 cannot fit under TensorFlow's MultiWorkerMirroredStrategy. "
+            "Install convnet[jax] and pass --backend jax."
+        )
+    if resume and several:
+        raise DistributedError("resuming a run trained on several processes is not supported.")
+    if backend == "jax":
+        _current = _setup_jax(config, num_processes, process_id, coordinator, several)
+    else:
+        _current = _setup_tensorflow(config.devices or 1)
+    _current.local_batch(config.recipe().batch_size)  # fails before any folder is made
+    return _current
+
+
+def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
+    """(num_processes, process_id, coordinator, cluster kind) from the config or environment."""
+    values = {key: getattr(config, key) for key in ENVIRONMENT}
+    for key, variable in ENVIRONMENT.items():
+        text = os.environ.get(variable)
+        if values[key] is None and text:
+            integer = key != "coordinator"
+            if integer and not text.strip().isdigit():
+                raise ConfigError(f"${variable} must be an integer. Received: {text!r}.")
+            values[key] = int(text) if integer else text
+    num, rank, coordinator = values["num_processes"], values["process_id"], values["coordinator"]
+    cluster = detect_cluster() if num is None and coordinator is None and rank is None else None
+    if num is None and (coordinator or rank is not None):
+        raise ConfigError("--coordinator and --process-id need --num-processes too.")
+    if num is not None and num > 1 and cluster is None:
+        if coordinator is None or rank is None:
+            raise ConfigError(
+                f"--num-processes {num} needs --coordinator HOST:PORT (process 0's address) and "
+                f"--process-id (0 to {num - 1}) on every process, or the variables "
+                f"{', '.join(ENVIRONMENT.values())}."
+            )
+        if not 0 <= rank < num:
+            raise ConfigError(f"process_id must be in [0, {num}). Received: process_id={rank}.")
+    return num, rank, coordinator, cluster
+
+
+def detect_cluster() -> str | None:
+    """The kind of multi-process job this process runs in, if JAX can read its topology."""
+    env = os.environ
+    if (
+        "SLURM_JOB_ID" in env
+        and "SLURM_STEP_NODELIST" in env
+        and env.get("SLURM_NTASKS", "1") != "1"
+    ):
+        return "slurm"
+    if "OMPI_MCA_orte_hnp_uri" in env:
+        return "ompi"
+    if "KUBERNETES_SERVICE_HOST" in env and "JOB_COMPLETION_INDEX" in env:
+        return "kubernetes"
+    return None
+
+
+def _setup_jax(config, num_processes, process_id, coordinator, several: bool) -> Context:
+    import jax
+    import keras
+
+    if several:
+        _join(jax, coordinator, num_processes, process_id, config.join_timeout)
+    local = jax.local_devices()
+    wanted = config.devices or (len(local) if several else 1)
+    if wanted > len(local):
+        raise DistributedError(
+            f"--devices {wanted}: this process sees {len(local)} {local[0].platform} device(s). "
+            f"For CPU devices set XLA_FLAGS={_CPU_DEVICE_COUNT}={wanted} before JAX is imported "
+            "(the convnet command does this)."
+        )
+    context = Context(
+        "jax",
+        jax.process_count(),
+        jax.process_index(),
+        wanted,
+        local[0].platform,
+        coordinator if several else None,
+    )
+    if context.num_processes == 1 and wanted == 1:
+        return context
+    chosen = [
+        device
+        for rank in range(context.num_processes)
+        for device in [d for d in jax.devices() if d.process_index == rank][:wanted]
+    ]
+    distribution = keras.distribution.DataParallel(devices=chosen)
+    distribution.auto_shard_dataset = False  # each process feeds its own shard
+    keras.distribution.set_distribution(distribution)
+    context.engine = "keras.distribution.DataParallel"
+    return context
+
+
+def _join(jax, coordinator: str | None, num_processes, process_id, timeout: int) -> None:
+    """`jax.distributed.initialize`, failing with a message a user can act on.
+
+    When peers do not join in time, jaxlib aborts the whole process (LOG(FATAL), exit 134)
+    instead of raising. A watchdog, armed for `timeout` seconds while JAX waits a little longer,
+    prints the reason the way the CLI prints errors and exits 2 first: the one place convnet
+    ends the process itself, because the engine would end it anyway.
+    """
+    if jax.distributed.is_initialized():
+        return
+    where = f"process {process_id} of {num_processes}" if num_processes else "this process"
+    message = (
+        f"{where}: not every process joined coordinator {coordinator or '(auto-detected)'} "
+        f"within {timeout} s; start all of them with the same --coordinator and "
+        "--num-processes and distinct --process-id values, or raise --join-timeout."
+    )
+    watchdog = threading.Timer(timeout, _give_up, args=(message,))
+    watchdog.daemon = True
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    watchdog.start()
+    try:
+        jax.distributed.initialize(
+            coordinator_address=coordinator,
+            num_processes=num_processes,
+            process_id=process_id,
+            initialization_timeout=timeout + 30,
+            shutdown_timeout_seconds=timeout,
+        )
+    except Exception as error:  # jaxlib raises XlaRuntimeError, RuntimeError or ValueError
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise DistributedError(f"{where}: cannot join the other processes ({reason}).") from None
+    finally:
+        watchdog.cancel()
+
+
+def _give_up(message: str) -> None:
+    print(f"convnet: error: {message}", file=sys.stderr, flush=True)
+    os._exit(2)
+
+
+def _setup_tensorflow(devices: int) -> Context:
+    if devices <= 1:
+        return Context("tensorflow")
+    import tensorflow as tf
+
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        if len(gpus) < devices:
+            raise DistributedError(f"--devices {devices}: this host has {len(gpus)} GPU(s).")
+        names, kind = [f"/gpu:{i}" for i in range(devices)], "gpu"
+    else:
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        # Several logical CPU devices, so one host can run the mirrored path; this fails once
+        # TensorFlow has started, and then the check below tells whether it has enough.
+        with contextlib.suppress(RuntimeError):
+            tf.config.set_logical_device_configuration(
+                cpu, [tf.config.LogicalDeviceConfiguration()] * devices
+            )
+        logical = tf.config.list_logical_devices("CPU")
+        if len(logical) < devices:
+            raise DistributedError(
+                f"--devices {devices}: TensorFlow already started with {len(logical)} CPU "
+                "device(s); pass --devices before anything else runs TensorFlow."
+            )
+        names, kind = [d.name for d in logical[:devices]], "cpu"
+    tf.distribute.experimental_set_strategy(tf.distribute.MirroredStrategy(names))
+    return Context(
+        "tensorflow", devices=devices, device_kind=kind, engine="tf.distribute.MirroredStrategy"
+    )

@@ -1,0 +1,123 @@
+"""The report's metrics, pinned on a hand-made example and checked against scikit-learn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import classification_report, confusion_matrix
+
+from convnet.evaluation import (
+    calibration,
+    confusion,
+    interpretation,
+    most_confused,
+    per_class_report,
+    row_normalised,
+    top_losses,
+)
+
+NAMES = ["cat", "dog", "owl"]
+# Six predictions worked out by hand: rows 1 (cat -> dog) and 5 (owl -> cat) are wrong.
+Y_TRUE = np.array([0, 0, 1, 1, 2, 2])
+PROBABILITIES = np.array(
+    [
+        [0.7, 0.2, 0.1],
+        [0.1, 0.6, 0.3],
+        [0.2, 0.7, 0.1],
+        [0.1, 0.9, 0.0],
+        [0.05, 0.05, 0.9],
+        [0.8, 0.1, 0.1],
+    ]
+)
+
+
+def test_confusion_matrix_by_hand():
+    matrix = confusion(Y_TRUE, PROBABILITIES)
+    assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert row_normalised(matrix)[0].tolist() == [0.5, 0.5, 0.0]
+
+
+def test_row_normalised_keeps_empty_rows_at_zero():
+    assert row_normalised(np.array([[0, 0], [1, 3]])).tolist() == [[0.0, 0.0], [0.25, 0.75]]
+
+
+def test_per_class_report_by_hand():
+    rows = {row["class"]: row for row in per_class_report(Y_TRUE, PROBABILITIES, NAMES)}
+    assert rows["cat"] == pytest.approx(
+        {"class": "cat", "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
+    )
+    assert rows["dog"]["precision"] == pytest.approx(2 / 3)
+    assert rows["dog"]["recall"] == 1.0
+    assert rows["dog"]["f1"] == pytest.approx(0.8)
+    assert rows["owl"]["precision"] == 1.0
+    assert rows["owl"]["f1"] == pytest.approx(2 / 3)
+    assert rows["macro avg"]["f1"] == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+    assert rows["macro avg"]["support"] == 6
+
+
+def test_metrics_match_scikit_learn_on_random_predictions():
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 5, 300)
+    probabilities = rng.dirichlet(np.ones(5) * 0.5, 300)
+    probabilities[:, 4] = 0  # class 4 never predicted: precision must follow zero_division=0
+    y_pred = probabilities.argmax(axis=1)
+    names = [f"c{i}" for i in range(5)]
+    expected = classification_report(
+        y_true, y_pred, labels=range(5), target_names=names, output_dict=True, zero_division=0
+    )
+    for row in per_class_report(y_true, probabilities, names):
+        reference = expected[row["class"]]
+        assert row["precision"] == pytest.approx(reference["precision"])
+        assert row["recall"] == pytest.approx(reference["recall"])
+        assert row["f1"] == pytest.approx(reference["f1-score"])
+        assert row["support"] == reference["support"]
+    assert (confusion(y_true, probabilities) == confusion_matrix(y_true, y_pred)).all()
+
+
+def test_most_confused_pairs_largest_first():
+    matrix = np.array([[5, 1, 3], [0, 4, 0], [2, 0, 6]])
+    pairs = most_confused(matrix, NAMES, k=5)
+    assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
+        ("cat", "owl", 3),
+        ("owl", "cat", 2),
+        ("cat", "dog", 1),
+    ]
+    assert pairs[0]["share"] == pytest.approx(3 / 9)
+
+
+def test_top_losses_are_the_confident_mistakes():
+    losses = top_losses(Y_TRUE, PROBABILITIES)
+    assert [(x["index"], x["true"], x["predicted"]) for x in losses] == [(5, 2, 0), (1, 0, 1)]
+    assert losses[0]["probability"] == pytest.approx(0.8)
+    assert losses[0]["loss"] == pytest.approx(-np.log(0.1))
+    assert top_losses(Y_TRUE, PROBABILITIES, k=1)[0]["index"] == 5
+
+
+def test_calibration_by_hand():
+    bins = calibration(Y_TRUE, PROBABILITIES, bins=10)
+    # Bins (0.5, 0.6], (0.6, 0.7], (0.7, 0.8], (0.8, 0.9] hold 1, 2, 1, 2 predictions with
+    # accuracies 0, 1, 0, 1: ECE = (0.6 + 2 * 0.3 + 0.8 + 2 * 0.1) / 6 = 11 / 30.
+    assert bins["count"] == [0, 0, 0, 0, 0, 1, 2, 1, 2, 0]
+    assert bins["accuracy"][5:9] == [0.0, 1.0, 0.0, 1.0]
+    assert bins["confidence"][6] == pytest.approx(0.7)
+    assert bins["confidence"][0] is None
+    assert bins["ece"] == pytest.approx(11 / 30)
+
+
+def test_calibration_of_certain_correct_predictions_is_perfect():
+    probabilities = np.eye(3)[[0, 1, 2, 1]]
+    bins = calibration(np.array([0, 1, 2, 1]), probabilities)
+    assert bins["ece"] == 0.0
+    assert bins["count"][-1] == 4
+
+
+def test_interpretation_bundles_everything():
+    found = interpretation(Y_TRUE, PROBABILITIES, NAMES)
+    assert set(found) == {
+        "confusion_matrix",
+        "per_class",
+        "most_confused",
+        "top_losses",
+        "calibration",
+    }
+    assert found["confusion_matrix"][2] == [1, 0, 1]

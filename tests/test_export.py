@@ -1,0 +1,46 @@
+"""Exported models (ONNX, SavedModel) take the same raw pixels and agree with the Keras model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import run_cli
+
+from convnet.export import ExportError, export_model
+from convnet.runs import Run
+
+
+@pytest.fixture(scope="module")
+def reference(trained_run, tiny_npz):
+    """100 uint8 test images and the Keras model's probabilities for them."""
+    x = np.load(tiny_npz)["x_test"][:100, ..., np.newaxis]
+    return x, Run(trained_run).load_model().predict(x, verbose=0)
+
+
+def test_onnx_matches_keras(trained_run, reference, tmp_path):
+    import onnxruntime as ort
+
+    path = export_model(trained_run, "onnx", tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feed = session.get_inputs()[0]
+    assert feed.type == "tensor(uint8)"
+    x, expected = reference
+    np.testing.assert_allclose(session.run(None, {feed.name: x})[0], expected, atol=1e-4)
+
+
+def test_savedmodel_from_the_cli_matches_keras(trained_run, reference, tmp_path):
+    import tensorflow as tf
+
+    out = tmp_path / "saved"
+    result = run_cli("export", trained_run, "--format", "savedmodel", "--out", out)
+    assert result.returncode == 0, result.stderr
+    assert str(out) in result.stdout
+    x, expected = reference
+    loaded = tf.saved_model.load(str(out))  # keep it alive: `serve` refers to its variables
+    served = loaded.serve(tf.constant(x)).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+
+
+def test_unknown_format_is_an_error(trained_run):
+    with pytest.raises(ExportError, match=r"Unknown export format 'tflite'; expected one of"):
+        export_model(trained_run, "tflite")

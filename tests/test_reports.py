@@ -1,0 +1,155 @@
+"""The run report, the comparison page and the learning-rate finder, checked in real Chromium."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import CLASS_NAMES, make_images, run_cli
+from PIL import Image
+
+from convnet import api
+from convnet.cli import main
+from convnet.errors import ConfigError, RunError
+from convnet.evaluation import calibration, top_losses
+from convnet.reports import plots
+
+PLOTS = (
+    "learning_curves.png",
+    "confusion_matrix.png",
+    "confusion_matrix_normalised.png",
+    "reliability.png",
+    "samples.png",
+)
+
+
+def open_page(browser, path: Path, screenshot: Path | None = None) -> dict:
+    """Loads a local page; returns its console errors, outside requests and image widths."""
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors, outside = [], []
+    page.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on(
+        "request",
+        lambda request: request.url.startswith(("file:", "data:")) or outside.append(request.url),
+    )
+    page.goto(path.resolve().as_uri(), wait_until="load")
+    found = {
+        "errors": errors,
+        "outside": outside,
+        "widths": page.evaluate("[...document.images].map(image => image.naturalWidth)"),
+        "text": page.inner_text("body"),
+    }
+    if screenshot:
+        page.screenshot(path=str(screenshot), full_page=True)
+    page.close()
+    return found
+
+
+def test_training_writes_the_report(trained_run):
+    assert (trained_run / "report.html").is_file()
+    for name in PLOTS:
+        with Image.open(trained_run / "plots" / name) as image:
+            assert image.width >= 500 and image.height >= 400, name
+    metrics = json.loads((trained_run / "metrics.json").read_text())
+    assert [row["class"] for row in metrics["per_class"]][:4] == list(CLASS_NAMES)
+    assert 0 <= metrics["test_ece"] <= 1
+    assert np.sum(metrics["confusion_matrix"]) == 200
+
+
+def test_report_renders_in_chromium(trained_run, browser, artifacts):
+    found = open_page(browser, trained_run / "report.html", artifacts / "report.png")
+    assert found["errors"] == []
+    assert found["outside"] == []  # self-contained: nothing fetched
+    assert len(found["widths"]) >= len(PLOTS) and all(w > 0 for w in found["widths"])
+    for text in (
+        "Learning curves",
+        "Confusion matrix",
+        "Most-confused pairs",
+        "Top losses",
+        "Calibration",
+        "ECE",
+        "Training data",
+        "manifest.json",
+        "macro avg",
+        "bar3",
+    ):
+        assert text in found["text"], text
+    assert (artifacts / "report.png").stat().st_size > 10_000
+
+
+def test_report_command_rewrites_a_run(trained_run, tmp_path, capsys):
+    run = shutil.copytree(trained_run, tmp_path / "run", ignore=shutil.ignore_patterns("*.html"))
+    shutil.rmtree(run / "plots")
+    assert main(["report", str(run)]) == 0  # in-process: the binary is tested by lr-find
+    assert f"report: {run / 'report.html'}" in capsys.readouterr().out
+    assert all((run / "plots" / name).is_file() for name in PLOTS)
+
+
+def test_report_of_a_folder_without_a_model_fails_clearly(tmp_path):
+    (tmp_path / "config.yaml").write_text("preset: seed\n")
+    with pytest.raises(RunError, match="no model.keras; the run has not finished training"):
+        api.report(tmp_path)
+
+
+def test_top_losses_gallery_names_the_classes(tmp_path, artifacts):
+    data = make_images(12, seed=3)
+    probabilities = np.full((12, 4), 0.02)
+    probabilities[np.arange(12), (data.y + 1) % 4] = 0.94  # every one wrong, and sure of it
+    losses = top_losses(data.y, probabilities, k=9)
+    path = plots.top_losses_gallery(data.x, losses, list(CLASS_NAMES), artifacts / "top_losses.png")
+    with Image.open(path) as image:
+        assert image.width > 1000
+    assert plots.top_losses_gallery(data.x, [], list(CLASS_NAMES), tmp_path / "none.png") is None
+    bins = calibration(data.y, probabilities)
+    assert bins["ece"] == pytest.approx(0.94)
+    plots.reliability_diagram(bins, artifacts / "reliability_overconfident.png")
+
+
+def test_compare_overlays_runs(trained_run, tmp_path, browser, artifacts):
+    other = shutil.copytree(trained_run, tmp_path / "other-run")
+    metrics = json.loads((other / "metrics.json").read_text())
+    (other / "metrics.json").write_text(json.dumps(metrics | {"test_accuracy": 0.5}))
+    out = api.compare([trained_run, other], tmp_path / "compare.html")
+    found = open_page(browser, out, artifacts / "compare.png")
+    assert found["errors"] == [] and found["outside"] == []
+    assert len(found["widths"]) == 1 and found["widths"][0] > 0
+    assert trained_run.name in found["text"] and "other-run" in found["text"]
+    assert "Test accuracy" in found["text"] and "0.5000" in found["text"]
+
+
+def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
+    with pytest.raises(RunError, match="not a run folder; expected config.yaml"):
+        api.compare([tmp_path], tmp_path / "compare.html")
+
+
+def test_lr_find_command(tiny_npz, tmp_path, artifacts):
+    plot = tmp_path / "lr.png"
+    result = run_cli(
+        "lr-find",
+        "--train",
+        tiny_npz,
+        "--batch-size",
+        "32",
+        "--steps",
+        "60",
+        "--plot",
+        plot,
+        "--json",
+    )
+    assert result.returncode == 0, result.stderr
+    found = json.loads(result.stdout)
+    rates = found["learning_rates"]
+    assert rates == sorted(rates) and rates[0] == pytest.approx(1e-7)
+    assert rates[0] < found["suggested"] < found["minimum"] <= rates[-1]
+    assert found["suggested"] == min(found["minimum"] / 10, found["steepest"])
+    assert found["plot"] == str(plot) and plot.is_file()
+    shutil.copy(plot, artifacts / "lr_find.png")
+
+
+def test_lr_find_checks_its_range():
+    with pytest.raises(ConfigError, match="steps >= 2 and 0 < min_lr < max_lr"):
+        api.lr_find(steps=10, min_lr=1.0, max_lr=0.1)

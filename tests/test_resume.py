@@ -1,0 +1,125 @@
+"""Real `convnet train` processes killed mid-epoch, interrupted with Ctrl-C, and resumed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import CONVNET, run_cli
+
+EPOCHS = 5
+# 420 training images in batches of 8: ~53 steps, about a second an epoch, so a kill soon after
+# an epoch ends lands inside the next one.
+TRAIN_FLAGS = ["--epochs", str(EPOCHS), "--batch-size", "8"]
+
+
+def start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [CONVNET, *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+
+
+def epochs_logged(run: Path) -> list[int]:
+    path = run / "history.csv"
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines(keepends=True)
+    complete = [line for line in lines[1:] if line.endswith("\n")]
+    return [int(row["epoch"]) for row in csv.DictReader(lines[:1] + complete)]
+
+
+def wait_for_epochs(process: subprocess.Popen, run: Path, count: int, timeout: float = 240):
+    """Waits until `count` epochs are in history.csv, then a little more: mid-epoch."""
+    deadline = time.monotonic() + timeout
+    while len(epochs_logged(run)) < count:
+        if process.poll() is not None:
+            pytest.fail(f"training ended early ({process.returncode}): {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {count} epochs in {timeout} s")
+        time.sleep(0.05)
+    time.sleep(0.2)
+
+
+def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str]:
+    process.send_signal(sig)
+    _, err = process.communicate(timeout=120)
+    return process.returncode, err
+
+
+def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_npz):
+    run = tmp_path / "run"
+    first = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
+    wait_for_epochs(first, run, 1)
+    assert kill(first)[0] == -signal.SIGKILL
+    assert json.loads((run / "manifest.json").read_text())["status"] == "running"
+    assert not (run / "model.keras").exists()
+
+    logged = len(epochs_logged(run))
+    second = start("train", "--resume", run)
+    wait_for_epochs(second, run, logged + 1)
+    assert kill(second)[0] == -signal.SIGKILL
+
+    result = run_cli("train", "--resume", run, "--json", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["run"] == str(run)
+    assert epochs_logged(run) == list(range(EPOCHS))  # no gap, no duplicate
+    elapsed = [float(r["elapsed_seconds"]) for r in csv.DictReader((run / "history.csv").open())]
+    assert elapsed == sorted(elapsed)  # the clock continued across resumes
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and len(manifest["resumes"]) == 2
+    assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
+    assert not (run / "backup").exists()
+
+
+def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz):
+    run = tmp_path / "run"
+    process = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
+    wait_for_epochs(process, run, 1)
+    code, err = kill(process, signal.SIGINT)
+    assert code == 130
+    assert err.strip().splitlines()[-1] == (
+        f"convnet: interrupted; resume with: convnet train --resume {run}"
+    )
+    assert "Traceback" not in err
+    assert json.loads((run / "manifest.json").read_text())["status"] == "interrupted"
+
+    listed = run_cli("runs", tmp_path, "--json")
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["interrupted"]
+    refused = run_cli("train", "--resume", run, "--epochs", "9")
+    assert refused.returncode == 2
+    assert refused.stderr.strip() == (
+        f"convnet: error: --resume continues {run} with its own config.yaml; drop the other "
+        "settings (received: epochs)."
+    )
+
+
+def test_deterministic_runs_give_identical_metrics(tmp_path, tiny_npz):
+    flags = ["--epochs", "2", "--batch-size", "32", "--deterministic", "--seed", "7"]
+    processes = [
+        start("train", "--train", tiny_npz, *flags, "--out", tmp_path / f"r{i}", "--json")
+        for i in range(2)
+    ]
+    for process in processes:
+        _, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+
+    def metrics(i: int) -> tuple:
+        scores = json.loads((tmp_path / f"r{i}" / "metrics.json").read_text())
+        rows = list(csv.DictReader((tmp_path / f"r{i}" / "history.csv").open()))
+        history = [{k: v for k, v in r.items() if not k.endswith("seconds")} for r in rows]
+        return scores["test_loss"], scores["test_accuracy"], history
+
+    assert metrics(0) == metrics(1)
+    config = (tmp_path / "r0" / "config.yaml").read_text()
+    assert "deterministic: true" in config

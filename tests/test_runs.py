@@ -1,0 +1,178 @@
+"""Run folders: output checks before training, status and `convnet runs`, safe model loading."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import namedtuple
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from conftest import make_images, run_cli, write_csv
+
+import convnet
+from convnet import api, runs
+from convnet.errors import DataError, RunError
+from convnet.runs import Run, new_run_dir, write_yaml
+from convnet.training.callbacks import EpochBackup, restore_backup, trim_history
+
+# --- before training starts ------------------------------------------------------------------
+
+
+def test_unwritable_output_is_refused_before_the_data_is_read(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(RunError, match=r"a-file/run: cannot write the run folder \(Not a dir"):
+        convnet.train(train=str(tmp_path / "missing.csv"), out=str(blocker / "run"))
+
+
+def test_full_disk_is_refused_and_leaves_no_folder(tmp_path, monkeypatch):
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 5 * 2**20))
+    with pytest.raises(
+        RunError, match=r"run: only 5 MB free on its disk; a run needs at least 100"
+    ):
+        convnet.train(train=str(tmp_path / "missing.csv"), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path):
+    path = write_csv(tmp_path / "bad.csv", make_images(8))
+    path.write_text(path.read_text().replace(",", ",nan,", 1))
+    with pytest.raises(DataError):
+        convnet.train(train=str(path), out=str(tmp_path / "run"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_not_empty_output_is_refused(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "x").write_text("")
+    with pytest.raises(RunError, match=r"already exists and is not empty"):
+        new_run_dir(tmp_path / "run", "seed")
+
+
+# --- status and `convnet runs` ---------------------------------------------------------------
+
+
+def fake_run(root: Path, name: str, status: str, pid: int | None = None, accuracy=None) -> Path:
+    path = root / name
+    write_yaml(path / "config.yaml", {"preset": "seed"})
+    process = {"pid": pid, "hostname": os.uname().nodename}
+    Run(path).write_json(
+        "manifest.json",
+        {
+            "status": status,
+            "preset": "seed",
+            "started": f"2026-01-0{len(name)}",
+            "process": process,
+        },
+    )
+    if accuracy is not None:
+        Run(path).write_json("metrics.json", {"test_accuracy": accuracy})
+    return path
+
+
+def test_status_tells_killed_runs_from_running_ones(tmp_path):
+    dead = 2**22 + 12345  # above the usual pid_max: no such process
+    assert Run(fake_run(tmp_path, "a", "running", pid=os.getpid())).status() == "running"
+    assert Run(fake_run(tmp_path, "bb", "running", pid=dead)).status() == "interrupted"
+    assert Run(fake_run(tmp_path, "ccc", "complete", accuracy=0.9)).status() == "complete"
+
+
+def test_runs_command_lists_status_preset_accuracy_and_date(tmp_path):
+    fake_run(tmp_path, "one", "complete", accuracy=0.91234)
+    fake_run(tmp_path, "two2", "interrupted")
+    (tmp_path / "not-a-run").mkdir()
+    result = run_cli("runs", tmp_path)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["RUN", "STATUS", "PRESET", "TEST", "ACC", "STARTED"]
+    assert lines[1].split() == [str(tmp_path / "one"), "complete", "seed", "0.9123", "2026-01-03"]
+    assert lines[2].split() == [str(tmp_path / "two2"), "interrupted", "seed", "-", "2026-01-04"]
+    missing = run_cli("runs", tmp_path / "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == f"convnet: error: {tmp_path / 'nope'}: no such folder of runs."
+
+
+def test_resuming_a_complete_run_is_refused(trained_run):
+    with pytest.raises(RunError, match=r"the run is complete; there is nothing to resume"):
+        api.train(resume=trained_run)
+
+
+# --- backup and history, hook by hook ---------------------------------------------------------
+
+
+def test_trim_history_drops_later_and_torn_rows(tmp_path):
+    path = tmp_path / "history.csv"
+    path.write_text(
+        "epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3.0,0.5\n2,4.5,0.4\n3,6.0,0.3\n4,7"  # torn
+    )
+    assert trim_history(path, 2) == 3.0
+    assert path.read_text() == "epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3.0,0.5\n"
+    path.write_text("epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3")
+    assert trim_history(path, 5) == 1.5
+    path.write_text("epo")  # killed while writing the header
+    assert trim_history(path, 1) == 0.0 and not path.exists()
+
+
+def test_epoch_backup_keeps_one_complete_epoch(tmp_path):
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(np.ones((4, 3)), np.ones((4, 2)), epochs=1, verbose=0)
+    backup = EpochBackup(tmp_path / "backup")
+    backup.set_model(model)
+    backup.on_epoch_end(0)
+    backup.on_epoch_end(1)
+    assert sorted(p.name for p in (tmp_path / "backup").iterdir()) == [
+        "epoch-2.weights.h5",
+        "state.json",
+    ]
+    copy = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    copy.compile(optimizer="adam", loss="mse")
+    assert restore_backup(copy, tmp_path / "backup") == 2
+    for a, b in zip(model.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert int(copy.optimizer.iterations) == int(model.optimizer.iterations) == 1
+    assert restore_backup(copy, tmp_path / "none") == 0
+
+
+# --- safe loading ----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def lambda_run(tmp_path, trained_run) -> Path:
+    """A copy of the trained run whose model carries a Lambda layer (arbitrary code)."""
+    run = tmp_path / "lambda-run"
+    shutil.copytree(trained_run, run)
+    inputs = keras.Input((28, 28, 1), dtype="uint8")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Lambda(lambda t: t * 2.0 - 1.0, output_shape=(28, 28, 1))(x)
+    x = keras.layers.Flatten()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax")(x))
+    model.save(run / "model.keras")
+    return run
+
+
+def test_model_with_lambda_is_refused_unless_unsafe(lambda_run):
+    with pytest.raises(RunError, match=r"carries Python code \(a Lambda layer\).*--unsafe"):
+        api.evaluate(lambda_run)
+    assert 0 <= api.evaluate(lambda_run, unsafe=True)["test_accuracy"] <= 1
+    result = run_cli("evaluate", lambda_run, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 2
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"convnet: error: {lambda_run / 'model.keras'}: the model carries Python code")
+    )
+
+
+def test_corrupt_model_is_a_run_error(tmp_path, trained_run):
+    run = tmp_path / "broken"
+    shutil.copytree(trained_run, run)
+    (run / "model.keras").write_bytes(b"not a zip")
+    with pytest.raises(RunError, match=r"cannot load the model"):
+        Run(run).load_model()
+    assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
