@@ -153,3 +153,15 @@ def test_lr_find_command(tiny_npz, tmp_path, artifacts):
 def test_lr_find_checks_its_range():
     with pytest.raises(ConfigError, match="steps >= 2 and 0 < min_lr < max_lr"):
         api.lr_find(steps=10, min_lr=1.0, max_lr=0.1)
+
+
+def test_training_without_validation_writes_a_report(tmp_path, tiny_npz):
+    import convnet
+    from convnet.reports.plots import read_history
+
+    run = convnet.train(
+        train=str(tiny_npz), epochs=1, val_split=0.0, out=str(tmp_path / "r"), verbose=0
+    ).run
+    history = read_history(run / "history.csv")
+    assert "loss" in history and "val_loss" not in history  # CSVLogger's all-"NA" columns
+    assert (run / "report.html").is_file()

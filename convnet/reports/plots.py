@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from pathlib import Path
 
 import matplotlib
@@ -21,10 +22,20 @@ MAX_ANNOTATED_CLASSES = 20
 
 
 def read_history(path: str | Path) -> dict[str, list[float]]:
-    """Columns of a Keras CSVLogger file, as floats."""
+    """Columns of a Keras CSVLogger file, as floats; missing values ("NA") are NaN.
+
+    CSVLogger always adds `val_*` columns, all "NA" when there is no validation set: columns with
+    no value at all are left out.
+    """
     with Path(path).open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return {key: [float(row[key]) for row in rows] for key in (rows[0] if rows else {})}
+    columns = {
+        key: [float("nan") if row[key] in ("NA", "") else float(row[key]) for row in rows]
+        for key in (rows[0] if rows else {})
+    }
+    return {
+        key: values for key, values in columns.items() if not all(math.isnan(v) for v in values)
+    }
 
 
 def learning_curves(history: dict[str, list[float]], path: str | Path) -> Path:
