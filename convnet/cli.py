@@ -50,13 +50,31 @@ _UNSAFE_HELP = "load a model that carries Python code (Lambda layers); only for 
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="convnet", description=__doc__.split(":")[0])
+    parser = argparse.ArgumentParser(
+        prog="convnet",
+        description="Train, evaluate and serve Keras CNNs for image classification.",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
+    for add_commands in (
+        _add_run_commands,
+        _add_data_commands,
+        _add_report_commands,
+        _add_serving_commands,
+    ):
+        add_commands(commands)
+    return parser
 
+
+def _add_json_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print one JSON document")
+
+
+def _add_run_commands(commands) -> None:
+    """train, evaluate, predict, runs."""
     train = commands.add_parser("train", help="train a preset and write a run folder")
     train.set_defaults(handler=_train)
     _add_config_flags(train)
-    train.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_json_flag(train)
     train.add_argument(
         "--resume",
         metavar="RUN",
@@ -67,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(handler=_evaluate)
     evaluate.add_argument("run")
     evaluate.add_argument("--test", help="another test set (default: the run's own)")
-    evaluate.add_argument("--json", action="store_true")
+    _add_json_flag(evaluate)
     evaluate.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
     predict = commands.add_parser("predict", help="classify images, .npy or CSV files")
@@ -75,20 +93,24 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("run")
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--json", action="store_true")
+    _add_json_flag(predict)
     predict.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
     runs = commands.add_parser("runs", help="list run folders: status, preset, accuracy, date")
     runs.set_defaults(handler=_runs)
     runs.add_argument("dir", nargs="?", default="runs", help="folder of runs (default: runs)")
-    runs.add_argument("--json", action="store_true")
+    _add_json_flag(runs)
+
+
+def _add_data_commands(commands) -> None:
+    """presets, summary, fetch, export-csv."""
+    presets = commands.add_parser("presets", help="list the presets")
+    presets.set_defaults(handler=_presets)
 
     summary = commands.add_parser("summary", help="print a preset's layers")
     summary.set_defaults(handler=lambda args: print(api.summary(args.preset), end=""))
     summary.add_argument("preset")
 
-    presets = commands.add_parser("presets", help="list the presets")
-    presets.set_defaults(handler=_presets)
     fetch = commands.add_parser("fetch", help="make sure Fashion-MNIST is on this machine")
     fetch.set_defaults(handler=lambda args: print(f"Fashion-MNIST: {api.fetch(args.data_dir)}"))
     fetch.add_argument("--data-dir")
@@ -102,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     export_csv.add_argument("out_dir", nargs="?", default=".", help="folder (default: .)")
     export_csv.add_argument("--data-dir")
 
+
+def _add_report_commands(commands) -> None:
+    """report, compare, lr-find."""
     report = commands.add_parser("report", help="write a run's plots and report.html")
     report.set_defaults(handler=lambda args: print(f"report: {api.report(args.run)}"))
     report.add_argument("run")
@@ -124,8 +149,11 @@ def _parser() -> argparse.ArgumentParser:
     lr_find.add_argument("--steps", type=int, default=200, help="batches at most (default: 200)")
     lr_find.add_argument("--min-lr", type=float, default=1e-7, help="first rate (default: 1e-7)")
     lr_find.add_argument("--max-lr", type=float, default=10.0, help="last rate (default: 10)")
-    lr_find.add_argument("--json", action="store_true", help="print one JSON document")
+    _add_json_flag(lr_find)
 
+
+def _add_serving_commands(commands) -> None:
+    """serve, export."""
     serve = commands.add_parser("serve", help="HTTP prediction service and web page for a run")
     serve.set_defaults(
         handler=lambda args: api.serve(args.run, args.host, args.port, engine=args.engine)
@@ -144,12 +172,16 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("run")
     export.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx")
     export.add_argument("--out", help="destination (default: RUN/model.onnx or RUN/saved_model)")
-    return parser
+
+
+def _config_flags(args, *own: str) -> dict:
+    """The config and recipe flags given on the command line, without the command's own."""
+    skip = {"command", "config", "json", "handler", *own}
+    return {key: value for key, value in vars(args).items() if key not in skip}
 
 
 def _train(args) -> None:
-    own = {"command", "config", "json", "handler", "resume"}
-    flags = {k: v for k, v in vars(args).items() if k not in own}
+    flags = _config_flags(args, "resume")
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     if not args.resume:  # the backend must be chosen before Keras is first imported
         distributed.prepare(flags.get("backend"), flags.get("devices"), args.config)
@@ -205,8 +237,8 @@ def _predict(args) -> None:
 
 
 def _lr_find(args) -> None:
-    own = {"command", "config", "json", "handler", "plot", "steps", "min_lr", "max_lr"}
-    config = load_config(args.config, {k: v for k, v in vars(args).items() if k not in own})
+    flags = _config_flags(args, "plot", "steps", "min_lr", "max_lr")
+    config = load_config(args.config, flags)
     result = api.lr_find(
         config, plot=args.plot, steps=args.steps, min_lr=args.min_lr, max_lr=args.max_lr
     )

@@ -5,14 +5,13 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from convnet.data.csv import read_csv
-from convnet.data.folder import IMAGE_SUFFIXES
+from convnet.data.folder import IMAGE_SUFFIXES, decode_image
 from convnet.errors import DataError
 
 
@@ -47,37 +46,6 @@ def image_to_input(image: Image.Image, input_shape, light_background: bool = Fal
     )
     canvas.paste(fitted, ((width - fitted.width) // 2, (height - fitted.height) // 2))
     return np.asarray(canvas, dtype=np.uint8).reshape(input_shape)
-
-
-def decode_image(data: bytes, name: str = "image", max_pixels: int | None = None) -> Image.Image:
-    """Opens image bytes with Pillow, refusing unreadable files and decompression bombs.
-
-    Args:
-        data: the file's bytes.
-        name: what to call the file in errors.
-        max_pixels: refuse images with more pixels than this, before decoding them. Defaults
-            to None: only Pillow's own decompression-bomb limit.
-
-    Raises:
-        DataError: naming `name` and what is wrong.
-    """
-    try:
-        image = Image.open(io.BytesIO(data))
-        if max_pixels is not None and image.width * image.height > max_pixels:
-            raise DataError(
-                f"{name}: image too large ({image.width} x {image.height} pixels); "
-                f"the limit is {max_pixels:,} pixels."
-            )
-        image.load()
-        return image
-    except DataError:
-        raise
-    except Image.DecompressionBombError as error:
-        raise DataError(f"{name}: image too large ({error}).") from None
-    except UnidentifiedImageError:  # its message names a BytesIO object, not the file
-        raise DataError(f"{name}: not a readable image (unknown or unsupported format).") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise DataError(f"{name}: not a readable image ({error}).") from None
 
 
 def load_inputs(

@@ -132,43 +132,28 @@ def test_csv_not_square(tmp_path):
         read_csv(path)
 
 
-def test_csv_wrong_column_count_names_the_line(tmp_path, tiny):
+@pytest.mark.parametrize(
+    ("line", "cell", "value", "message"),
+    [
+        (4, 784, None, "line 4 has 784 columns; expected 785"),  # None: the cell is removed
+        (3, 10, "abc", "line 3, column 'pixel10': 'abc' is not a pixel value"),
+        (6, 1, "256", "line 6, column 'pixel1': pixel 256 is out of range"),
+        (6, 1, "-3", "line 6, column 'pixel1': pixel -3 is out of range"),
+        (3, 0, "", "line 3, column 'label': missing label"),
+        (2, 5, "", "line 2, column 'pixel5': missing pixel"),
+    ],
+)
+def test_csv_bad_cell_is_named_by_line_and_column(tmp_path, tiny, line, cell, value, message):
     path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
     lines = path.read_text().splitlines()
-    lines[3] = lines[3].rsplit(",", 1)[0]
+    cells = lines[line - 1].split(",")
+    if value is None:
+        del cells[cell]
+    else:
+        cells[cell] = value
+    lines[line - 1] = ",".join(cells)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="line 4 has 784 columns; expected 785"):
-        read_csv(path)
-
-
-def test_csv_non_numeric_pixel_names_line_and_column(tmp_path, tiny):
-    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
-    lines = path.read_text().splitlines()
-    cells = lines[2].split(",")
-    cells[10] = "abc"
-    lines[2] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="line 3, column 'pixel10': 'abc' is not a pixel value"):
-        read_csv(path)
-
-
-def test_csv_out_of_range_pixel(tmp_path, tiny):
-    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
-    lines = path.read_text().splitlines()
-    cells = lines[5].split(",")
-    cells[1] = "256"
-    lines[5] = ",".join(cells)
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="line 6, column 'pixel1': pixel 256 is out of range"):
-        read_csv(path)
-
-
-def test_csv_missing_label(tmp_path, tiny):
-    path = write_csv(tmp_path / "t.csv", tiny.take(slice(0, 5)))
-    lines = path.read_text().splitlines()
-    lines[2] = "," + lines[2].split(",", 1)[1]
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(DataError, match="line 3, column 'label': missing label"):
+    with pytest.raises(DataError, match=message):
         read_csv(path)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import struct
 from collections import Counter
 from pathlib import Path
@@ -47,29 +48,41 @@ def read_folder(root: str | Path) -> Dataset:
             raise DataError(f"{root / name}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         files += found
         labels += [index] * len(found)
-    images = [_open(path) for path in files]
+    images = [decode_image(path.read_bytes(), str(path)) for path in files]
     grey = all(image.mode in GREY_MODES for image in images)
     size = Counter(image.size for image in images).most_common(1)[0][0]
     pixels = [_to_array(image, size, grey, path) for image, path in zip(images, files, strict=True)]
     return Dataset(np.stack(pixels), np.array(labels, np.int64), tuple(classes), str(root))
 
 
-def _open(path: Path) -> Image.Image:
+def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Opens image bytes with Pillow, refusing unreadable files and decompression bombs.
+
+    Args:
+        data: the file's bytes.
+        name: what to call the file in errors.
+        max_pixels: refuse images with more pixels than this, before decoding them.
+
+    Raises:
+        DataError: naming `name` and what is wrong.
+    """
     try:
-        with Image.open(path) as image:
-            if image.width * image.height > MAX_PIXELS:
-                raise DataError(
-                    f"{path}: image of {image.width} x {image.height} pixels is too large; "
-                    f"expected at most {MAX_PIXELS:,} pixels."
-                )
-            image.load()
-            return image
+        image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise DataError(
+                f"{name}: image too large ({image.width} x {image.height} pixels); "
+                f"expected at most {max_pixels:,} pixels."
+            )
+        image.load()
+        return image
     except DataError:
         raise
     except Image.DecompressionBombError as error:
-        raise DataError(f"{path}: image too large ({error}).") from None
+        raise DataError(f"{name}: image too large ({error}).") from None
+    except UnidentifiedImageError:  # its message names a BytesIO object, not the file
+        raise DataError(f"{name}: not a readable image (unknown or unsupported format).") from None
     except _UNREADABLE as error:
-        raise DataError(f"{path}: not a readable image ({error}).") from None
+        raise DataError(f"{name}: not a readable image ({error}).") from None
 
 
 def _to_array(image: Image.Image, size: tuple[int, int], grey: bool, path: Path) -> np.ndarray:

@@ -20,8 +20,9 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from convnet.data.folder import decode_image
 from convnet.errors import DataError
-from convnet.inputs import decode_image, image_to_input, pixels_to_inputs
+from convnet.inputs import image_to_input, pixels_to_inputs
 
 NPY_MAGIC = b"\x93NUMPY"
 
