@@ -1,6 +1,7 @@
 """Time to accuracy: the seed article's pipeline against convnet's presets, side by side, one run.
 
-    python -m bench.time_to_accuracy            # full: 3 seeds each, about 40 minutes on 2 cores
+    python -m bench.time_to_accuracy            # full: 3 seeds each, about 50 minutes on 2 cores
+    python -m bench.time_to_accuracy --reference-seeds 1 --presets seed:1,fast:3,best:1
     python -m bench.time_to_accuracy --quick    # 10,000 examples, 3 epochs, 1 seed: under 3 minutes
 
 Every training runs in a fresh process on the same Kaggle CSVs (made from the IDX files by
@@ -238,10 +239,20 @@ def write_section(path: Path, name: str, body: str) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="10,000 examples, 3 epochs, 1 seed")
-    parser.add_argument("--seeds", type=int, default=None, help="seeds per pipeline (default 3)")
-    parser.add_argument("--presets", default="seed,fast,best")
+    parser.add_argument(
+        "--reference-seeds", type=int, help="runs of the article's pipeline (default 3; quick 1)"
+    )
+    parser.add_argument(
+        "--presets", help="PRESET[:SEEDS],... (default seed,fast,best with 3 seeds; quick 1)"
+    )
     args = parser.parse_args(argv)
-    seeds = args.seeds or (1 if args.quick else 3)
+    default_seeds = 1 if args.quick else 3
+    presets = [
+        (name, int(seeds) if seeds else default_seeds)
+        for name, _, seeds in (
+            p.partition(":") for p in (args.presets or "seed,fast,best").split(",")
+        )
+    ]
     epochs = 3 if args.quick else None
     train_csv, test_csv = kaggle_csvs(10_000 if args.quick else None)
 
@@ -255,11 +266,14 @@ def main(argv: list[str] | None = None) -> dict:
         "csv_loading": time_csv_loading(train_csv),
         "pipelines": {},
     }
-    reference_runs = [run_reference(train_csv, test_csv, s, epochs or 15) for s in range(seeds)]
+    reference_runs = [
+        run_reference(train_csv, test_csv, s, epochs or 15)
+        for s in range(args.reference_seeds or default_seeds)
+    ]
     reference = summarize(reference_runs, None)
     results["pipelines"]["article (reference)"] = reference
     with tempfile.TemporaryDirectory() as tmp:
-        for preset in args.presets.split(","):
+        for preset, seeds in presets:
             runs = [
                 run_preset(preset, train_csv, test_csv, s, Path(tmp) / f"{preset}-{s}", epochs)
                 for s in range(seeds)

@@ -33,3 +33,81 @@ def seed(input_shape, num_classes):
     x = layers.Dense(64, activation="relu")(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="seed")
+
+
+def conv_pool_bn(x, filters: int, pool: bool = True):
+    """Conv (no bias) -> max-pool -> BatchNorm -> ReLU.
+
+    Normalising after pooling puts BatchNorm on a tensor 4x smaller: measured on 2 CPU cores,
+    a net that normalises at full 28x28 resolution trains 2.6x slower per epoch.
+    """
+    x = layers.Conv2D(filters, 3, use_bias=False)(x)
+    if pool:
+        x = layers.MaxPooling2D(2)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+def conv_bn(x, filters: int):
+    """Conv (same padding, no bias) -> BatchNorm -> ReLU."""
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
+    x = layers.BatchNormalization()(x)
+    return layers.Activation("relu")(x)
+
+
+@register_preset(
+    "fast",
+    "Seed-sized net with BatchNorm after pooling, AdamW, warm-up + cosine: 4 epochs.",
+    epochs=4,
+    batch_size=512,
+    optimizer="adamw",
+    learning_rate=6e-3,
+    schedule="cosine",
+    warmup_epochs=1.0,
+    weight_decay=1e-4,
+    label_smoothing=0.1,
+    val_split=0.1,
+)
+def fast(input_shape, num_classes):
+    inputs = pixels_input(input_shape)
+    x = layers.Rescaling(1 / 255)(inputs)
+    x = conv_pool_bn(x, 32)  # 26x26 -> 13x13
+    x = conv_pool_bn(x, 64)  # 11x11 -> 5x5
+    x = conv_pool_bn(x, 128, pool=False)  # 3x3
+    x = layers.Flatten()(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="fast")
+
+
+@register_preset(
+    "best",
+    "VGG-style net with BatchNorm, translation + flip augmentation, restore-best, flip TTA.",
+    epochs=7,  # about 84 s an epoch on 2 cores: 10 minutes
+    batch_size=256,
+    optimizer="adamw",
+    learning_rate=3e-3,
+    schedule="cosine",
+    warmup_epochs=1.0,
+    weight_decay=5e-4,
+    label_smoothing=0.1,
+    val_split=0.1,
+    restore_best=True,
+    flip_tta=True,
+)
+def best(input_shape, num_classes):
+    inputs = pixels_input(input_shape)
+    x = layers.Rescaling(1 / 255)(inputs)
+    # Augmentation inside the model: active in fit, a no-op in predict, serve and export.
+    x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
+    x = layers.RandomFlip("horizontal")(x)
+    x = conv_bn(x, 32)
+    x = layers.MaxPooling2D(2)(x)  # 14x14
+    x = conv_bn(x, 64)
+    x = conv_bn(x, 64)
+    x = layers.MaxPooling2D(2)(x)  # 7x7
+    x = conv_bn(x, 128)
+    x = layers.MaxPooling2D(2)(x)  # 3x3
+    x = layers.Flatten()(x)
+    x = layers.Dropout(0.3)(x)
+    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    return keras.Model(inputs, outputs, name="best")
