@@ -35,6 +35,11 @@ def seed(input_shape, num_classes):
     return keras.Model(inputs, outputs, name="seed")
 
 
+# Keras' default 0.99 lags in runs of a few hundred steps: validation accuracy measured 0.13 after
+# the first epoch of `best` with 0.99, 0.78 with 0.9.
+BN_MOMENTUM = 0.9
+
+
 def conv_pool_bn(x, filters: int, pool: bool = True):
     """Conv (no bias) -> max-pool -> BatchNorm -> ReLU.
 
@@ -44,14 +49,14 @@ def conv_pool_bn(x, filters: int, pool: bool = True):
     x = layers.Conv2D(filters, 3, use_bias=False)(x)
     if pool:
         x = layers.MaxPooling2D(2)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
 
 
 def conv_bn(x, filters: int):
     """Conv (same padding, no bias) -> BatchNorm -> ReLU."""
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization()(x)
+    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
 
 
@@ -75,6 +80,7 @@ def fast(input_shape, num_classes):
     x = conv_pool_bn(x, 64)  # 11x11 -> 5x5
     x = conv_pool_bn(x, 128, pool=False)  # 3x3
     x = layers.Flatten()(x)
+    x = layers.Dropout(0.2)(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="fast")
 
