@@ -217,7 +217,8 @@ def markdown(results: dict) -> str:
     lines += [
         "",
         f"Kaggle train CSV (60,000 rows) loading: pandas.read_csv {csv['pandas']:.2f} s, "
-        f"convnet cold {csv['convnet_cold']:.2f} s ({csv['speedup_cold']:.2f}x the speed of pandas), "
+        f"convnet cold {csv['convnet_cold']:.2f} s "
+        f"({csv['speedup_cold']:.2f}x the speed of pandas), "
         f"convnet from its cache {csv['convnet_cached']:.2f} s.",
     ]
     return "\n".join(lines) + "\n"
