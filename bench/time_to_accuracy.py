@@ -256,12 +256,12 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 3 if args.quick else None
     train_csv, test_csv = kaggle_csvs(10_000 if args.quick else None)
 
-    from convnet.training.trainer import _versions
+    from convnet.training.trainer import versions
 
     results = {
         "command": "python -m bench.time_to_accuracy " + " ".join(argv or sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "versions": _versions(),
+        "versions": versions(),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
         "csv_loading": time_csv_loading(train_csv),
         "pipelines": {},

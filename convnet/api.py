@@ -6,7 +6,6 @@ import io
 from pathlib import Path
 
 from convnet.config import TrainConfig, load_config
-from convnet.data import load_train_test
 from convnet.data.sources import ensure_fashion_mnist
 from convnet.errors import ConfigError
 from convnet.models.registry import create_model, list_presets  # noqa: F401  (re-exported)
@@ -67,14 +66,7 @@ def evaluate(run: str | Path, test: str | None = None, unsafe: bool = False) -> 
 
     run = Run(run)
     config = run.config()
-    _, test_set = load_train_test(
-        config["train"],
-        test or config["test"],
-        config["format"],
-        config["label_column"],
-        config["class_names"],
-        config["data_dir"],
-    )
+    _, test_set = run.load_data(test)
     metrics = score(
         run.load_model(safe_mode=not unsafe), test_set, flip_tta=config.get("flip_tta", False)
     )

@@ -31,7 +31,11 @@ def evaluate(model, data: Dataset, batch_size: int = 1024, flip_tta: bool = Fals
     Returns:
         {"test_loss", "test_accuracy", "test_examples", "test_data"}.
     """
-    probabilities = predict_proba(model, data.x, batch_size, flip_tta)
+    return test_metrics(data, predict_proba(model, data.x, batch_size, flip_tta))
+
+
+def test_metrics(data: Dataset, probabilities: np.ndarray) -> dict:
+    """Test loss and accuracy from predictions already made on `data`."""
     return {
         "test_loss": float(log_loss(data.y, probabilities, labels=range(data.num_classes))),
         "test_accuracy": float(accuracy_score(data.y, probabilities.argmax(axis=1))),

@@ -103,6 +103,18 @@ class Run:
     def write_json(self, name: str, data) -> Path:
         return write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
 
+    def load_data(self, test: str | None = None):
+        """The run's (training, test) Datasets, as its config names them.
+
+        Args:
+            test: another test set to use instead of the run's own.
+        """
+        from convnet.data import load_train_test
+
+        config = self.config()
+        keys = ("format", "label_column", "class_names", "data_dir")
+        return load_train_test(config["train"], test or config["test"], *(config[k] for k in keys))
+
     def load_model(self, safe_mode: bool = True):
         """The trained Keras model.
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.data import load_train_test
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
 from convnet.evaluation import interpretation, predict_proba
@@ -17,7 +16,11 @@ from convnet.runs import Run, write_atomic
 
 
 def write_report(
-    run: str | Path, model=None, train: Dataset | None = None, test: Dataset | None = None
+    run: str | Path,
+    model=None,
+    train: Dataset | None = None,
+    test: Dataset | None = None,
+    probabilities=None,
 ) -> Path:
     """Writes a run's plots into `RUN/plots/` and its self-contained `RUN/report.html`.
 
@@ -29,6 +32,7 @@ def write_report(
         model: the trained model; read from the run when None.
         train: the training data, for the sample grid; read as the run's config says when None.
         test: the test data; read as the run's config says when None.
+        probabilities: the model's predictions on `test`, if already computed.
 
     Returns:
         The path of `report.html`.
@@ -42,15 +46,9 @@ def write_report(
     if model is None:
         model = run.load_model()
     if train is None or test is None:
-        train, test = load_train_test(
-            config["train"],
-            config["test"],
-            config["format"],
-            config["label_column"],
-            config["class_names"],
-            config["data_dir"],
-        )
-    probabilities = predict_proba(model, test.x, flip_tta=config.get("flip_tta", False))
+        train, test = run.load_data()
+    if probabilities is None:
+        probabilities = predict_proba(model, test.x, flip_tta=config.get("flip_tta", False))
     names = list(test.class_names)
     found = interpretation(test.y, probabilities, names)
     figures = _draw(run.path / "plots", found, train, test)

@@ -16,8 +16,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
 from convnet.models.registry import get_preset
-from convnet.training.trainer import _load_data as load_data
-from convnet.training.trainer import make_optimizer, one_hot
+from convnet.training.trainer import load_data, make_optimizer, one_hot
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
 # Stop once the smoothed loss exceeds this multiple of its minimum. fastai uses 4, but Keras clips

@@ -18,7 +18,7 @@ from convnet.config import TrainConfig, make_config
 from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
-from convnet.evaluation import evaluate
+from convnet.evaluation import predict_proba, test_metrics
 from convnet.models.registry import Recipe, get_preset
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
@@ -112,7 +112,7 @@ def train(
     context = distributed.setup(config, resume)
     run_dir = Path(config.out) if resume else new_run_dir(context.out(config.out), config.preset)
     with _removed_on_error(run_dir, enabled=not resume):
-        train_all, test, train_set, val_set = _load_data(config)
+        train_all, test, train_set, val_set = load_data(config)
         train_set, val_set = context.shard(train_set), context.shard(val_set)
     if resume:
         run = _resume_run(run_dir, config, command, train_all, test)
@@ -147,7 +147,8 @@ def train(
     fit_seconds = time.perf_counter() - fit_started
     model = context.finish(model)
     _save_model(model, run_dir)
-    metrics = evaluate(model, test, flip_tta=recipe.flip_tta)
+    probabilities = predict_proba(model, test.x, flip_tta=recipe.flip_tta)
+    metrics = test_metrics(test, probabilities)
     wall = time.perf_counter() - started
     metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
     run.write_json("metrics.json", metrics)
@@ -158,11 +159,12 @@ def train(
     run.write_json("manifest.json", manifest)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
     if context.is_chief:
-        write_report(run_dir, model=model, train=train_all, test=test)  # also the learning curves
+        # The report draws the learning curves too; it reuses the test predictions above.
+        write_report(run_dir, model, train_all, test, probabilities=probabilities)
     return TrainResult(run_dir, metrics["test_loss"], metrics["test_accuracy"], wall)
 
 
-def _load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset | None]:
+def load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset | None]:
     """The training data (after `limit`), the test set, and the train/validation split."""
     train_all, test = load_train_test(
         config.train,
@@ -225,7 +227,7 @@ def _begin_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test
                 "background_is_light": train.background_is_light(),
             },
             "process": _process(),
-            "versions": _versions(),
+            "versions": versions(),
             "machine": {
                 "platform": platform.platform(),
                 "processor": platform.machine(),
@@ -311,7 +313,7 @@ def _process() -> dict:
     return {"pid": os.getpid(), "hostname": platform.node()}
 
 
-def _versions() -> dict:
+def versions() -> dict:
     from importlib.metadata import PackageNotFoundError, version
 
     found = {"python": sys.version.split()[0], "keras_backend": keras.backend.backend()}
