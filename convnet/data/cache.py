@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import io
 import json
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,17 +17,22 @@ from convnet.data.sources import cache_dir
 from convnet.runs import write_atomic
 
 FORMAT_VERSION = 1  # bump when a reader's output for the same file can change
+_writing: dict[Path, threading.Thread] = {}  # entries being written in the background
 
 
 def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
     """`read()`, or the Dataset it returned before for the same file content and options.
 
-    The cache lives in `cache_dir()/parsed/`; failing to write it never fails the load.
+    The cache lives in `cache_dir()/parsed/`. A new entry is written by a background thread
+    (the interpreter waits for it at exit), so the caller goes on as soon as the data is parsed;
+    failing to write it never fails the load.
     """
     with path.open("rb") as f:
         digest = hashlib.file_digest(f, "sha256")
     digest.update(json.dumps([FORMAT_VERSION, options], sort_keys=True, default=str).encode())
     entry = cache_dir() / "parsed" / f"{digest.hexdigest()}.npz"
+    if entry in _writing:
+        _writing.pop(entry).join()
     if entry.is_file():
         try:
             with np.load(entry, allow_pickle=False) as saved:
@@ -36,8 +42,13 @@ def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
         except (OSError, ValueError, KeyError):
             pass  # a damaged entry is parsed again and replaced
     data = read()
+    _writing[entry] = threading.Thread(target=_store, args=(entry, data), name="convnet-cache")
+    _writing[entry].start()
+    return data
+
+
+def _store(entry: Path, data: Dataset) -> None:
     buffer = io.BytesIO()
     np.savez(buffer, x=data.x, y=data.y, class_names=np.array(data.class_names))
     with contextlib.suppress(OSError):
         write_atomic(entry, buffer.getvalue())
-    return data

@@ -7,9 +7,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-from pyarrow import csv as pacsv
+import polars as pl
 
 from convnet.data.dataset import Dataset, numbered_class_names
 from convnet.errors import DataError
@@ -66,25 +64,23 @@ def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
             "expected H*W columns such as 784 (28x28)."
         )
     try:
-        table = pacsv.read_csv(
+        # polars' multi-threaded reader, straight into uint8: 2-3x faster than pandas here. Values
+        # outside 0-255 and ragged rows fail the parse; the slow scan below then names the cell.
+        frame = pl.read_csv(
             path,
-            read_options=pacsv.ReadOptions(column_names=names, skip_rows=int(has_header)),
-            convert_options=pacsv.ConvertOptions(
-                # Parsing straight into uint8 is about twice as fast as int32, and refuses
-                # values outside 0-255; the slow scan below then names the cell.
-                column_types={n: pa.uint8() for n in pixel_names},
-                strings_can_be_null=True,
-            ),
+            has_header=has_header,
+            schema={n: pl.String if i == label_index else pl.UInt8 for i, n in enumerate(names)},
+            raise_if_empty=False,
         )
-    except pa.ArrowInvalid as error:
+    except (pl.exceptions.PolarsError, OverflowError) as error:
         _raise_first_bad_row(path, names, has_header, label_index)
-        raise DataError(f"{path}: {error}") from None
-    x = _pixels(path, table, pixel_names, has_header).reshape(-1, side, side, 1)
+        raise DataError(f"{path}: {str(error).splitlines()[0]}") from None
+    if frame.null_count().sum_horizontal().item():
+        _raise_first_bad_row(path, names, has_header, label_index)  # a short row, if any
+    x = _pixels(path, frame, pixel_names, has_header).reshape(-1, side, side, 1)
     if label_index is None:
         return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path))
-    y, class_names = _labels(
-        path, table.column(label_index), names[label_index], has_header, class_names
-    )
+    y, class_names = _labels(path, frame.get_column(names[label_index]), has_header, class_names)
     return Dataset(x, y, class_names, str(path))
 
 
@@ -131,28 +127,30 @@ def _line(row: int, has_header: bool) -> int:
     return row + 1 + int(has_header)
 
 
-def _pixels(path: Path, table: pa.Table, pixel_names: list[str], has_header: bool) -> np.ndarray:
-    x = np.empty((table.num_rows, len(pixel_names)), dtype=np.uint8)
-    for j, name in enumerate(pixel_names):
-        column = table.column(name)
-        if column.null_count:
-            row = pc.index(pc.is_null(column), True).as_py()
-            raise DataError(
-                f"{path}: line {_line(row, has_header)}, column {name!r}: missing pixel."
-            )
-        values = column.to_numpy()
-        x[:, j] = values
-    if not len(x):
+def _first_null(path: Path, column: pl.Series, has_header: bool, what: str) -> None:
+    if column.null_count():
+        row = column.is_null().arg_true()[0]
+        raise DataError(
+            f"{path}: line {_line(row, has_header)}, column {column.name!r}: missing {what}."
+        )
+
+
+def _pixels(path: Path, frame: pl.DataFrame, pixel_names: list[str], has_header: bool):
+    pixels = frame.select(pixel_names)
+    for column in pixels.iter_columns():
+        _first_null(path, column, has_header, "pixel")
+    if not len(pixels):
         raise DataError(f"{path}: no rows of pixels after the header.")
-    return x
+    return pixels.to_numpy(order="c")
 
 
-def _labels(path, column, name, has_header, class_names):
-    if column.null_count:
-        row = pc.index(pc.is_null(column), True).as_py()
-        raise DataError(f"{path}: line {_line(row, has_header)}, column {name!r}: missing label.")
-    if pa.types.is_integer(column.type):
-        y = column.to_numpy().astype(np.int64)
+def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
+    """Integer labels (range-checked against `class_names`), or strings naming their classes."""
+    _first_null(path, column, has_header, "label")
+    name = column.name
+    integers = column.str.strip_chars().cast(pl.Int64, strict=False)
+    if not integers.null_count():
+        y = integers.to_numpy()
         bad = np.flatnonzero(y < 0)
         if len(bad):
             raise DataError(
@@ -167,9 +165,9 @@ def _labels(path, column, name, has_header, class_names):
                 f"is out of range; expected 0 to {len(names) - 1}."
             )
         return y, tuple(names)
-    if pa.types.is_floating(column.type):
+    if not column.str.strip_chars().cast(pl.Float64, strict=False).null_count():
         raise DataError(f"{path}: column {name!r}: labels must be integers or class names.")
-    text = column.cast(pa.string()).to_numpy(zero_copy_only=False)
+    text = column.to_numpy().astype(str)
     names = tuple(sorted(set(text)))
     return np.searchsorted(np.array(names), text).astype(np.int64), names
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pyarrow as pa
-from pyarrow import csv as pacsv
+import numpy as np
+import polars as pl
 
 from convnet.data.dataset import Dataset
 from convnet.data.sources import load_fashion_mnist
@@ -18,11 +18,9 @@ def write_kaggle_csv(data: Dataset, path: str | Path) -> Path:
     """Writes `data` as a Kaggle-style CSV, atomically."""
     pixels = data.x.reshape(len(data), -1)
     names = ["label"] + [f"pixel{j + 1}" for j in range(pixels.shape[1])]
-    columns = [pa.array(data.y)] + [pa.array(pixels[:, j]) for j in range(pixels.shape[1])]
-    sink = pa.BufferOutputStream()
-    sink.write((",".join(names) + "\n").encode())
-    pacsv.write_csv(pa.table(columns, names=names), sink, pacsv.WriteOptions(include_header=False))
-    return write_atomic(path, sink.getvalue().to_pybytes())
+    table = np.column_stack([data.y.astype(np.int64), pixels])
+    text = pl.DataFrame(table, schema=names, orient="row").write_csv()
+    return write_atomic(path, text.encode())
 
 
 def export_fashion_mnist_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[Path]:
