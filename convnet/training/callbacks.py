@@ -17,7 +17,8 @@ from convnet.runs import write_atomic
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` and `elapsed_seconds` (since training began) to each epoch's logs.
 
-    Place it before `CSVLogger` so the history file records the times.
+    `elapsed_seconds` is wall-clock time, so it counts the work between epochs (backups,
+    logging) too. Place it before `CSVLogger` so the history file records the times.
 
     Args:
         elapsed: seconds already spent, when a run resumes.
@@ -28,17 +29,16 @@ class EpochTimer(keras.callbacks.Callback):
         self.initial_elapsed = elapsed
 
     def on_train_begin(self, logs=None):
-        self.elapsed = self.initial_elapsed
+        self._train_start = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
-        seconds = time.perf_counter() - self._start
-        self.elapsed += seconds
+        now = time.perf_counter()
         if logs is not None:
-            logs["epoch_seconds"] = seconds
-            logs["elapsed_seconds"] = self.elapsed
+            logs["epoch_seconds"] = now - self._start
+            logs["elapsed_seconds"] = self.initial_elapsed + now - self._train_start
 
 
 BACKUP_DIR = "backup"
