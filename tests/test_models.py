@@ -62,3 +62,50 @@ def test_every_preset_maps_uint8_pixels_to_probabilities(name):
 def test_presets_adapt_to_other_shapes_and_class_counts():
     model = create_model("seed", (32, 32, 3), 4)
     assert model.output_shape == (None, 4)
+
+
+def test_fused_batch_norm_trains_like_keras_batch_norm():
+    import keras
+
+    from convnet.models.layers import FusedBatchNormalization
+
+    x = np.random.default_rng(0).normal(2, 3, (32, 5, 5, 8)).astype("float32")
+    plain, fused = (
+        keras.layers.BatchNormalization(momentum=0.9),
+        FusedBatchNormalization(momentum=0.9),
+    )
+    for layer in (plain, fused):
+        layer.build(x.shape)
+        layer.gamma.assign(np.linspace(0.5, 2, 8))
+        layer.beta.assign(np.linspace(-1, 1, 8))
+    for training in (True, False):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(fused(x, training=training)),
+            keras.ops.convert_to_numpy(plain(x, training=training)),
+            # Inference reads the moving variance, whose update differs slightly (below).
+            rtol=1e-6 if training else 1e-3,
+            atol=1e-5 if training else 1e-3,
+        )
+    np.testing.assert_allclose(fused.moving_mean.numpy(), plain.moving_mean.numpy(), rtol=1e-5)
+    # The fused kernel updates the moving variance with the unbiased (n-1) batch variance.
+    n = 32 * 5 * 5
+    np.testing.assert_allclose(
+        fused.moving_variance.numpy() - 0.9,
+        (plain.moving_variance.numpy() - 0.9) * n / (n - 1),
+        rtol=1e-4,
+    )
+
+
+def test_mixed_precision_builds_bfloat16_compute_and_converts_back_to_float32():
+    from convnet.models.registry import float32_model
+
+    mixed = create_model("fast", precision="mixed_bfloat16")
+    assert {layer.dtype_policy.name for layer in mixed.layers[2:-1]} == {"mixed_bfloat16"}
+    assert mixed.layers[-1].dtype_policy.name == "float32"  # the softmax head
+    assert mixed.output.dtype == "float32"
+    exact = float32_model(mixed, "fast")
+    assert {layer.dtype_policy.name for layer in exact.layers} == {"float32"}
+    x = np.random.default_rng(1).integers(0, 256, (8, 28, 28, 1), dtype=np.uint8)
+    np.testing.assert_allclose(exact.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.03)
+    with pytest.raises(ConfigError, match="precision must be one of"):
+        create_model("fast", precision="float8")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from convnet.models.layers import FusedBatchNormalization
 from convnet.models.registry import register_preset
 
 
@@ -40,6 +41,11 @@ def seed(input_shape, num_classes):
 BN_MOMENTUM = 0.9
 
 
+def probabilities(x, num_classes: int):
+    """The softmax head, in float32 whatever the compute precision, so the loss is exact."""
+    return layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+
+
 def conv_pool_bn(x, filters: int, pool: bool = True):
     """Conv (no bias) -> max-pool -> BatchNorm -> ReLU.
 
@@ -49,14 +55,14 @@ def conv_pool_bn(x, filters: int, pool: bool = True):
     x = layers.Conv2D(filters, 3, use_bias=False)(x)
     if pool:
         x = layers.MaxPooling2D(2)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
 
 
 def conv_bn(x, filters: int):
     """Conv (same padding, no bias) -> BatchNorm -> ReLU."""
     x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-    x = layers.BatchNormalization(momentum=BN_MOMENTUM)(x)
+    x = FusedBatchNormalization(momentum=BN_MOMENTUM)(x)
     return layers.Activation("relu")(x)
 
 
@@ -81,7 +87,7 @@ def fast(input_shape, num_classes):
     x = conv_pool_bn(x, 128, pool=False)  # 3x3
     x = layers.Flatten()(x)
     x = layers.Dropout(0.2)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="fast")
 
 
@@ -115,5 +121,5 @@ def best(input_shape, num_classes):
     x = layers.MaxPooling2D(2)(x)  # 3x3
     x = layers.Flatten()(x)
     x = layers.Dropout(0.3)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
+    outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="best")
