@@ -68,16 +68,18 @@ def conv_bn(x, filters: int):
 
 @register_preset(
     "fast",
-    "Seed-sized net with BatchNorm after pooling, AdamW, warm-up + cosine: 4 epochs.",
-    epochs=4,
-    batch_size=512,
+    "Seed-sized net with BatchNorm after pooling, AdamW, warm-up + cosine, bfloat16 compute "
+    "where the CPU has it: 5 epochs.",
+    epochs=5,
+    batch_size=256,
     optimizer="adamw",
-    learning_rate=6e-3,
+    learning_rate=4e-3,
     schedule="cosine",
     warmup_epochs=1.0,
     weight_decay=1e-4,
     label_smoothing=0.1,
     val_split=0.1,
+    precision="auto",
 )
 def fast(input_shape, num_classes):
     inputs = pixels_input(input_shape)
@@ -93,18 +95,20 @@ def fast(input_shape, num_classes):
 
 @register_preset(
     "best",
-    "VGG-style net with BatchNorm, translation + flip augmentation, restore-best, flip TTA.",
-    epochs=10,  # 40-60 s an epoch on 2 cores (the VM's speed varies): at most 10 minutes
+    "VGG-style net with BatchNorm, translation + flip augmentation, bfloat16 compute where the "
+    "CPU has it, restore-best, flip TTA.",
+    epochs=20,  # about 28 s an epoch on 2 cores with AMX: under 10 minutes
     batch_size=256,
     optimizer="adamw",
     learning_rate=3e-3,
     schedule="cosine",
-    warmup_epochs=1.5,
+    warmup_epochs=2.0,
     weight_decay=5e-4,
     label_smoothing=0.1,
     val_split=0.1,
     restore_best=True,
     flip_tta=True,
+    precision="auto",
 )
 def best(input_shape, num_classes):
     inputs = pixels_input(input_shape)
@@ -114,12 +118,13 @@ def best(input_shape, num_classes):
     x = layers.RandomFlip("horizontal")(x)
     x = conv_bn(x, 32)
     x = layers.MaxPooling2D(2)(x)  # 14x14
-    x = conv_bn(x, 64)
-    x = conv_bn(x, 64)
+    x = conv_bn(x, 96)
+    x = conv_bn(x, 96)
     x = layers.MaxPooling2D(2)(x)  # 7x7
-    x = conv_bn(x, 128)
+    x = conv_bn(x, 192)
+    x = conv_bn(x, 192)
     x = layers.MaxPooling2D(2)(x)  # 3x3
     x = layers.Flatten()(x)
-    x = layers.Dropout(0.3)(x)
+    x = layers.Dropout(0.1)(x)
     outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="best")

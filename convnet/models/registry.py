@@ -5,6 +5,7 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from convnet.errors import ConfigError
 
@@ -25,8 +26,9 @@ class Recipe:
         val_split: share of the training data held out for validation.
         restore_best: keep the weights of the epoch with the lowest validation loss.
         flip_tta: average predictions over the image and its horizontal mirror.
-        precision: "float32", or "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
-            CPUs with AMX or AVX-512 BF16 and on TPUs); the saved model is float32 either way.
+        precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
+            CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs and
+            float32 elsewhere. The saved model is float32 either way.
     """
 
     epochs: int = 15
@@ -88,7 +90,18 @@ def list_presets(pattern: str = "*") -> list[str]:
     return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
 
 
-PRECISIONS = ("float32", "mixed_bfloat16", "mixed_float16")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def resolve_precision(precision: str) -> str:
+    """ "auto" becomes mixed_bfloat16 where the CPU computes bfloat16 natively, else float32."""
+    if precision != "auto":
+        return precision
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        flags = set()
+    return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"
 
 
 def create_model(
@@ -105,7 +118,7 @@ def create_model(
 
     build = get_preset(name).build
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
+    keras.config.set_dtype_policy(resolve_precision(precision))
     try:
         return build(tuple(input_shape), num_classes)
     finally:
