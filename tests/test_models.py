@@ -109,3 +109,24 @@ def test_mixed_precision_builds_bfloat16_compute_and_converts_back_to_float32():
     np.testing.assert_allclose(exact.predict(x, verbose=0), mixed.predict(x, verbose=0), atol=0.03)
     with pytest.raises(ConfigError, match="precision must be one of"):
         create_model("fast", precision="float8")
+
+
+@pytest.mark.parametrize("name", ["fast", "best"])
+def test_saved_presets_load_in_a_fresh_process(tmp_path, name):
+    import subprocess
+    import sys
+
+    from convnet.models.registry import float32_model
+
+    model = float32_model(create_model(name, precision="mixed_bfloat16"), name)
+    model.save(tmp_path / "model.keras")
+    x = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
+    np.save(tmp_path / "x.npy", x)
+    code = (
+        "import sys, numpy as np, convnet, keras\n"
+        "model = keras.saving.load_model(sys.argv[1] + '/model.keras')\n"
+        "np.save(sys.argv[1] + '/p.npy', model.predict(np.load(sys.argv[1] + '/x.npy'), verbose=0))"
+    )
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True)
+    loaded = np.load(tmp_path / "p.npy")
+    np.testing.assert_allclose(loaded, model.predict(x, verbose=0), atol=1e-6)

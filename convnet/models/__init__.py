@@ -1,5 +1,6 @@
 """Model presets, found by name."""
 
+from convnet.models.layers import FusedBatchNormalization  # registered: saved models load it
 from convnet.models.registry import (
     Preset,
     Recipe,
@@ -9,4 +10,12 @@ from convnet.models.registry import (
     register_preset,
 )
 
-__all__ = ["Preset", "Recipe", "create_model", "get_preset", "list_presets", "register_preset"]
+__all__ = [
+    "FusedBatchNormalization",
+    "Preset",
+    "Recipe",
+    "create_model",
+    "get_preset",
+    "list_presets",
+    "register_preset",
+]

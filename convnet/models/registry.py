@@ -27,8 +27,8 @@ class Recipe:
         restore_best: keep the weights of the epoch with the lowest validation loss.
         flip_tta: average predictions over the image and its horizontal mirror.
         precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
-            CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs and
-            float32 elsewhere. The saved model is float32 either way.
+            CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs with
+            the TensorFlow backend and float32 elsewhere. The saved model is float32 either way.
     """
 
     epochs: int = 15
@@ -93,12 +93,20 @@ def list_presets(pattern: str = "*") -> list[str]:
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
-def resolve_precision(precision: str) -> str:
-    """ "auto" becomes mixed_bfloat16 where the CPU computes bfloat16 natively, else float32."""
+def resolve_precision(precision: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    """`precision`, with "auto" made mixed_bfloat16 where oneDNN computes it natively.
+
+    Natively means AMX or AVX-512 BF16 among the CPU's flags, with the TensorFlow backend; the
+    JAX backend's CPU kernels are not known to gain from it, so "auto" is float32 there.
+    """
+    import keras
+
     if precision != "auto":
         return precision
+    if keras.backend.backend() != "tensorflow":
+        return "float32"
     try:
-        flags = set(Path("/proc/cpuinfo").read_text().split())
+        flags = set(Path(cpuinfo).read_text().split())
     except OSError:
         flags = set()
     return "mixed_bfloat16" if flags & {"amx_bf16", "avx512_bf16"} else "float32"

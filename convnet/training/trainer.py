@@ -19,7 +19,7 @@ from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
 from convnet.evaluation import predict_proba, test_metrics
-from convnet.models.registry import Recipe, create_model, float32_model
+from convnet.models.registry import Recipe, create_model, float32_model, resolve_precision
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
 from convnet.training import distributed
@@ -239,6 +239,7 @@ def _begin_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test
             "status": "running",
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "preset": config.preset,
+            "precision": resolve_precision(config.recipe().precision),
             "seed": config.seed,
             "command": command,
             "data": {

@@ -1,0 +1,75 @@
+"""The training feed, the epoch clock and the compute precision."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from convnet.data.dataset import Dataset
+from convnet.models.registry import resolve_precision
+from convnet.training.callbacks import EpochTimer
+from convnet.training.trainer import batches
+
+
+def numbered(n: int) -> Dataset:
+    """Images whose first pixel is their index, so a batch says which examples it holds."""
+    x = np.zeros((n, 4, 4, 1), np.uint8)
+    x[:, 0, 0, 0] = np.arange(n)
+    return Dataset(x, np.arange(n) % 3, ("a", "b", "c"), "numbered")
+
+
+def passes(data: Dataset, batch_size: int, count: int, **kwargs) -> list[list[int]]:
+    feed, steps = batches(data, batch_size, **kwargs)
+    it = iter(feed)
+    out = []
+    for _ in range(count):
+        indices = []
+        for _ in range(steps):
+            x, y = next(it)
+            assert x.dtype == "uint8" and y.shape[1] == 3  # pixels stay uint8; labels one-hot
+            indices += x.numpy()[:, 0, 0, 0].tolist()
+        out.append(indices)
+    return out
+
+
+def test_each_pass_is_one_epoch_of_every_example_reshuffled():
+    first, second = passes(numbered(50), 16, 2, shuffle_seed=7)
+    assert sorted(first) == sorted(second) == list(range(50))  # 16+16+16+2: a partial last batch
+    assert first != second != list(range(50))
+    assert passes(numbered(50), 16, 2, shuffle_seed=7) == [first, second]  # the seed repeats it
+
+
+def test_unshuffled_passes_keep_the_order():
+    assert passes(numbered(20), 8, 2) == [list(range(20))] * 2
+
+
+def test_elapsed_seconds_count_the_time_between_epochs():
+    timer = EpochTimer(elapsed=10.0)
+    timer.on_train_begin()
+    logs = [{}, {}]
+    for epoch, log in enumerate(logs):
+        timer.on_epoch_begin(epoch)
+        time.sleep(0.05)
+        timer.on_epoch_end(epoch, log)
+        time.sleep(0.05)  # work between epochs (a backup, say)
+    assert logs[1]["epoch_seconds"] == pytest.approx(0.05, abs=0.04)
+    assert logs[1]["elapsed_seconds"] - logs[0]["elapsed_seconds"] >= 0.1
+    assert logs[0]["elapsed_seconds"] >= 10.05
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        ("fpu sse avx512f amx_bf16 amx_tile", "mixed_bfloat16"),
+        ("fpu avx512f avx512_bf16", "mixed_bfloat16"),
+        ("fpu sse avx2 avx512f", "float32"),
+    ],
+)
+def test_auto_precision_follows_the_cpu(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
+    assert resolve_precision("auto", cpuinfo) == expected
+    assert resolve_precision("float32", cpuinfo) == "float32"
+    assert resolve_precision("auto", tmp_path / "missing") == "float32"
