@@ -65,8 +65,9 @@ def main(argv: list[str] | None = None) -> dict:
         for variant, model in models.items():
             timer = StepTimes()
             timer.times = []
-            model.fit(data, steps_per_epoch=5, epochs=1, verbose=0)  # warm-up (and tracing)
-            model.fit(data, steps_per_epoch=args.steps, epochs=1, verbose=0, callbacks=[timer])
+            fit = {"steps_per_epoch": args.steps, "epochs": 1, "verbose": 0, "shuffle": False}
+            model.fit(data, **fit | {"steps_per_epoch": 5})  # warm-up (and tracing)
+            model.fit(data, **fit, callbacks=[timer])
             medians[variant].append(statistics.median(timer.times) * 1000)
     base = min(medians[VARIANTS[0]])
     results = {
