@@ -140,9 +140,9 @@ def inference_throughput(run: Path) -> float:
     """Batch inference on the test set (batch 1024), after one warm-up pass, in images/s."""
     code = (
         "import sys, time\n"
-        "import convnet, keras\n"
         "from convnet.data import load_fashion_mnist\n"
-        "model = keras.saving.load_model(sys.argv[1] + '/model.keras')\n"
+        "from convnet.runs import Run\n"
+        "model = Run(sys.argv[1]).load_model()\n"
         "x = load_fashion_mnist()['test'].x\n"
         "model.predict(x, batch_size=1024, verbose=0)\n"
         "t = time.perf_counter(); model.predict(x, batch_size=1024, verbose=0)\n"

@@ -126,6 +126,8 @@ class Run:
         """
         import keras
 
+        import convnet.models.layers  # noqa: F401  (registers convnet's layers for loading)
+
         path = self.path / MODEL_FILE
         if not path.is_file():
             raise RunError(f"{self.path}: no {MODEL_FILE}; the run has not finished training.")

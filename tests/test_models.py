@@ -120,11 +120,13 @@ def test_saved_presets_load_in_a_fresh_process(tmp_path, name):
 
     model = float32_model(create_model(name, precision="mixed_bfloat16"), name)
     model.save(tmp_path / "model.keras")
+    (tmp_path / "config.yaml").write_text(f"preset: {name}\n")  # a run folder, as Run expects
     x = np.random.default_rng(2).integers(0, 256, (4, 28, 28, 1), dtype=np.uint8)
     np.save(tmp_path / "x.npy", x)
     code = (
-        "import sys, numpy as np, convnet, keras\n"
-        "model = keras.saving.load_model(sys.argv[1] + '/model.keras')\n"
+        "import sys, numpy as np\n"
+        "from convnet.runs import Run\n"
+        "model = Run(sys.argv[1]).load_model()\n"
         "np.save(sys.argv[1] + '/p.npy', model.predict(np.load(sys.argv[1] + '/x.npy'), verbose=0))"
     )
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True)

@@ -1,6 +1,5 @@
 """Model presets, found by name."""
 
-from convnet.models.layers import FusedBatchNormalization  # registered: saved models load it
 from convnet.models.registry import (
     Preset,
     Recipe,
@@ -11,7 +10,6 @@ from convnet.models.registry import (
 )
 
 __all__ = [
-    "FusedBatchNormalization",
     "Preset",
     "Recipe",
     "create_model",

@@ -137,6 +137,8 @@ class Context:
                 path = os.path.join(scratch, "model.keras")
                 model.save(path)
                 keras.distribution.set_distribution(None)
+                import convnet.models.layers  # noqa: F401  (registers convnet's layers)
+
                 model = keras.saving.load_model(path, safe_mode=False)  # our own file
         elif self.engine:
             import tensorflow as tf
