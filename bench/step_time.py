@@ -30,6 +30,10 @@ VARIANTS = [
 
 
 class StepTimes(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.times: list[float] = []
+
     def on_train_batch_begin(self, batch, logs=None):
         self.start = time.perf_counter()
 
@@ -64,7 +68,6 @@ def main(argv: list[str] | None = None) -> dict:
     for _ in range(2):
         for variant, model in models.items():
             timer = StepTimes()
-            timer.times = []
             fit = {"steps_per_epoch": args.steps, "epochs": 1, "verbose": 0, "shuffle": False}
             model.fit(data, **fit | {"steps_per_epoch": 5})  # warm-up (and tracing)
             model.fit(data, **fit, callbacks=[timer])

@@ -148,7 +148,8 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
     """Integer labels (range-checked against `class_names`), or strings naming their classes."""
     _first_null(path, column, has_header, "label")
     name = column.name
-    integers = column.str.strip_chars().cast(pl.Int64, strict=False)
+    stripped = column.str.strip_chars()
+    integers = stripped.cast(pl.Int64, strict=False)
     if not integers.null_count():
         y = integers.to_numpy()
         bad = np.flatnonzero(y < 0)
@@ -165,7 +166,7 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
                 f"is out of range; expected 0 to {len(names) - 1}."
             )
         return y, tuple(names)
-    if not column.str.strip_chars().cast(pl.Float64, strict=False).null_count():
+    if not stripped.cast(pl.Float64, strict=False).null_count():
         raise DataError(f"{path}: column {name!r}: labels must be integers or class names.")
     text = column.to_numpy().astype(str)
     names = tuple(sorted(set(text)))

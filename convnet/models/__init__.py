@@ -9,11 +9,4 @@ from convnet.models.registry import (
     register_preset,
 )
 
-__all__ = [
-    "Preset",
-    "Recipe",
-    "create_model",
-    "get_preset",
-    "list_presets",
-    "register_preset",
-]
+__all__ = ["Preset", "Recipe", "create_model", "get_preset", "list_presets", "register_preset"]
