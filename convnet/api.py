@@ -62,14 +62,14 @@ def evaluate(run: str | Path, test: str | None = None, unsafe: bool = False) -> 
     The result is saved as the run's `metrics.json` when it is the run's own test set.
     `unsafe` loads a model that carries Python code (Lambda layers); only for trusted files.
     """
+    from convnet.evaluation import TestTimeAugmentation
     from convnet.evaluation import evaluate as score
 
     run = Run(run)
     config = run.config()
     _, test_set = run.load_data(test)
-    metrics = score(
-        run.load_model(safe_mode=not unsafe), test_set, flip_tta=config.get("flip_tta", False)
-    )
+    model = run.load_model(safe_mode=not unsafe)
+    metrics = score(model, test_set, tta=TestTimeAugmentation.of(config))
     if test is None:
         run.write_json("metrics.json", run.read_json("metrics.json") | metrics)
     return metrics
@@ -85,14 +85,14 @@ def predict(
     Returns:
         One dict per input: {"file", "class", "probability", "top": [{"class", "probability"}]}.
     """
-    from convnet.evaluation import predict_proba
+    from convnet.evaluation import TestTimeAugmentation, predict_proba
     from convnet.inputs import load_inputs
 
     run = Run(run)
     model = run.load_model(safe_mode=not unsafe)
     data = run.read_json("manifest.json").get("data", {})
     names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
-    probabilities = predict_proba(model, x, flip_tta=run.config().get("flip_tta", False))
+    probabilities = predict_proba(model, x, tta=TestTimeAugmentation.of(run.config()))
     return [
         top_classes(name, p, data.get("class_names"), top_k)
         for name, p in zip(names, probabilities, strict=True)

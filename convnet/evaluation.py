@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import itertools
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
@@ -13,25 +17,73 @@ from sklearn.metrics import (
 from convnet.data.dataset import Dataset
 
 
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """The views of each image whose predicted probabilities are averaged.
+
+    The image itself; its horizontal mirror when `flip`; and when `shift` > 0, copies moved by
+    up to `shift` pixels each way (a (2 shift + 1)^2 grid, zero-filled like the training
+    translation), each mirrored too when `flip`. With flip and shift 1, that is 18 views.
+    """
+
+    __test__ = False  # not a pytest class
+
+    flip: bool = False
+    shift: int = 0
+
+    @classmethod
+    def of(cls, settings: Mapping) -> TestTimeAugmentation:
+        """The views a run's config (`flip_tta`, `shift_tta`) asks for."""
+        return cls(bool(settings.get("flip_tta", False)), int(settings.get("shift_tta", 0)))
+
+    def views(self, x: np.ndarray) -> Iterator[np.ndarray]:
+        """Each view of the uint8 batch `x` (N, H, W, C), as a C-contiguous array."""
+        offsets = range(-self.shift, self.shift + 1)
+        for dy, dx in itertools.product(offsets, offsets):
+            view = _shifted(x, dy, dx)
+            yield view
+            if self.flip:
+                yield np.ascontiguousarray(view[:, :, ::-1])
+
+    def average(self, forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
+        """The mean of `forward` (uint8 images -> probabilities) over the views of `x`."""
+        total, count = None, 0
+        for view in self.views(x):
+            probabilities = forward(view)
+            total = probabilities if total is None else total + probabilities
+            count += 1
+        return total / count
+
+
+def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """`x` moved down by `dy` and right by `dx` pixels (negative: up, left), zero-filled."""
+    if dy == dx == 0:
+        return np.ascontiguousarray(x)
+    out = np.zeros_like(x)
+    h, w = x.shape[1:3]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = x[
+        :, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)
+    ]
+    return out
+
+
 def predict_proba(
-    model, x: np.ndarray, batch_size: int = 1024, flip_tta: bool = False
+    model, x: np.ndarray, batch_size: int = 1024, tta: TestTimeAugmentation | None = None
 ) -> np.ndarray:
-    """Class probabilities for uint8 images, optionally averaged with their horizontal mirrors."""
-    probabilities = model.predict(x, batch_size=batch_size, verbose=0)
-    if flip_tta:
-        probabilities = (
-            probabilities + model.predict(x[:, :, ::-1], batch_size=batch_size, verbose=0)
-        ) / 2
-    return probabilities
+    """Class probabilities for uint8 images, averaged over the `tta` views (none by default)."""
+    tta = tta or TestTimeAugmentation()
+    return tta.average(lambda view: model.predict(view, batch_size=batch_size, verbose=0), x)
 
 
-def evaluate(model, data: Dataset, batch_size: int = 1024, flip_tta: bool = False) -> dict:
+def evaluate(
+    model, data: Dataset, batch_size: int = 1024, tta: TestTimeAugmentation | None = None
+) -> dict:
     """Test loss (categorical cross-entropy) and accuracy of `model` on `data`.
 
     Returns:
         {"test_loss", "test_accuracy", "test_examples", "test_data"}.
     """
-    return test_metrics(data, predict_proba(model, data.x, batch_size, flip_tta))
+    return test_metrics(data, predict_proba(model, data.x, batch_size, tta))
 
 
 def test_metrics(data: Dataset, probabilities: np.ndarray) -> dict:

@@ -7,6 +7,7 @@ import pytest
 from sklearn.metrics import classification_report, confusion_matrix
 
 from convnet.evaluation import (
+    TestTimeAugmentation,
     calibration,
     confusion,
     interpretation,
@@ -15,6 +16,7 @@ from convnet.evaluation import (
     row_normalised,
     top_losses,
 )
+from convnet.serving.engines import Engine
 
 NAMES = ["cat", "dog", "owl"]
 # Six predictions worked out by hand: rows 1 (cat -> dog) and 5 (owl -> cat) are wrong.
@@ -121,3 +123,42 @@ def test_interpretation_bundles_everything():
         "calibration",
     }
     assert found["confusion_matrix"][2] == [1, 0, 1]
+
+
+def test_tta_views_are_the_mirror_and_the_shifted_copies():
+    x = np.arange(2 * 4 * 5, dtype=np.uint8).reshape(2, 4, 5, 1) + 1
+    assert [v.tolist() for v in TestTimeAugmentation().views(x)] == [x.tolist()]
+    plain, mirrored = TestTimeAugmentation(flip=True).views(x)
+    np.testing.assert_array_equal(mirrored[0, :, :, 0], x[0, :, ::-1, 0])
+    views = list(TestTimeAugmentation(flip=True, shift=1).views(x))
+    assert len(views) == 18
+    assert all(v.flags.c_contiguous and v.shape == x.shape for v in views)
+    # The grid runs dy, dx from -1 to 1: view 2 * (3 * (dy + 1) + (dx + 1)), then its mirror.
+    down_right = views[2 * (3 * 2 + 2)]
+    np.testing.assert_array_equal(down_right[:, 1:, 1:], x[:, :-1, :-1])
+    assert not down_right[:, 0].any() and not down_right[:, :, 0].any()  # zero-filled
+    up_left, up_left_mirrored = views[0], views[1]
+    np.testing.assert_array_equal(up_left[:, :-1, :-1], x[:, 1:, 1:])
+    np.testing.assert_array_equal(up_left_mirrored, up_left[:, :, ::-1])
+
+
+def test_tta_average_is_the_mean_over_views():
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (3, 6, 6, 1), dtype=np.uint8)
+    weights = rng.random((36, 4))
+
+    def forward(batch):  # a fixed linear "model", so each view gives different scores
+        return batch.reshape(len(batch), -1).astype(float) @ weights
+
+    tta = TestTimeAugmentation(flip=True, shift=1)
+    expected = np.mean([forward(v) for v in tta.views(x)], axis=0)
+    np.testing.assert_allclose(tta.average(forward, x), expected)
+    # The server's engines average the same way as `predict_proba`.
+    np.testing.assert_allclose(Engine(forward, (6, 6, 1), tta).predict(x), expected)
+
+
+def test_tta_settings_come_from_a_run_config():
+    assert TestTimeAugmentation.of({}) == TestTimeAugmentation(False, 0)
+    assert TestTimeAugmentation.of({"flip_tta": True, "shift_tta": 1}) == (
+        TestTimeAugmentation(True, 1)
+    )

@@ -26,6 +26,8 @@ class Recipe:
         val_split: share of the training data held out for validation.
         restore_best: keep the weights of the epoch with the lowest validation loss.
         flip_tta: average predictions over the image and its horizontal mirror.
+        shift_tta: also average over copies shifted by up to this many pixels each way (see
+            `convnet.evaluation.TestTimeAugmentation`); 0 for none.
         precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
             CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs with
             the TensorFlow backend and float32 elsewhere. The saved model is float32 either way.
@@ -42,6 +44,7 @@ class Recipe:
     val_split: float = 0.3
     restore_best: bool = False
     flip_tta: bool = False
+    shift_tta: int = 0
     precision: str = "float32"
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
-from convnet.evaluation import interpretation, predict_proba
+from convnet.evaluation import TestTimeAugmentation, interpretation, predict_proba
 from convnet.reports import html, plots
 from convnet.runs import Run, write_atomic
 
@@ -48,7 +48,7 @@ def write_report(
     if train is None or test is None:
         train, test = run.load_data()
     if probabilities is None:
-        probabilities = predict_proba(model, test.x, flip_tta=config.get("flip_tta", False))
+        probabilities = predict_proba(model, test.x, tta=TestTimeAugmentation.of(config))
     names = list(test.class_names)
     found = interpretation(test.y, probabilities, names)
     figures = _draw(run.path / "plots", found, train, test)

@@ -164,7 +164,8 @@ def _model_info(run: Run, model) -> dict:
         "input_shape": list(model.input_shape),
         "input_dtype": "uint8",
         "background_is_light": bool(data.get("background_is_light", False)),
-        "flip_tta": model.flip_tta,
+        "flip_tta": model.tta.flip,
+        "shift_tta": model.tta.shift,
         "metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
         "versions": versions,
     }

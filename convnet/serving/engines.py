@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.errors import ConvnetError
+from convnet.evaluation import TestTimeAugmentation
 from convnet.runs import MODEL_FILE, Run
 
 ENGINES = ("keras", "onnx")
@@ -32,20 +33,20 @@ class Engine:
 
     name = "engine"
 
-    def __init__(self, forward: Callable[[np.ndarray], np.ndarray], input_shape, flip_tta: bool):
+    def __init__(
+        self,
+        forward: Callable[[np.ndarray], np.ndarray],
+        input_shape,
+        tta: TestTimeAugmentation | None = None,
+    ):
         self._forward = forward
         self.input_shape = tuple(int(d) for d in input_shape)
-        self.flip_tta = flip_tta
+        self.tta = tta or TestTimeAugmentation()
         self.num_classes = int(self._forward(np.zeros((1, *self.input_shape), np.uint8)).shape[1])
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a batch, averaged with the mirror images when the run used flip TTA."""
-        x = np.ascontiguousarray(x, dtype=np.uint8)
-        probabilities = self._forward(x)
-        if self.flip_tta:  # the same averaging as `convnet.evaluation.predict_proba`
-            mirrored = np.ascontiguousarray(x[:, :, ::-1])
-            probabilities = (probabilities + self._forward(mirrored)) / 2
-        return probabilities
+        """Probabilities for a batch, averaged over the views the run's TTA settings ask for."""
+        return self.tta.average(self._forward, np.asarray(x, dtype=np.uint8))
 
 
 class KerasEngine(Engine):
@@ -53,7 +54,7 @@ class KerasEngine(Engine):
 
     name = "keras"
 
-    def __init__(self, model, flip_tta: bool = False):
+    def __init__(self, model, tta: TestTimeAugmentation | None = None):
         import keras
 
         if keras.backend.backend() == "tensorflow":
@@ -69,7 +70,7 @@ class KerasEngine(Engine):
             def forward(x):
                 return np.asarray(model.predict_on_batch(x))
 
-        super().__init__(forward, model.input_shape[1:], flip_tta)
+        super().__init__(forward, model.input_shape[1:], tta)
 
 
 class OnnxEngine(Engine):
@@ -81,7 +82,7 @@ class OnnxEngine(Engine):
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, flip_tta: bool = False, threads: int = 1):
+    def __init__(self, path: str | Path, tta: TestTimeAugmentation | None = None, threads: int = 1):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -93,7 +94,7 @@ class OnnxEngine(Engine):
         def forward(x):
             return session.run(None, {feed.name: x})[0]
 
-        super().__init__(forward, feed.shape[1:], flip_tta)
+        super().__init__(forward, feed.shape[1:], tta)
 
 
 def load_engine(run: Run, engine: str = "keras") -> Engine:
@@ -106,19 +107,19 @@ def load_engine(run: Run, engine: str = "keras") -> Engine:
         ConvnetError: an unknown engine name.
         RunError: the run has no model.
     """
-    flip_tta = bool(run.config().get("flip_tta", False))
+    tta = TestTimeAugmentation.of(run.config())
     if engine == "keras":
-        return KerasEngine(run.load_model(), flip_tta)
+        return KerasEngine(run.load_model(), tta)
     if engine != "onnx":
         raise ConvnetError(f"Unknown engine {engine!r}; expected one of {list(ENGINES)}.")
     onnx_file = run.path / "model.onnx"
     keras_file = run.path / MODEL_FILE
     if onnx_file.is_file() and onnx_file.stat().st_mtime >= keras_file.stat().st_mtime:
-        return OnnxEngine(onnx_file, flip_tta)
+        return OnnxEngine(onnx_file, tta)
     from convnet.export import export_model
 
     with tempfile.TemporaryDirectory(prefix="convnet-onnx-") as tmp:
-        return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"), flip_tta)
+        return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"), tta)
 
 
 class MicroBatcher:

@@ -18,7 +18,7 @@ from convnet.config import TrainConfig, make_config
 from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
-from convnet.evaluation import predict_proba, test_metrics
+from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.models.registry import Recipe, create_model, float32_model, resolve_precision
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
@@ -173,7 +173,8 @@ def train(
     fit_seconds = time.perf_counter() - fit_started
     model = float32_model(context.finish(model), config.preset)
     _save_model(model, run_dir)
-    probabilities = predict_proba(model, test.x, flip_tta=recipe.flip_tta)
+    tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
+    probabilities = predict_proba(model, test.x, tta=tta)
     metrics = test_metrics(test, probabilities)
     wall = time.perf_counter() - started
     metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
