@@ -126,7 +126,7 @@ class Run:
         """
         import keras
 
-        import convnet.models.layers  # noqa: F401  (registers convnet's layers for loading)
+        import convnet.models.layers  # noqa: F401  (for models saved before they were plain Keras)
 
         path = self.path / MODEL_FILE
         if not path.is_file():

@@ -14,8 +14,9 @@ class FusedBatchNormalization(layers.BatchNormalization):
     the activations. On the TensorFlow backend, the fused op (oneDNN's batch-norm primitive) does
     it in one. Measured on 2 CPU cores (`python -m bench.step_time`), the `best` net's training
     step went from 396 to 306 ms in float32 and to 126 ms with bfloat16 compute. Inference,
-    other backends (JAX) and other shapes use the parent's code, and the variables and saved
-    config are the parent's.
+    other backends (JAX) and other shapes use the parent's code, and the variables and config
+    are the parent's: the model a run saves has Keras' own layer in its place
+    (`convnet.models.registry.portable_model`).
     """
 
     def call(self, inputs, training=None, mask=None):

@@ -136,14 +136,24 @@ def create_model(
         keras.config.set_dtype_policy(previous)
 
 
-def float32_model(model, name: str):
-    """`model` (preset `name`) with float32 compute, sharing its weights' values.
+def portable_model(model):
+    """`model` as it is saved: float32 compute and Keras' own layers, with the same weights.
 
     Mixed-precision weights are float32 already; only the compute dtype changes, so the saved
-    model predicts, serves and exports in float32 like every other preset.
+    model predicts, serves and exports in float32 like every other preset. convnet's
+    FusedBatchNormalization becomes Keras' BatchNormalization (the same config and variables;
+    only training differs), so `keras.saving.load_model` reads the file without convnet.
     """
-    if all(layer.dtype_policy.name == "float32" for layer in model.layers):
-        return model
-    copy = create_model(name, model.input_shape[1:], model.output_shape[-1])
+    import keras
+
+    from convnet.models.layers import FusedBatchNormalization
+
+    def plain_float32(layer):
+        kind = type(layer)
+        if isinstance(layer, FusedBatchNormalization):
+            kind = keras.layers.BatchNormalization
+        return kind.from_config(layer.get_config() | {"dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=plain_float32)
     copy.set_weights(model.get_weights())
     return copy

@@ -19,7 +19,7 @@ from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
 from convnet.errors import RunError
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
-from convnet.models.registry import Recipe, create_model, float32_model, resolve_precision
+from convnet.models.registry import Recipe, create_model, portable_model, resolve_precision
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
 from convnet.training import distributed
@@ -171,7 +171,7 @@ def train(
                 shuffle=False,  # `train_batches` shuffles
             )
     fit_seconds = time.perf_counter() - fit_started
-    model = float32_model(context.finish(model), config.preset)
+    model = portable_model(context.finish(model))
     _save_model(model, run_dir)
     tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
     probabilities = predict_proba(model, test.x, tta=tta)
