@@ -45,14 +45,22 @@ class TestTimeAugmentation:
             if self.flip:
                 yield np.ascontiguousarray(view[:, :, ::-1])
 
-    def average(self, forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray) -> np.ndarray:
-        """The mean of `forward` (uint8 images -> probabilities) over the views of `x`."""
-        total, count = None, 0
-        for view in self.views(x):
-            probabilities = forward(view)
-            total = probabilities if total is None else total + probabilities
-            count += 1
-        return total / count
+    def average(
+        self, forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, chunk: int = 1024
+    ) -> np.ndarray:
+        """The mean of `forward` (uint8 images -> probabilities) over the views of `x`.
+
+        The views of each `chunk` images go through `forward` in one call: a server request of
+        one image is one model call, not 18.
+        """
+        means = []
+        for start in range(0, max(len(x), 1), chunk):  # an empty `x` still gets (0, K)
+            images = x[start : start + chunk]
+            views = list(self.views(images))
+            probabilities = forward(np.concatenate(views))
+            shape = (len(views), len(images), probabilities.shape[-1])
+            means.append(probabilities.reshape(shape).mean(axis=0))
+        return np.concatenate(means)
 
 
 def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
