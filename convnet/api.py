@@ -56,11 +56,18 @@ def train(
     return fit(config, command=command, verbose=verbose)
 
 
-def evaluate(run: str | Path, test: str | None = None, unsafe: bool = False) -> dict:
+def evaluate(
+    run: str | Path, test: str | None = None, unsafe: bool = False, tta: bool = True
+) -> dict:
     """Test loss and accuracy of a run's model, on its own test set or on `test`.
 
-    The result is saved as the run's `metrics.json` when it is the run's own test set.
-    `unsafe` loads a model that carries Python code (Lambda layers); only for trusted files.
+    The result is saved as the run's `metrics.json` when it is the run's own test set, scored
+    as the run scores it. `tta=False` scores one pass per image, ignoring the run's test-time
+    augmentation (`flip_tta`, `shift_tta`); `unsafe` loads a model that carries Python code
+    (Lambda layers), only for trusted files.
+
+    Returns:
+        {"test_loss", "test_accuracy", "test_examples", "test_data", "tta_views"}.
     """
     from convnet.evaluation import TestTimeAugmentation
     from convnet.evaluation import evaluate as score
@@ -69,18 +76,24 @@ def evaluate(run: str | Path, test: str | None = None, unsafe: bool = False) -> 
     config = run.config()
     _, test_set = run.load_data(test)
     model = run.load_model(safe_mode=not unsafe)
-    metrics = score(model, test_set, tta=TestTimeAugmentation.of(config))
-    if test is None:
+    views = TestTimeAugmentation.of(config) if tta else TestTimeAugmentation()
+    metrics = score(model, test_set, tta=views) | {"tta_views": views.count}
+    if test is None and tta:
         run.write_json("metrics.json", run.read_json("metrics.json") | metrics)
     return metrics
 
 
 def predict(
-    run: str | Path, files: list[str | Path], top_k: int = 3, unsafe: bool = False
+    run: str | Path,
+    files: list[str | Path],
+    top_k: int = 3,
+    unsafe: bool = False,
+    tta: bool = True,
 ) -> list[dict]:
     """Classifies image, .npy or CSV files with a run's model.
 
-    `unsafe` loads a model that carries Python code (Lambda layers); only for trusted files.
+    `tta=False` makes one model pass per image, ignoring the run's test-time augmentation;
+    `unsafe` loads a model that carries Python code (Lambda layers), only for trusted files.
 
     Returns:
         One dict per input: {"file", "class", "probability", "top": [{"class", "probability"}]}.
@@ -92,7 +105,8 @@ def predict(
     model = run.load_model(safe_mode=not unsafe)
     data = run.read_json("manifest.json").get("data", {})
     names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
-    probabilities = predict_proba(model, x, tta=TestTimeAugmentation.of(run.config()))
+    views = TestTimeAugmentation.of(run.config()) if tta else TestTimeAugmentation()
+    probabilities = predict_proba(model, x, tta=views)
     return [
         top_classes(name, p, data.get("class_names"), top_k)
         for name, p in zip(names, probabilities, strict=True)

@@ -69,6 +69,15 @@ def _add_json_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON document")
 
 
+def _add_no_tta_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-tta",
+        dest="tta",
+        action="store_false",
+        help="one model pass per image: ignore the run's flip_tta and shift_tta",
+    )
+
+
 def _add_run_commands(commands) -> None:
     """train, evaluate, predict, runs."""
     train = commands.add_parser("train", help="train a preset and write a run folder")
@@ -86,6 +95,7 @@ def _add_run_commands(commands) -> None:
     evaluate.add_argument("run")
     evaluate.add_argument("--test", help="another test set (default: the run's own)")
     _add_json_flag(evaluate)
+    _add_no_tta_flag(evaluate)
     evaluate.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
     predict = commands.add_parser("predict", help="classify images, .npy or CSV files")
@@ -94,6 +104,7 @@ def _add_run_commands(commands) -> None:
     predict.add_argument("files", nargs="+")
     predict.add_argument("--top-k", type=int, default=3)
     _add_json_flag(predict)
+    _add_no_tta_flag(predict)
     predict.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
     runs = commands.add_parser("runs", help="list run folders: status, preset, accuracy, date")
@@ -213,18 +224,20 @@ def _train(args) -> None:
 
 
 def _evaluate(args) -> None:
-    metrics = api.evaluate(args.run, args.test, unsafe=args.unsafe)
+    metrics = api.evaluate(args.run, args.test, unsafe=args.unsafe, tta=args.tta)
     if args.json:
         print(json.dumps(metrics))
     else:
+        views = metrics["tta_views"]
         print(
             f"test loss {metrics['test_loss']:.4f}, test accuracy {metrics['test_accuracy']:.4f} "
             f"on {metrics['test_examples']} examples of {metrics['test_data']}"
+            + (f" ({views} views per image)" if views > 1 else "")
         )
 
 
 def _predict(args) -> None:
-    results = api.predict(args.run, args.files, top_k=args.top_k, unsafe=args.unsafe)
+    results = api.predict(args.run, args.files, top_k=args.top_k, unsafe=args.unsafe, tta=args.tta)
     if args.json:
         print(json.dumps(results))
         return

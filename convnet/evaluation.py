@@ -36,6 +36,11 @@ class TestTimeAugmentation:
         """The views a run's config (`flip_tta`, `shift_tta`) asks for."""
         return cls(bool(settings.get("flip_tta", False)), int(settings.get("shift_tta", 0)))
 
+    @property
+    def count(self) -> int:
+        """How many views of each image there are: 1 when nothing is augmented."""
+        return (2 * self.shift + 1) ** 2 * (2 if self.flip else 1)
+
     def views(self, x: np.ndarray) -> Iterator[np.ndarray]:
         """Each view of the uint8 batch `x` (N, H, W, C), as a C-contiguous array."""
         offsets = range(-self.shift, self.shift + 1)

@@ -52,7 +52,19 @@ def test_run_folder_that_is_not_empty_is_refused(tmp_path, tiny_npz):
 def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     run = tmp_path / "run"
     result = run_cli(
-        "train", "--train", tiny_npz, "--epochs", "2", "--batch-size", "32", "--json", "--out", run
+        "train",
+        "--train",
+        tiny_npz,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "32",
+        "--flip-tta",
+        "--shift-tta",
+        "1",
+        "--json",
+        "--out",
+        run,
     )
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -73,7 +85,15 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
 
     evaluated = run_cli("evaluate", run, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
-    assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert metrics["tta_views"] == 18  # flip x a 3x3 grid of 1-pixel shifts
+    one_pass = run_cli("evaluate", run, "--no-tta", "--json")
+    assert one_pass.returncode == 0, one_pass.stderr
+    assert json.loads(one_pass.stdout)["tta_views"] == 1
+    assert json.loads(one_pass.stdout)["test_loss"] != pytest.approx(metrics["test_loss"])
+    saved = json.loads((run / "metrics.json").read_text())  # still the run's own scoring
+    assert (saved["tta_views"], saved["test_loss"]) == (18, pytest.approx(metrics["test_loss"]))
 
     images = make_images(3, seed=9)
     png = tmp_path / "one.png"
@@ -89,6 +109,16 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     ]
     assert [r["class"] for r in results] == [f"bar{k}" for k in images.y]
     assert all(len(r["top"]) == 2 and r["top"][0]["class"] == r["class"] for r in results)
+
+    import keras
+
+    untransformed = run_cli("predict", run, tmp_path / "two.npy", "--no-tta", "--json")
+    assert untransformed.returncode == 0, untransformed.stderr
+    model = keras.saving.load_model(run / "model.keras")
+    expected = model.predict(images.x[1:], verbose=0).max(axis=1)
+    found = [r["probability"] for r in json.loads(untransformed.stdout)]
+    np.testing.assert_allclose(found, expected, rtol=1e-4)
+    assert found != pytest.approx([r["probability"] for r in results[1:]])
 
 
 def test_predict_refuses_unknown_file_types(tmp_path, trained_run):
