@@ -143,9 +143,7 @@ def _add_report_commands(commands) -> None:
     report.add_argument("run")
 
     compare = commands.add_parser("compare", help="one HTML page comparing several runs")
-    compare.set_defaults(
-        handler=lambda args: print(f"comparison: {api.compare(args.runs, args.out)}")
-    )
+    compare.set_defaults(handler=_compare)
     compare.add_argument("runs", nargs="+", metavar="RUN")
     compare.add_argument("--out", default="compare.html", help="HTML file (default: compare.html)")
 
@@ -247,6 +245,14 @@ def _predict(args) -> None:
             f"{result['file']}: {result['class']} {result['probability']:.3f}"
             + (f"  ({others})" if others else "")
         )
+
+
+def _compare(args) -> None:
+    from convnet.reports.report import data_differences
+
+    print(f"comparison: {api.compare(args.runs, args.out)}")
+    for line in data_differences(args.runs):  # also at the top of the page's metrics
+        print(f"convnet: warning: {line}", file=sys.stderr)
 
 
 def _lr_find(args) -> None:

@@ -16,6 +16,7 @@ from convnet.cli import main
 from convnet.errors import ConfigError, RunError
 from convnet.evaluation import calibration, top_losses
 from convnet.reports import plots
+from convnet.reports.report import data_differences
 
 PLOTS = (
     "learning_curves.png",
@@ -119,6 +120,23 @@ def test_compare_overlays_runs(trained_run, tmp_path, browser, artifacts):
     assert len(found["widths"]) == 1 and found["widths"][0] > 0
     assert trained_run.name in found["text"] and "other-run" in found["text"]
     assert "Test accuracy" in found["text"] and "0.5000" in found["text"]
+    assert "not trained on the same data" not in found["text"]
+
+
+def test_compare_warns_when_runs_saw_different_data(trained_run, tmp_path):
+    other = shutil.copytree(trained_run, tmp_path / "other-run")
+    manifest = json.loads((other / "manifest.json").read_text())
+    manifest["data"]["test"] |= {"source": "/data/shifted.npz", "sha256": "ab" * 32}
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    ours = json.loads((trained_run / "manifest.json").read_text())["data"]["test"]["sha256"]
+    assert data_differences([trained_run, other]) == [
+        f"The runs were not tested on the same data: {trained_run.name} on bars.npz:test "
+        f"(sha256 {ours[:12]}); other-run on shifted.npz (sha256 abababababab)."
+    ]
+    result = run_cli("compare", trained_run, other, "--out", tmp_path / "c.html")
+    assert result.returncode == 0, result.stderr
+    assert "convnet: warning: The runs were not tested on the same data" in result.stderr
+    assert 'class="warning"' in (tmp_path / "c.html").read_text()
 
 
 def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):

@@ -24,6 +24,8 @@ section { background: #fff; border: 1px solid var(--line); border-radius: 8px;
 h2 { font-size: 20px; font-weight: 600; margin: 14px 0 10px; }
 h3 { font-size: 16px; font-weight: 600; margin: 18px 0 8px; }
 .note { color: var(--muted); margin: 0 0 12px; max-width: 80ch; }
+.warning { background: #fff4e5; border-left: 4px solid #d97706; padding: 8px 12px;
+           margin: 0 0 12px; max-width: 100ch; }
 .cards { display: flex; flex-wrap: wrap; gap: 14px; margin: 20px 0 0; }
 .card { background: #fff; border: 1px solid var(--line); border-radius: 8px;
         padding: 12px 18px; min-width: 150px; }
@@ -125,6 +127,11 @@ def _cell(value, numeric: bool) -> str:
     else:
         text = escape("" if value is None else str(value))
     return f'<td class="num">{text}</td>' if numeric else f"<td>{text}</td>"
+
+
+def warning(text: str) -> str:
+    """A highlighted paragraph for something the reader must not miss."""
+    return f'<p class="warning">{escape(text)}</p>'
 
 
 def bar(fraction: float, text: str, width_px: int = 80) -> Raw:

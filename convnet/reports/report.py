@@ -230,13 +230,46 @@ def write_compare(runs: list[str | Path], out: str | Path = "compare.html") -> P
     }
     with tempfile.TemporaryDirectory() as tmp:
         curves = html.image(plots.compare_curves(histories, Path(tmp) / "c.png"), "Curves")
+    warnings = "".join(html.warning(line) for line in data_differences(runs))
     sections = [
         ("curves", "Learning curves", curves),
-        ("metrics", "Final metrics and timings", _compare_table(folders, labels, histories)),
+        (
+            "metrics",
+            "Final metrics and timings",
+            warnings + _compare_table(folders, labels, histories),
+        ),
     ]
     title = f"Comparison of {len(folders)} runs"
     page = html.page(title, ", ".join(str(run.path) for run in folders), sections)
     return write_atomic(out, page)
+
+
+def data_differences(runs: list[str | Path]) -> list[str]:
+    """One line for each of the training and test data that is not the same in all `runs`.
+
+    Data is the same when the file's SHA-256 (from the run's manifest) and, for training data,
+    the `limit` on examples match. Empty when every run saw the same data, so their metrics
+    can be compared.
+    """
+    folders = [Run(path) for path in runs]
+    labels = _labels([run.path for run in folders])
+    lines = []
+    for part, verb in (("train", "trained"), ("test", "tested")):
+        groups: dict[tuple, list[str]] = {}
+        for label, run in zip(labels, folders, strict=True):
+            data = run.read_json("manifest.json").get("data", {}).get(part, {})
+            limit = run.config().get("limit") if part == "train" else None
+            key = (data.get("source"), data.get("sha256"), limit)
+            groups.setdefault(key, []).append(label)
+        if len(groups) > 1:
+            uses = "; ".join(
+                f"{', '.join(names)} on {Path(source or '?').name}"
+                + (f" (sha256 {sha[:12]})" if sha else "")
+                + (f", first {limit} examples" if limit else "")
+                for (source, sha, limit), names in groups.items()
+            )
+            lines.append(f"The runs were not {verb} on the same data: {uses}.")
+    return lines
 
 
 def _labels(paths: list[Path]) -> list[str]:
