@@ -118,7 +118,11 @@ def best(input_shape, num_classes):
     inputs = pixels_input(input_shape)
     x = layers.Rescaling(1 / 255)(inputs)
     # Augmentation inside the model: active in fit, a no-op in predict, serve and export.
-    x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant")(x)
+    # Whole-pixel shifts ("nearest"): Keras' default bilinear interpolation blurs every shifted
+    # image, which test images never are. Validation accuracy at the last epoch, seeds 0 and 1:
+    # 0.9483 and 0.9450 against 0.9425 and 0.9415 for the same seeds interpolating
+    # (session 3's benchmark).
+    x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant", interpolation="nearest")(x)
     x = layers.RandomFlip("horizontal")(x)
     x = conv_bn(x, 32, pool="valid")  # 14x14
     x = conv_bn(x, 96)
