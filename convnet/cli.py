@@ -9,7 +9,7 @@ import types
 import typing
 
 from convnet import api
-from convnet.config import TrainConfig, config_fields, load_config
+from convnet.config import TRAINING_ONLY, TrainConfig, config_fields, load_config
 from convnet.errors import ConvnetError
 from convnet.models.registry import Recipe
 from convnet.training import distributed
@@ -22,10 +22,12 @@ def _flag_type(field) -> type:
     return next(k for k in kinds if k is not type(None))
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per config and recipe field, kebab-case; only flags given are applied."""
+def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    """One flag per config and recipe field but `skip`, kebab-case; only flags given apply."""
     parser.add_argument("--config", help="YAML file of settings (flags override it)")
     for field in config_fields():
+        if field.name in skip:
+            continue
         kind = _flag_type(field)
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help") or f"recipe: {field.name} (default: the preset's)"
@@ -151,7 +153,7 @@ def _add_report_commands(commands) -> None:
         "lr-find", help="learning-rate range test: plot loss against rate"
     )
     lr_find.set_defaults(handler=_lr_find)
-    _add_config_flags(lr_find)
+    _add_config_flags(lr_find, skip=TRAINING_ONLY)
     lr_find.add_argument(
         "--plot", default="lr_find.png", help="PNG to write (default: lr_find.png)"
     )

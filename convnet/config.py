@@ -87,6 +87,28 @@ class TrainConfig:
         return values | dataclasses.asdict(self.recipe())
 
 
+# Settings only a training run uses: where to write it, how long and at what rates to train,
+# what to keep and how to predict, and the distributed topology. `lr-find` runs one fresh model
+# in one process at rates of its own and writes no run, so it offers no flags for these; in a
+# config file they are ignored, so a training config can be reused as it is.
+TRAINING_ONLY = (
+    "out",
+    "epochs",
+    "learning_rate",
+    "schedule",
+    "warmup_epochs",
+    "restore_best",
+    "flip_tta",
+    "shift_tta",
+    "backend",
+    "devices",
+    "num_processes",
+    "process_id",
+    "coordinator",
+    "join_timeout",
+)
+
+
 def config_fields() -> list[dataclasses.Field]:
     """Every settable field, config first, then recipe: the flags the CLI offers."""
     own = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]

@@ -168,6 +168,11 @@ def test_lr_find_command(tiny_npz, tmp_path, artifacts):
     shutil.copy(plot, artifacts / "lr_find.png")
 
 
+def test_lr_find_offers_no_flags_it_would_ignore():
+    result = run_cli("lr-find", "--epochs", "3")
+    assert result.returncode == 2 and "unrecognized arguments: --epochs 3" in result.stderr
+
+
 def test_lr_find_checks_its_range():
     with pytest.raises(ConfigError, match="steps >= 2 and 0 < min_lr < max_lr"):
         api.lr_find(steps=10, min_lr=1.0, max_lr=0.1)

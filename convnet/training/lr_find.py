@@ -15,7 +15,7 @@ import numpy as np
 
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
-from convnet.models.registry import get_preset
+from convnet.models.registry import create_model
 from convnet.training.trainer import load_data, make_optimizer, one_hot
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
@@ -30,8 +30,8 @@ def lr_range_test(
     """Trains a fresh model of `config.preset` with an exponentially increasing learning rate.
 
     Args:
-        config: the data, preset and recipe (optimizer, batch size, label smoothing) to test;
-            epochs and schedule are ignored.
+        config: the data, preset and recipe (optimizer, batch size, weight decay, label
+            smoothing, precision) to test; its `TRAINING_ONLY` settings are ignored.
         steps: batches to run at most (defaults to 200).
         min_lr: the first learning rate (defaults to 1e-7).
         max_lr: the last learning rate (defaults to 10).
@@ -52,7 +52,9 @@ def lr_range_test(
     recipe = dataclasses.replace(config.recipe(), schedule="constant", learning_rate=min_lr)
     _, _, train_set, _ = load_data(config)  # the very examples `train` would fit on
     keras.utils.set_random_seed(config.seed)
-    model = get_preset(config.preset).build(train_set.image_shape, train_set.num_classes)
+    model = create_model(
+        config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
+    )
     model.compile(
         optimizer=make_optimizer(recipe, 1),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
