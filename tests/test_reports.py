@@ -168,6 +168,18 @@ def test_lr_find_command(tiny_npz, tmp_path, artifacts):
     shutil.copy(plot, artifacts / "lr_find.png")
 
 
+def test_lr_find_applies_deterministic(tiny_npz, tmp_path, monkeypatch):
+    import tensorflow as tf
+
+    calls = []  # recorded, not applied: op determinism would stay on for the whole session
+    monkeypatch.setattr(tf.config.experimental, "enable_op_determinism", lambda: calls.append(1))
+    settings = {"train": str(tiny_npz), "batch_size": 32, "plot": tmp_path / "lr.png"}
+    api.lr_find(steps=5, **settings)
+    assert calls == []
+    api.lr_find(steps=5, deterministic=True, **settings)
+    assert calls == [1]
+
+
 def test_lr_find_offers_no_flags_it_would_ignore():
     result = run_cli("lr-find", "--epochs", "3")
     assert result.returncode == 2 and "unrecognized arguments: --epochs 3" in result.stderr

@@ -16,7 +16,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
 from convnet.models.registry import create_model
-from convnet.training.trainer import load_data, make_optimizer, one_hot
+from convnet.training.trainer import load_data, make_optimizer, one_hot, seed_everything
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
 # Stop once the smoothed loss exceeds this multiple of its minimum. fastai uses 4, but Keras clips
@@ -31,7 +31,8 @@ def lr_range_test(
 
     Args:
         config: the data, preset and recipe (optimizer, batch size, weight decay, label
-            smoothing, precision) to test; its `TRAINING_ONLY` settings are ignored.
+            smoothing, precision), seed and `deterministic` to test; its `TRAINING_ONLY` settings
+            are ignored.
         steps: batches to run at most (defaults to 200).
         min_lr: the first learning rate (defaults to 1e-7).
         max_lr: the last learning rate (defaults to 10).
@@ -51,7 +52,7 @@ def lr_range_test(
         )
     recipe = dataclasses.replace(config.recipe(), schedule="constant", learning_rate=min_lr)
     _, _, train_set, _ = load_data(config)  # the very examples `train` would fit on
-    keras.utils.set_random_seed(config.seed)
+    seed_everything(config)
     model = create_model(
         config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
     )

@@ -141,7 +141,7 @@ def train(
         run = _begin_run(run_dir, config, command, train_all, test)
     context.record(run)
 
-    _seed(config)
+    seed_everything(config)
     model = create_model(
         config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
     )
@@ -328,7 +328,7 @@ def _set_status(run: Run, status: str, **extra) -> None:
         run.write_json("manifest.json", run.read_json("manifest.json") | {"status": status} | extra)
 
 
-def _seed(config: TrainConfig) -> None:
+def seed_everything(config: TrainConfig) -> None:
     """Seeds Python, NumPy and the backend; with `deterministic`, also makes TF ops repeatable."""
     keras.utils.set_random_seed(config.seed)
     if config.deterministic and keras.backend.backend() == "tensorflow":
