@@ -76,7 +76,7 @@ def evaluate(
     config = run.config()
     _, test_set = run.load_data(test)
     model = run.load_model(safe_mode=not unsafe)
-    views = TestTimeAugmentation.of(config) if tta else TestTimeAugmentation()
+    views = TestTimeAugmentation.of(config, enabled=tta)
     metrics = score(model, test_set, tta=views) | {"tta_views": views.count}
     if test is None and tta:
         run.write_json("metrics.json", run.read_json("metrics.json") | metrics)
@@ -105,7 +105,7 @@ def predict(
     model = run.load_model(safe_mode=not unsafe)
     data = run.read_json("manifest.json").get("data", {})
     names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
-    views = TestTimeAugmentation.of(run.config()) if tta else TestTimeAugmentation()
+    views = TestTimeAugmentation.of(run.config(), enabled=tta)
     probabilities = predict_proba(model, x, tta=views)
     return [
         top_classes(name, p, data.get("class_names"), top_k)

@@ -7,10 +7,11 @@ import json
 import sys
 import types
 import typing
+import warnings
 
 from convnet import api
 from convnet.config import TRAINING_ONLY, TrainConfig, config_fields, load_config
-from convnet.errors import ConvnetError
+from convnet.errors import ConvnetError, DataMismatchWarning
 from convnet.models.registry import Recipe
 from convnet.training import distributed
 
@@ -250,11 +251,13 @@ def _predict(args) -> None:
 
 
 def _compare(args) -> None:
-    from convnet.reports.report import data_differences
-
-    print(f"comparison: {api.compare(args.runs, args.out)}")
-    for line in data_differences(args.runs):  # also at the top of the page's metrics
-        print(f"convnet: warning: {line}", file=sys.stderr)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DataMismatchWarning)
+        path = api.compare(args.runs, args.out)
+    print(f"comparison: {path}")
+    for warning in caught:  # also at the top of the page's metrics
+        if issubclass(warning.category, DataMismatchWarning):
+            print(f"convnet: warning: {warning.message}", file=sys.stderr)
 
 
 def _lr_find(args) -> None:

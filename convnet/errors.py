@@ -1,4 +1,6 @@
-"""Errors a user can fix. The CLI prints their message on one line and exits 2."""
+"""Errors a user can fix (the CLI prints their message on one line and exits 2), and warnings
+(printed as `convnet: warning: ...`; the command goes on).
+"""
 
 
 class ConvnetError(Exception):
@@ -15,3 +17,7 @@ class ConfigError(ConvnetError, ValueError):
 
 class RunError(ConvnetError):
     """A run folder is missing, incomplete, or cannot be written."""
+
+
+class DataMismatchWarning(UserWarning):
+    """Runs compared side by side were not trained or tested on the same data."""

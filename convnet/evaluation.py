@@ -32,8 +32,11 @@ class TestTimeAugmentation:
     shift: int = 0
 
     @classmethod
-    def of(cls, settings: Mapping) -> TestTimeAugmentation:
-        """The views a run's config (`flip_tta`, `shift_tta`) asks for."""
+    def of(cls, settings: Mapping, enabled: bool = True) -> TestTimeAugmentation:
+        """The views a run's config (`flip_tta`, `shift_tta`) asks for; the image alone when
+        not `enabled`."""
+        if not enabled:
+            return cls()
         return cls(bool(settings.get("flip_tta", False)), int(settings.get("shift_tta", 0)))
 
     @property

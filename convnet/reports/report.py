@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convnet.data.dataset import Dataset
-from convnet.errors import RunError
+from convnet.errors import DataMismatchWarning, RunError
 from convnet.evaluation import TestTimeAugmentation, interpretation, predict_proba
 from convnet.reports import html, plots
 from convnet.runs import Run, write_atomic
@@ -230,13 +231,15 @@ def write_compare(runs: list[str | Path], out: str | Path = "compare.html") -> P
     }
     with tempfile.TemporaryDirectory() as tmp:
         curves = html.image(plots.compare_curves(histories, Path(tmp) / "c.png"), "Curves")
-    warnings = "".join(html.warning(line) for line in data_differences(runs))
+    differences = data_differences(runs)
+    for line in differences:
+        warnings.warn(line, DataMismatchWarning, stacklevel=2)
     sections = [
         ("curves", "Learning curves", curves),
         (
             "metrics",
             "Final metrics and timings",
-            warnings + _compare_table(folders, labels, histories),
+            "".join(map(html.warning, differences)) + _compare_table(folders, labels, histories),
         ),
     ]
     title = f"Comparison of {len(folders)} runs"
@@ -249,17 +252,18 @@ def data_differences(runs: list[str | Path]) -> list[str]:
 
     Data is the same when the file's SHA-256 (from the run's manifest) and, for training data,
     the `limit` on examples match. Empty when every run saw the same data, so their metrics
-    can be compared.
+    can be compared. `write_compare` also issues each line as a `DataMismatchWarning`.
     """
     folders = [Run(path) for path in runs]
     labels = _labels([run.path for run in folders])
+    data = [run.read_json("manifest.json").get("data", {}) for run in folders]
+    limits = [run.config().get("limit") for run in folders]
     lines = []
     for part, verb in (("train", "trained"), ("test", "tested")):
         groups: dict[tuple, list[str]] = {}
-        for label, run in zip(labels, folders, strict=True):
-            data = run.read_json("manifest.json").get("data", {}).get(part, {})
-            limit = run.config().get("limit") if part == "train" else None
-            key = (data.get("source"), data.get("sha256"), limit)
+        for label, used, limit in zip(labels, data, limits, strict=True):
+            source = used.get(part, {})
+            key = (source.get("source"), source.get("sha256"), limit if part == "train" else None)
             groups.setdefault(key, []).append(label)
         if len(groups) > 1:
             uses = "; ".join(
