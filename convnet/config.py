@@ -100,6 +100,7 @@ TRAINING_ONLY = (
     "restore_best",
     "flip_tta",
     "shift_tta",
+    "calibrate",
     "backend",
     "devices",
     "num_processes",

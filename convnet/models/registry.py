@@ -28,6 +28,9 @@ class Recipe:
         flip_tta: average predictions over the image and its horizontal mirror.
         shift_tta: also average over copies shifted by up to this many pixels each way (see
             `convnet.evaluation.TestTimeAugmentation`); 0 for none.
+        calibrate: after training, fit a temperature on the validation split that makes the
+            probabilities (averaged over the test-time views) match accuracy, and fold it into
+            the softmax layer (`convnet.training.calibration`).
         precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
             CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs with
             the TensorFlow backend and float32 elsewhere. The saved model is float32 either way.
@@ -45,6 +48,7 @@ class Recipe:
     restore_best: bool = False
     flip_tta: bool = False
     shift_tta: int = 0
+    calibrate: bool = False
     precision: str = "float32"
 
 

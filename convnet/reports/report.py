@@ -148,12 +148,22 @@ def _report_sections(
             "Calibration",
             '<p class="note">How far confidence matches accuracy. Bars below the diagonal mean '
             "over-confidence. The expected calibration error (ECE) is the mean gap, weighted by "
-            f"how many predictions fall in each bin: {found['calibration']['ece']:.4f}.</p>"
+            f"how many predictions fall in each bin: {found['calibration']['ece']:.4f}."
+            f"{_temperature_note(metrics)}</p>"
             + html.image(figures["reliability"], "Reliability diagram"),
         ),
         ("samples", "Training data", html.image(figures["samples"], "Training examples per class")),
         ("run", "Run details", _run_details(run, metrics, report_seconds)),
     ]
+
+
+def _temperature_note(metrics: dict) -> str:
+    if "temperature" not in metrics:
+        return ""
+    return (
+        " After training, the softmax layer's logits were divided by a temperature of "
+        f"{metrics['temperature']:.3f}, fitted on the validation split (temperature scaling)."
+    )
 
 
 def _per_class_tables(found: dict) -> str:

@@ -23,6 +23,7 @@ from convnet.models.registry import Recipe, create_model, portable_model, resolv
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, check_free_space, new_run_dir, write_yaml
 from convnet.training import distributed
+from convnet.training.calibration import calibrate, softmax_head
 from convnet.training.callbacks import (
     BACKUP_DIR,
     EpochBackup,
@@ -133,18 +134,20 @@ def train(
     context = distributed.setup(config, resume)
     run_dir = Path(config.out) if resume else new_run_dir(context.out(config.out), config.preset)
     with _removed_on_error(run_dir, enabled=not resume):
-        train_all, test, train_set, val_set = load_data(config)
-        train_set, val_set = context.shard(train_set), context.shard(val_set)
+        train_all, test, train_set, validation = load_data(config)
+        train_set, val_set = context.shard(train_set), context.shard(validation)
+        seed_everything(config)
+        model = create_model(
+            config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
+        )
+        if recipe.calibrate:
+            softmax_head(model)  # fails here, before training, if there is nothing to scale
     if resume:
         run = _resume_run(run_dir, config, command, train_all, test)
     else:
         run = _begin_run(run_dir, config, command, train_all, test)
     context.record(run)
 
-    seed_everything(config)
-    model = create_model(
-        config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
-    )
     batch_size = context.local_batch(recipe.batch_size)
     train_batches, steps = batches(train_set, batch_size, shuffle_seed=config.seed)
     val_batches, val_steps = batches(val_set, batch_size) if val_set is not None else (None, None)
@@ -172,10 +175,13 @@ def train(
             )
     fit_seconds = time.perf_counter() - fit_started
     model = portable_model(context.finish(model))
-    _save_model(model, run_dir)
     tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
+    calibrated = {}
+    if recipe.calibrate and validation is not None:
+        calibrated["temperature"] = calibrate(model, validation, tta)
+    _save_model(model, run_dir)
     probabilities = predict_proba(model, test.x, tta=tta)
-    metrics = test_metrics(test, probabilities)
+    metrics = test_metrics(test, probabilities) | calibrated
     wall = time.perf_counter() - started
     metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
     run.write_json("metrics.json", metrics)

@@ -1,0 +1,109 @@
+"""Temperature scaling: the fit, the folding into the softmax layer, and the training run."""
+
+from __future__ import annotations
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import log_softmax, softmax
+
+from convnet.data.dataset import Dataset
+from convnet.errors import ConfigError
+from convnet.evaluation import TestTimeAugmentation
+from convnet.models import registry
+from convnet.models.registry import Preset, Recipe
+from convnet.training.calibration import calibrate, fit_temperature
+
+ABC = ("a", "b", "c")
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 2.0])
+def test_fit_finds_the_temperature_that_drew_the_labels(true_temperature):
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 3.0, (20000, 5))
+    cumulative = softmax(logits / true_temperature, axis=1).cumsum(axis=1)
+    y = (rng.random((len(logits), 1)) > cumulative).sum(axis=1)  # one draw per row
+    fitted = fit_temperature(log_softmax(logits, axis=1)[None], y)
+    assert fitted == pytest.approx(true_temperature, rel=0.08)
+
+
+def test_views_are_tempered_before_they_are_averaged():
+    rng = np.random.default_rng(1)
+    views = log_softmax(rng.normal(0.0, 4.0, (2, 2000, 3)), axis=-1)
+    cumulative = softmax(views / 2.0, axis=-1).mean(axis=0).cumsum(axis=1)
+    y = (rng.random((2000, 1)) > cumulative).sum(axis=1)
+    fitted = fit_temperature(views, y)
+
+    def loss(t):  # the mean over views of the tempered probabilities, by hand
+        mean = softmax(views / t, axis=-1).mean(axis=0)
+        return -np.log(mean[np.arange(2000), y]).mean()
+
+    assert loss(fitted) < min(loss(fitted * 0.9), loss(fitted * 1.1), loss(1.0))
+
+
+def tiny_model(activation: str = "softmax") -> keras.Model:
+    inputs = keras.Input((4, 4, 1), dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    outputs = keras.layers.Dense(3, activation=activation, kernel_initializer="random_normal")(x)
+    model = keras.Model(inputs, outputs)
+    head = model.layers[-1]
+    head.kernel.assign(head.kernel * 20)  # sure of itself, and the labels are random
+    return model
+
+
+def test_calibrate_divides_the_logits_of_the_saved_layer():
+    rng = np.random.default_rng(2)
+    x = rng.integers(0, 256, (300, 4, 4, 1), np.uint8)
+    data = Dataset(x, rng.integers(0, 3, 300), ABC, "random")
+    model = tiny_model()
+    before = model.predict(data.x, verbose=0)
+
+    temperature = calibrate(model, data, TestTimeAugmentation(flip=True))
+
+    after = model.predict(data.x, verbose=0)
+    assert temperature > 1  # over-confident on random labels: the probabilities soften
+    expected = softmax(np.log(before.astype(np.float64)) / temperature, axis=1)
+    np.testing.assert_allclose(after, expected, atol=1e-5)
+    assert (after.argmax(axis=1) == before.argmax(axis=1)).all()
+    rows = np.arange(len(data.y))
+    assert -np.log(after[rows, data.y]).mean() < -np.log(before[rows, data.y]).mean()
+
+
+def test_calibrate_needs_a_softmax_layer_at_the_end():
+    data = Dataset(np.zeros((8, 4, 4, 1), np.uint8), np.arange(8) % 3, ABC, "zeros")
+    with pytest.raises(ConfigError, match="ends in Dense"):
+        calibrate(tiny_model(activation="linear"), data, TestTimeAugmentation())
+
+
+def test_a_calibrated_run_records_its_temperature_and_predicts_with_it(tmp_path, tiny_npz):
+    import convnet
+
+    result = convnet.train(
+        train=str(tiny_npz), epochs=2, batch_size=64, calibrate=True, out=str(tmp_path), verbose=0
+    )
+    metrics = json.loads((result.run / "metrics.json").read_text())
+    assert 0.05 < metrics["temperature"] < 20
+    report = (result.run / "report.html").read_text()
+    assert f"temperature of {metrics['temperature']:.3f}" in report
+    assert convnet.evaluate(result.run)["test_loss"] == pytest.approx(metrics["test_loss"])
+
+
+def logits_head(input_shape, num_classes):
+    inputs = keras.Input(input_shape, dtype="uint8")
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+    return keras.Model(inputs, keras.layers.Dense(num_classes)(x))
+
+
+def test_calibrating_a_model_without_softmax_fails_before_any_run_is_written(
+    tmp_path, tiny_npz, monkeypatch
+):
+    import convnet
+
+    preset = Preset("logits-head", logits_head, "ends in a linear layer", Recipe(val_split=0.2))
+    monkeypatch.setitem(registry._PRESETS, preset.name, preset)
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="calibrate needs"):
+        convnet.train(preset="logits-head", train=str(tiny_npz), calibrate=True, out=str(out))
+    assert not out.exists()
