@@ -137,6 +137,7 @@ def test_csv_not_square(tmp_path):
     [
         (4, 784, None, "line 4 has 784 columns; expected 785"),  # None: the cell is removed
         (3, 10, "abc", "line 3, column 'pixel10': 'abc' is not a pixel value"),
+        (3, 10, "\u00b2", "line 3, column 'pixel10': '\u00b2' is not a pixel value"),
         (6, 1, "256", "line 6, column 'pixel1': pixel 256 is out of range"),
         (6, 1, "-3", "line 6, column 'pixel1': pixel -3 is out of range"),
         (3, 0, "", "line 3, column 'label': missing label"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -187,7 +188,7 @@ def _raise_first_bad_row(path: Path, names: list[str], has_header: bool, label_i
                 text = cell.strip()
                 if j == label_index or not text:
                     continue
-                if not text.lstrip("-").isdigit():
+                if not re.fullmatch(r"-?[0-9]+", text):  # isdigit() also takes "²"
                     raise DataError(
                         f"{path}: line {line}, column {names[j]!r}: {cell!r} is not a pixel value; "
                         "expected an integer from 0 to 255."
