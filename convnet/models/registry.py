@@ -30,7 +30,8 @@ class Recipe:
             `convnet.evaluation.TestTimeAugmentation`); 0 for none.
         calibrate: after training, fit a temperature on the validation split that makes the
             probabilities (averaged over the test-time views) match accuracy, and fold it into
-            the softmax layer (`convnet.training.calibration`).
+            the softmax layer (`convnet.training.calibration`). Like restore_best, it is
+            skipped when val_split is 0.
         precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
             CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs with
             the TensorFlow backend and float32 elsewhere. The saved model is float32 either way.

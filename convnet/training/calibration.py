@@ -9,6 +9,7 @@ single view's ranking of the classes is unchanged.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from scipy.optimize import minimize_scalar
 from scipy.special import log_softmax, logsumexp
@@ -32,8 +33,6 @@ def calibrate(model, validation: Dataset, tta: TestTimeAugmentation) -> float:
     Raises:
         ConfigError: the model does not end in a Dense layer with a softmax.
     """
-    import keras
-
     head = softmax_head(model)
     features = keras.Model(model.inputs, head.input)
     kernel, bias = (np.asarray(w, np.float64) for w in (head.kernel, head.bias))
@@ -70,8 +69,6 @@ def fit_temperature(log_probabilities: np.ndarray, y: np.ndarray) -> float:
 
 def softmax_head(model):
     """The model's last layer, if it is a Dense layer with a softmax and a bias."""
-    import keras
-
     head = model.layers[-1]
     if not (
         isinstance(head, keras.layers.Dense)
