@@ -19,12 +19,17 @@ from convnet.training.calibration import calibrate, fit_temperature
 ABC = ("a", "b", "c")
 
 
+def draw_labels(probabilities: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One class drawn from each row of `probabilities`."""
+    cumulative = probabilities.cumsum(axis=1)
+    return (rng.random((len(probabilities), 1)) > cumulative).sum(axis=1)
+
+
 @pytest.mark.parametrize("true_temperature", [0.5, 2.0])
 def test_fit_finds_the_temperature_that_drew_the_labels(true_temperature):
     rng = np.random.default_rng(0)
     logits = rng.normal(0.0, 3.0, (20000, 5))
-    cumulative = softmax(logits / true_temperature, axis=1).cumsum(axis=1)
-    y = (rng.random((len(logits), 1)) > cumulative).sum(axis=1)  # one draw per row
+    y = draw_labels(softmax(logits / true_temperature, axis=1), rng)
     fitted = fit_temperature(log_softmax(logits, axis=1)[None], y)
     assert fitted == pytest.approx(true_temperature, rel=0.08)
 
@@ -32,8 +37,7 @@ def test_fit_finds_the_temperature_that_drew_the_labels(true_temperature):
 def test_views_are_tempered_before_they_are_averaged():
     rng = np.random.default_rng(1)
     views = log_softmax(rng.normal(0.0, 4.0, (2, 2000, 3)), axis=-1)
-    cumulative = softmax(views / 2.0, axis=-1).mean(axis=0).cumsum(axis=1)
-    y = (rng.random((2000, 1)) > cumulative).sum(axis=1)
+    y = draw_labels(softmax(views / 2.0, axis=-1).mean(axis=0), rng)
     fitted = fit_temperature(views, y)
 
     def loss(t):  # the mean over views of the tempered probabilities, by hand
