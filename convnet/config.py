@@ -94,6 +94,7 @@ class TrainConfig:
 TRAINING_ONLY = (
     "out",
     "epochs",
+    "time_budget",
     "learning_rate",
     "schedule",
     "warmup_epochs",

@@ -110,12 +110,12 @@ def test_trim_history_drops_later_and_torn_rows(tmp_path):
     path.write_text(
         "epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3.0,0.5\n2,4.5,0.4\n3,6.0,0.3\n4,7"  # torn
     )
-    assert trim_history(path, 2) == 3.0
+    assert trim_history(path, 2) == {"epoch": "1", "elapsed_seconds": "3.0", "loss": "0.5"}
     assert path.read_text() == "epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3.0,0.5\n"
     path.write_text("epoch,elapsed_seconds,loss\n0,1.5,0.9\n1,3")
-    assert trim_history(path, 5) == 1.5
+    assert trim_history(path, 5)["elapsed_seconds"] == "1.5"
     path.write_text("epo")  # killed while writing the header
-    assert trim_history(path, 1) == 0.0 and not path.exists()
+    assert trim_history(path, 1) == {} and not path.exists()
 
 
 def test_epoch_backup_keeps_one_complete_epoch(tmp_path):

@@ -15,7 +15,7 @@ class Recipe:
     """How a preset trains by default; any field can be overridden by the config.
 
     Attributes:
-        epochs: passes over the training data.
+        epochs: passes over the training data; with a time budget, the most it may make.
         batch_size: examples per step.
         optimizer: a Keras optimizer name ("rmsprop", "adam", "adamw", "sgd").
         learning_rate: peak learning rate; None keeps the optimizer's default.
@@ -32,6 +32,9 @@ class Recipe:
             probabilities (averaged over the test-time views) match accuracy, and fold it into
             the softmax layer (`convnet.training.calibration`). Like restore_best, it is
             skipped when val_split is 0.
+        time_budget: seconds of training (validation included) to fit the run into, or 0 for
+            none. As many epochs as fit, at most `epochs`, and the cosine schedule ends with
+            them (`convnet.training.callbacks.TimeBudget`).
         precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights, fast on
             CPUs with AMX or AVX-512 BF16); or "auto", which is mixed_bfloat16 on such CPUs with
             the TensorFlow backend and float32 elsewhere. The saved model is float32 either way.
@@ -50,6 +53,7 @@ class Recipe:
     flip_tta: bool = False
     shift_tta: int = 0
     calibrate: bool = False
+    time_budget: float = 0.0
     precision: str = "float32"
 
 

@@ -103,10 +103,18 @@ def _cards(metrics: dict, config: dict) -> str:
             ("Test loss", number("test_loss")),
             ("Macro F1", number("test_macro_f1")),
             ("Calibration error (ECE)", number("test_ece")),
-            ("Epochs", str(config.get("epochs", "n/a"))),
+            ("Epochs", _epochs(metrics, config)),
             ("Training time", f"{number('fit_seconds', 1)} s"),
         ]
     )
+
+
+def _epochs(metrics: dict, config: dict) -> str:
+    """Epochs trained; with a time budget, also the cap and the budget."""
+    trained = metrics.get("epochs", config.get("epochs", "n/a"))  # runs before the budget
+    if config.get("time_budget"):
+        return f"{trained} of {config.get('epochs')} in {config['time_budget']:.0f} s"
+    return str(trained)
 
 
 def _report_sections(

@@ -41,6 +41,88 @@ class EpochTimer(keras.callbacks.Callback):
             logs["elapsed_seconds"] = self.initial_elapsed + now - self._train_start
 
 
+class TimeBudget(keras.callbacks.Callback):
+    """Fits training into a budget of wall-clock seconds: as many epochs as fit, at most a cap.
+
+    The plan is made once the pace of an epoch that did not compile the training step is known
+    (the end of the second epoch): the epochs done, plus as many more as fit in the rest of the
+    budget at that pace. A cosine schedule is refitted to end with the plan, and the training
+    step rebuilt, since it holds the schedule's length as a constant. After that the plan is
+    only ever shortened, at the mean pace of the last 3 epochs (a machine that slows down), so
+    the learning rate never climbs back. With 2 epochs of warm-up, as `best` has, the first plan
+    is in force before the decay begins. Training stops when the plan is done, or at the first
+    batch past the budget if an epoch runs long. Each epoch's logs get `planned_epochs`: place
+    it before `CSVLogger`, so a resumed run continues the plan it had.
+
+    Args:
+        seconds: the budget, from the start of `fit`, validation and backups included.
+        max_epochs: the cap (the recipe's `epochs`).
+        steps_per_epoch: training steps in one epoch.
+        schedule: the optimizer's `CosineDecay`, to refit; None for a constant learning rate.
+        elapsed: seconds already spent, when a run resumes.
+        planned: the plan a resumed run had.
+    """
+
+    def __init__(
+        self,
+        seconds: float,
+        max_epochs: int,
+        steps_per_epoch: int,
+        schedule: keras.optimizers.schedules.CosineDecay | None = None,
+        elapsed: float = 0.0,
+        planned: int | None = None,
+    ):
+        super().__init__()
+        self.seconds = seconds
+        self.max_epochs = max_epochs
+        self.steps_per_epoch = steps_per_epoch
+        self.schedule = schedule
+        self.initial_elapsed = elapsed
+        self.planned = planned or max_epochs
+        self._has_plan = planned is not None
+        self._paces: list[float] = []
+
+    def on_train_begin(self, logs=None):
+        self._start = self._epoch_end = time.perf_counter()
+        if self._has_plan:  # resumed: the schedule ends with the plan, as it did
+            self._refit_schedule(self.planned)
+        self._compiling = True  # the first epoch compiles the training step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self._spent() > self.seconds:
+            self.model.stop_training = True
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.perf_counter()
+        if not self._compiling:
+            self._paces.append(now - self._epoch_end)
+        self._epoch_end, self._compiling = now, False
+        done = epoch + 1
+        if self._paces:
+            pace = sum(self._paces[-3:]) / len(self._paces[-3:])
+            plan = min(self.max_epochs, done + int((self.seconds - self._spent()) // pace))
+            if self._has_plan:
+                plan = min(plan, self.planned)
+            if plan != self.planned and plan > done:
+                self._refit_schedule(plan)
+            self.planned, self._has_plan = max(plan, done), True
+        if logs is not None:
+            logs["planned_epochs"] = self.planned
+        if done >= self.planned or self._spent() > self.seconds:
+            self.model.stop_training = True
+
+    def _spent(self) -> float:
+        return self.initial_elapsed + time.perf_counter() - self._start
+
+    def _refit_schedule(self, epochs: int) -> None:
+        if self.schedule is None:
+            return
+        total = epochs * self.steps_per_epoch
+        self.schedule.decay_steps = max(total - self.schedule.warmup_steps, 1)
+        self.model.make_train_function(force=True)
+        self._compiling = True
+
+
 BACKUP_DIR = "backup"
 _STATE_FILE = "state.json"
 
@@ -96,19 +178,20 @@ def restore_backup(model: keras.Model, backup_dir: str | Path) -> int:
     return int(state["epoch"])
 
 
-def trim_history(path: str | Path, epochs: int) -> float:
+def trim_history(path: str | Path, epochs: int) -> dict[str, str]:
     """Keeps the rows of a CSVLogger file for epochs before `epochs`, dropping later or torn ones.
 
     Returns:
-        The `elapsed_seconds` of the last kept row (0.0 if none), to continue the clock from.
+        The last kept row, field by field ({} if none): a resumed run continues its clock
+        (`elapsed_seconds`) and time budget plan (`planned_epochs`) from it.
     """
     path = Path(path)
     lines = path.read_text().splitlines(keepends=True) if path.is_file() else []
     if not lines or not lines[0].endswith("\n"):
         path.unlink(missing_ok=True)  # no complete header: CSVLogger writes a fresh one
-        return 0.0
+        return {}
     fields = next(csv.reader([lines[0]]))
-    kept, elapsed = [lines[0]], 0.0
+    kept, last = [lines[0]], {}
     for line in lines[1:]:
         row = dict(zip(fields, next(csv.reader([line]), []), strict=False))
         epoch = row.get("epoch", "")
@@ -117,6 +200,6 @@ def trim_history(path: str | Path, epochs: int) -> float:
         if int(epoch) >= epochs:
             break
         kept.append(line)
-        elapsed = float(row.get("elapsed_seconds") or 0.0)
+        last = row
     write_atomic(path, "".join(kept))
-    return elapsed
+    return last

@@ -57,7 +57,7 @@ def lr_range_test(
         config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
     )
     model.compile(
-        optimizer=make_optimizer(recipe, 1),
+        optimizer=make_optimizer(recipe, min_lr),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
     )
     targets = one_hot(train_set)

@@ -17,7 +17,7 @@ import numpy as np
 from convnet.config import TrainConfig, make_config
 from convnet.data import load_train_test, split
 from convnet.data.dataset import Dataset
-from convnet.errors import RunError
+from convnet.errors import ConfigError, RunError
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.models.registry import Recipe, create_model, portable_model, resolve_precision
 from convnet.reports.report import write_report
@@ -28,6 +28,7 @@ from convnet.training.callbacks import (
     BACKUP_DIR,
     EpochBackup,
     EpochTimer,
+    TimeBudget,
     restore_backup,
     trim_history,
 )
@@ -45,22 +46,28 @@ class TrainResult:
     wall_seconds: float
 
 
-def make_optimizer(recipe: Recipe, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """The recipe's optimizer, with its learning-rate schedule stepped once per batch."""
-    config = {}
-    if recipe.learning_rate is not None:
-        config["learning_rate"] = recipe.learning_rate
-    if recipe.schedule == "cosine":
-        peak = recipe.learning_rate or 1e-3
-        warmup = int(recipe.warmup_epochs * steps_per_epoch)
-        config["learning_rate"] = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=0.0 if warmup else peak,
-            decay_steps=max(recipe.epochs * steps_per_epoch - warmup, 1),
-            warmup_target=peak if warmup else None,
-            warmup_steps=warmup,
-        )
-    elif recipe.schedule != "constant":
+def learning_rate(recipe: Recipe, steps_per_epoch: int):
+    """The recipe's learning rate: a number (None for the optimizer's default), or a schedule
+    stepped once per batch."""
+    if recipe.schedule == "constant":
+        return recipe.learning_rate
+    if recipe.schedule != "cosine":
         raise ValueError(f"schedule must be 'constant' or 'cosine'. Received: {recipe.schedule!r}.")
+    peak = recipe.learning_rate or 1e-3
+    warmup = int(recipe.warmup_epochs * steps_per_epoch)
+    return keras.optimizers.schedules.CosineDecay(
+        initial_learning_rate=0.0 if warmup else peak,
+        decay_steps=max(recipe.epochs * steps_per_epoch - warmup, 1),
+        warmup_target=peak if warmup else None,
+        warmup_steps=warmup,
+    )
+
+
+def make_optimizer(recipe: Recipe, rate) -> keras.optimizers.Optimizer:
+    """The recipe's optimizer, at `rate` (a number, a schedule, or None for its default)."""
+    config = {}
+    if rate is not None:
+        config["learning_rate"] = rate
     if recipe.weight_decay:
         config["weight_decay"] = recipe.weight_decay
     return keras.optimizers.get({"class_name": recipe.optimizer, "config": config})
@@ -142,6 +149,11 @@ def train(
         )
         if recipe.calibrate:
             softmax_head(model)  # fails here, before training, if there is nothing to scale
+        if recipe.time_budget and context.num_processes > 1:
+            raise ConfigError(
+                "time_budget works in one process: each process would plan its own epochs. "
+                "Set --time-budget 0 and --epochs instead."
+            )
     if resume:
         run = _resume_run(run_dir, config, command, train_all, test)
     else:
@@ -151,18 +163,24 @@ def train(
     batch_size = context.local_batch(recipe.batch_size)
     train_batches, steps = batches(train_set, batch_size, shuffle_seed=config.seed)
     val_batches, val_steps = batches(val_set, batch_size) if val_set is not None else (None, None)
+    rate = learning_rate(recipe, steps)
     model.compile(
-        optimizer=make_optimizer(recipe, steps),
+        optimizer=make_optimizer(recipe, rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
         metrics=["accuracy"],
     )
     initial_epoch = restore_backup(model, run_dir / BACKUP_DIR) if resume else 0
-    elapsed = trim_history(run_dir / "history.csv", initial_epoch) if resume else 0.0
-    callbacks = _callbacks(run_dir, recipe, val_set is not None, elapsed, resume)
+    last = trim_history(run_dir / "history.csv", initial_epoch) if resume else {}
+    elapsed = float(last.get("elapsed_seconds") or 0.0)
+    planned = int(last["planned_epochs"]) if last.get("planned_epochs") else None
+    callbacks = _callbacks(
+        run_dir, recipe, rate, steps, val_set is not None, resume, elapsed=elapsed, planned=planned
+    )
     fit_started = time.perf_counter()
+    epochs = initial_epoch
     with _recording_status(run):
-        if initial_epoch < recipe.epochs:
-            model.fit(
+        if initial_epoch < (planned or recipe.epochs):
+            history = model.fit(
                 train_batches,
                 steps_per_epoch=steps,
                 validation_data=val_batches,
@@ -173,6 +191,7 @@ def train(
                 verbose=verbose,
                 shuffle=False,  # `train_batches` shuffles
             )
+            epochs += len(history.epoch)
     fit_seconds = time.perf_counter() - fit_started
     model = portable_model(context.finish(model))
     tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
@@ -183,7 +202,7 @@ def train(
     probabilities = predict_proba(model, test.x, tta=tta)
     metrics = test_metrics(test, probabilities) | calibrated
     wall = time.perf_counter() - started
-    metrics |= {"fit_seconds": fit_seconds, "wall_seconds": wall}
+    metrics |= {"epochs": epochs, "fit_seconds": fit_seconds, "wall_seconds": wall}
     run.write_json("metrics.json", metrics)
     manifest = run.read_json("manifest.json") | {
         "status": "complete",
@@ -215,12 +234,28 @@ def load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset |
 
 
 def _callbacks(
-    run_dir: Path, recipe: Recipe, validating: bool, elapsed: float, resume: bool
+    run_dir: Path,
+    recipe: Recipe,
+    rate,
+    steps_per_epoch: int,
+    validating: bool,
+    resume: bool,
+    *,
+    elapsed: float,
+    planned: int | None,
 ) -> list[keras.callbacks.Callback]:
-    callbacks = [
-        EpochTimer(elapsed),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume),
-    ]
+    """The callbacks of `fit`. A resumed run continues its clock and time budget plan from the
+    `elapsed` seconds and `planned` epochs of its history."""
+    callbacks = [EpochTimer(elapsed)]
+    if recipe.time_budget:
+        schedule = rate if isinstance(rate, keras.optimizers.schedules.CosineDecay) else None
+        callbacks.append(
+            TimeBudget(
+                recipe.time_budget, recipe.epochs, steps_per_epoch, schedule, elapsed, planned
+            )
+        )
+    # After the clocks: it writes the times and the plan they add to the logs.
+    callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume))
     if recipe.restore_best and validating:
         callbacks.append(
             keras.callbacks.EarlyStopping(
