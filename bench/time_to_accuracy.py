@@ -176,6 +176,7 @@ def summarize(runs: list[dict], reference: dict | None) -> dict:
     for key in (
         "wall_seconds",
         "fit_seconds",
+        "epochs",
         "seconds_per_epoch",
         "test_accuracy",
         "images_per_second",
@@ -221,9 +222,9 @@ def markdown(results: dict) -> str:
         f"Command: `{results['command']}`  ",
         f"Date: {results['date']}; machine: {results['machine']}; versions: {results['versions']}",
         "",
-        "| pipeline | seeds | wall s | fit s | s/epoch | s to 0.91 val acc | test accuracy | "
-        "images/s | images/s with TTA | wall vs article | s/epoch vs article |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| pipeline | seeds | wall s | fit s | epochs | s/epoch | s to 0.91 val acc | "
+        "test accuracy | images/s | images/s with TTA | wall vs article | s/epoch vs article |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, s in results["pipelines"].items():
         ratios = [
@@ -232,7 +233,7 @@ def markdown(results: dict) -> str:
         ]
         lines.append(
             f"| {name} | {s['seeds']} | {_fmt(s, 'wall_seconds')} | {_fmt(s, 'fit_seconds')} | "
-            f"{_fmt(s, 'seconds_per_epoch', 2)} | "
+            f"{_fmt(s, 'epochs', 0)} | {_fmt(s, 'seconds_per_epoch', 2)} | "
             f"{_fmt(s, 'seconds_to_target', missing='not reached')} | "
             f"{_fmt(s, 'test_accuracy', 4)} | {_fmt(s, 'images_per_second', 0)} | "
             f"{_fmt(s, 'predicted_per_second', 0)} | "
@@ -275,6 +276,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--presets", help="PRESET[:SEEDS],... (default seed,fast,best with 3 seeds; quick 1)"
     )
+    parser.add_argument(
+        "--keep-runs", type=Path, metavar="DIR", help="keep the run folders in DIR (default: none)"
+    )
     args = parser.parse_args(argv)
     default_seeds = 1 if args.quick else 3
     presets = [
@@ -303,9 +307,10 @@ def main(argv: list[str] | None = None) -> dict:
     reference = summarize(reference_runs, None)
     results["pipelines"]["article (reference)"] = reference
     with tempfile.TemporaryDirectory() as tmp:
+        runs_dir = args.keep_runs or Path(tmp)
         for preset, seeds in presets:
             runs = [
-                run_preset(preset, train_csv, test_csv, s, Path(tmp) / f"{preset}-{s}", epochs)
+                run_preset(preset, train_csv, test_csv, s, runs_dir / f"{preset}-{s}", epochs)
                 for s in range(seeds)
             ]
             results["pipelines"][f"convnet {preset}"] = summarize(runs, reference)
