@@ -111,7 +111,7 @@ def _cards(metrics: dict, config: dict) -> str:
 
 def _epochs(metrics: dict, config: dict) -> str:
     """Epochs trained; with a time budget, also the cap and the budget."""
-    trained = metrics.get("epochs", config.get("epochs", "n/a"))  # runs before the budget
+    trained = metrics.get("epochs", config.get("epochs", "n/a"))  # older runs: the recipe's
     if config.get("time_budget"):
         return f"{trained} of {config.get('epochs')} in {config['time_budget']:.0f} s"
     return str(trained)
