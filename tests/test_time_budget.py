@@ -116,3 +116,25 @@ def test_a_run_with_a_budget_records_what_it_trained(tmp_path, tiny_npz):
     assert 2 < metrics["epochs"] == len(rows) == int(rows[-1]["planned_epochs"]) < 200
     assert metrics["fit_seconds"] < 6.0 + 3.0
     assert f"{metrics['epochs']} of 200 in 6 s" in (result.run / "report.html").read_text()
+
+
+def test_a_negative_budget_is_refused_before_any_run_is_written(tmp_path, tiny_npz):
+    import convnet
+    from convnet.errors import ConfigError
+
+    out = tmp_path / "run"
+    with pytest.raises(ConfigError, match="time_budget must be >= 0 seconds"):
+        convnet.train(train=str(tiny_npz), time_budget=-5.0, out=str(out), verbose=0)
+    assert not out.exists()
+
+
+def test_a_budget_is_refused_for_several_processes():
+    from convnet.errors import ConfigError
+    from convnet.models.registry import Recipe
+    from convnet.training.distributed import Context
+    from convnet.training.trainer import _check_time_budget
+
+    _check_time_budget(Recipe(time_budget=60.0), Context("jax"))
+    _check_time_budget(Recipe(), Context("jax", num_processes=2))
+    with pytest.raises(ConfigError, match="time_budget works in one process"):
+        _check_time_budget(Recipe(time_budget=60.0), Context("jax", num_processes=2))

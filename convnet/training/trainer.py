@@ -149,11 +149,7 @@ def train(
         )
         if recipe.calibrate:
             softmax_head(model)  # fails here, before training, if there is nothing to scale
-        if recipe.time_budget and context.num_processes > 1:
-            raise ConfigError(
-                "time_budget works in one process: each process would plan its own epochs. "
-                "Set --time-budget 0 and --epochs instead."
-            )
+        _check_time_budget(recipe, context)
     if resume:
         run = _resume_run(run_dir, config, command, train_all, test)
     else:
@@ -231,6 +227,18 @@ def load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset |
     recipe = config.recipe()
     train_set, val_set = split(train_all, recipe.val_split, config.seed, config.stratify)
     return train_all, test, train_set, val_set
+
+
+def _check_time_budget(recipe: Recipe, context: distributed.Context) -> None:
+    if recipe.time_budget < 0:
+        raise ConfigError(
+            f"time_budget must be >= 0 seconds (0 for none). Received: {recipe.time_budget}."
+        )
+    if recipe.time_budget and context.num_processes > 1:
+        raise ConfigError(
+            "time_budget works in one process: each process would plan its own epochs. "
+            "Set --time-budget 0 and --epochs instead."
+        )
 
 
 def _callbacks(
