@@ -44,3 +44,43 @@ def test_savedmodel_from_the_cli_matches_keras(trained_run, reference, tmp_path)
 def test_unknown_format_is_an_error(trained_run):
     with pytest.raises(ExportError, match=r"Unknown export format 'tflite'; expected one of"):
         export_model(trained_run, "tflite")
+
+
+def test_onnx_into_a_folder_goes_inside_it_and_leaves_the_rest(trained_run, tmp_path):
+    (tmp_path / "notes.txt").write_text("keep me")
+    path = export_model(trained_run, "onnx", tmp_path)
+    assert path == tmp_path / "model.onnx" and path.stat().st_size > 0
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize(
+    ("format", "existing", "expected"),
+    [
+        ("savedmodel", "folder", "exists and is not a SavedModel"),
+        ("savedmodel", "file", "exists and is not a SavedModel"),
+        ("onnx", "file", "exists and is not an .onnx file"),
+    ],
+)
+def test_export_refuses_to_replace_what_it_did_not_write(
+    trained_run, tmp_path, format, existing, expected
+):
+    out = tmp_path / "mine"
+    if existing == "folder":
+        out.mkdir()
+        (out / "notes.txt").write_text("keep me")
+    else:
+        out.write_text("keep me")
+    with pytest.raises(ExportError, match=expected):
+        export_model(trained_run, format, out)
+    kept = out / "notes.txt" if existing == "folder" else out
+    assert kept.read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no staging folder left behind
+
+
+def test_savedmodel_export_replaces_an_earlier_one(trained_run, tmp_path):
+    out = tmp_path / "saved"
+    export_model(trained_run, "savedmodel", out)
+    (out / "stale.txt").write_text("from the earlier export")
+    assert export_model(trained_run, "savedmodel", out) == out
+    assert (out / "saved_model.pb").is_file() and not (out / "stale.txt").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["saved"]
