@@ -253,6 +253,45 @@ def test_train_test_shape_mismatch(tmp_path, tiny):
         )
 
 
+def write_labelled_csv(path, labels):
+    """A CSV of 2x2 images labelled by name; each image's pixels encode its row."""
+    rows = [f"{label},{i},{i},{i},{i}" for i, label in enumerate(labels)]
+    path.write_text("kind,p0,p1,p2,p3\n" + "\n".join(rows) + "\n")
+    return str(path)
+
+
+def test_test_labels_are_matched_to_training_classes_by_name(tmp_path):
+    train = write_labelled_csv(tmp_path / "train.csv", ["cat", "dog", "eel", "dog"])
+    test = write_labelled_csv(tmp_path / "test.csv", ["eel", "cat", "eel"])  # no dog
+    train_set, test_set = load_train_test(train, test, label_column="kind")
+    assert test_set.class_names == train_set.class_names == ("cat", "dog", "eel")
+    assert [test_set.class_names[i] for i in test_set.y] == ["eel", "cat", "eel"]
+
+
+def test_test_folder_missing_a_class_keeps_the_others_labels(tmp_path, tiny):
+    for split_name, classes in [("train", ["bag", "coat", "shirt"]), ("test", ["bag", "shirt"])]:
+        for name in classes:
+            (tmp_path / split_name / name).mkdir(parents=True)
+            Image.fromarray(tiny.x[0, ..., 0]).save(tmp_path / split_name / name / "0.png")
+    train_set, test_set = load_train_test(str(tmp_path))
+    assert [test_set.class_names[i] for i in test_set.y] == ["bag", "shirt"]
+
+
+def test_unnamed_integer_test_labels_index_the_training_classes(tmp_path, tiny):
+    train = write_csv(tmp_path / "fashion-mnist_train.csv", tiny)  # Fashion-MNIST's names
+    test_data = Dataset(tiny.x[:5], tiny.y[:5], tiny.class_names)
+    _, test_set = load_train_test(str(train), str(write_csv(tmp_path / "mine.csv", test_data)))
+    assert test_set.class_names == FASHION_MNIST_CLASSES
+    assert test_set.y.tolist() == tiny.y[:5].tolist()
+
+
+def test_test_class_unknown_to_training_is_an_error(tmp_path):
+    train = write_labelled_csv(tmp_path / "train.csv", ["cat", "dog"])
+    test = write_labelled_csv(tmp_path / "test.csv", ["cat", "emu"])
+    with pytest.raises(DataError, match=r"test.csv: class 'emu' is not one of the training data's"):
+        load_train_test(train, test, label_column="kind")
+
+
 def test_fashion_mnist_is_found_and_verified():
     assert find_fashion_mnist() is not None
     splits = load_fashion_mnist()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from convnet.data.cache import cached_read
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
@@ -123,11 +125,31 @@ def load_train_test(
             f"{test_set.source}: images of shape {test_set.image_shape}; expected "
             f"{train_set.image_shape} like the training data."
         )
-    if train_set.class_names != test_set.class_names:
-        if len(test_set.class_names) > len(train_set.class_names):
-            raise DataError(
-                f"{test_set.source}: {len(test_set.class_names)} classes; the training data "
-                f"has {len(train_set.class_names)}."
-            )
-        test_set = Dataset(test_set.x, test_set.y, train_set.class_names, test_set.source)
-    return train_set, test_set
+    return train_set, relabel(test_set, train_set.class_names)
+
+
+def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
+    """`data` with its labels renumbered to index `class_names`, matching classes by name.
+
+    A test set may hold fewer classes than the training data (a folder without one class, a CSV
+    whose labels never name one); its own numbering then differs, and only the names agree.
+    Integer labels that came without names ("0", "1", ...) are taken as indices.
+
+    Raises:
+        DataError: `data` has a class that `class_names` lacks.
+    """
+    if data.class_names == class_names:
+        return data
+    unnamed = data.class_names == tuple(str(i) for i in range(len(data.class_names)))
+    if unnamed and len(data.class_names) <= len(class_names):
+        # Integer labels that came without names: they index the training data's classes.
+        return Dataset(data.x, data.y, class_names, data.source)
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = [name for name in data.class_names if name not in index]
+    if unknown:
+        raise DataError(
+            f"{data.source}: class {unknown[0]!r} is not one of the training data's "
+            f"{len(class_names)} classes ({', '.join(class_names)})."
+        )
+    renumber = np.array([index[name] for name in data.class_names], dtype=data.y.dtype)
+    return Dataset(data.x, renumber[data.y], class_names, data.source)

@@ -170,7 +170,7 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
     if not stripped.cast(pl.Float64, strict=False).null_count():
         raise DataError(f"{path}: column {name!r}: labels must be integers or class names.")
     text = column.to_numpy().astype(str)
-    names = tuple(sorted(set(text)))
+    names = tuple(sorted(set(text.tolist())))  # str, not np.str_, as the cache returns
     return np.searchsorted(np.array(names), text).astype(np.int64), names
 
 
