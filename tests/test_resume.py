@@ -59,7 +59,7 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str
 
 def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_npz):
     run = tmp_path / "run"
-    first = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
+    first = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--restore-best", "--out", run)
     wait_for_epochs(first, run, 1)
     assert kill(first)[0] == -signal.SIGKILL
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
@@ -80,6 +80,9 @@ def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_np
     assert manifest["status"] == "complete" and len(manifest["resumes"]) == 2
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
     assert not (run / "backup").exists()
+    losses = [float(r["val_loss"]) for r in csv.DictReader((run / "history.csv").open())]
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["best_epoch"] == 1 + losses.index(min(losses))  # over all three processes
 
 
 def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -17,7 +18,13 @@ import convnet
 from convnet import api, runs
 from convnet.errors import DataError, RunError
 from convnet.runs import Run, new_run_dir, write_yaml
-from convnet.training.callbacks import EpochBackup, restore_backup, trim_history
+from convnet.training.callbacks import (
+    BestWeights,
+    EpochBackup,
+    load_best,
+    restore_backup,
+    trim_history,
+)
 
 # --- before training starts ------------------------------------------------------------------
 
@@ -102,6 +109,37 @@ def test_resuming_a_complete_run_is_refused(trained_run):
         api.train(resume=trained_run)
 
 
+def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
+    tmp_path, tiny_npz, monkeypatch
+):
+    import convnet.training.trainer as trainer
+
+    run = tmp_path / "run"
+    real_predict = trainer.predict_proba
+    stops = [KeyboardInterrupt()]  # Ctrl-C once, in the test-set pass after `fit`
+
+    def predict_proba(*args, **kwargs):
+        if stops:
+            raise stops.pop()
+        return real_predict(*args, **kwargs)
+
+    monkeypatch.setattr(trainer, "predict_proba", predict_proba)
+    settings = {"epochs": 3, "batch_size": 64, "restore_best": True, "verbose": 0}
+    with pytest.raises(trainer.TrainingInterrupted, match="resume with: convnet train --resume"):
+        api.train(train=str(tiny_npz), out=str(run), **settings)
+    assert Run(run).read_json("manifest.json")["status"] == "interrupted"
+    history = (run / "history.csv").read_text()
+
+    api.train(resume=run, verbose=0)
+    assert (run / "history.csv").read_text() == history  # no epoch trained twice
+    metrics = Run(run).read_json("metrics.json")
+    rows = list(csv.DictReader(history.splitlines()))
+    losses = [float(row["val_loss"]) for row in rows]
+    assert metrics["epochs"] == 3 and metrics["best_epoch"] == 1 + losses.index(min(losses))
+    # The training time is the first process's, as history.csv counts it.
+    assert metrics["fit_seconds"] == pytest.approx(float(rows[-1]["elapsed_seconds"]), abs=0.5)
+
+
 # --- backup and history, hook by hook ---------------------------------------------------------
 
 
@@ -137,6 +175,36 @@ def test_epoch_backup_keeps_one_complete_epoch(tmp_path):
         np.testing.assert_array_equal(a, b)
     assert int(copy.optimizer.iterations) == int(model.optimizer.iterations) == 1
     assert restore_backup(copy, tmp_path / "none") == 0
+
+
+def test_best_weights_survive_a_resume_and_are_the_ones_loaded(tmp_path):
+    def dense_model(value: float) -> keras.Model:
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="mse")
+        model.set_weights([np.full((3, 2), value), np.zeros(2)])
+        return model
+
+    backup_dir = tmp_path / "backup"
+    first = BestWeights(backup_dir)
+    first.set_model(dense_model(1.0))
+    first.on_train_begin()
+    first.on_epoch_end(0, {"val_loss": 0.5})  # the best epoch: weights 1.0
+    first.model.set_weights([np.full((3, 2), 2.0), np.zeros(2)])
+    first.on_epoch_end(1, {"val_loss": 0.7})
+
+    resumed = BestWeights(backup_dir)  # a new process: only the folder remembers
+    resumed.set_model(dense_model(3.0))
+    resumed.on_train_begin()
+    resumed.on_epoch_end(2, {"val_loss": 0.6})  # better than epoch 2, worse than epoch 1
+    resumed.on_epoch_end(3, {"val_loss": float("nan")})
+    last = EpochBackup(backup_dir)
+    last.set_model(resumed.model)
+    last.on_epoch_end(3)  # the last-epoch backup leaves the best one alone
+
+    final = dense_model(0.0)
+    assert load_best(final, backup_dir) == 1
+    np.testing.assert_array_equal(final.get_weights()[0], np.full((3, 2), 1.0))
+    assert load_best(final, tmp_path / "none") is None
 
 
 # --- safe loading ----------------------------------------------------------------------------

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import time
 from pathlib import Path
@@ -125,15 +126,15 @@ class TimeBudget(keras.callbacks.Callback):
 
 BACKUP_DIR = "backup"
 _STATE_FILE = "state.json"
+_BEST_FILE = "best.json"
 
 
 class EpochBackup(keras.callbacks.Callback):
     """Saves the weights and optimizer state after every epoch, so training can resume there.
 
-    Like Keras' `BackupAndRestore`, but a kill at any moment leaves a usable backup: each epoch
-    writes `epoch-N.weights.h5` to a temporary name and renames it, then points `state.json` at
-    it (also renamed into place), then deletes the older file. Place it after `CSVLogger`:
-    `restore_backup` drops history rows of epochs the backup does not hold.
+    Like Keras' `BackupAndRestore`, but a kill at any moment leaves a usable backup (see
+    `_save_weights`). Place it after `CSVLogger`: `restore_backup` drops history rows of epochs
+    the backup does not hold.
 
     Args:
         backup_dir: the folder the backup lives in (a run's `backup/`).
@@ -144,17 +145,74 @@ class EpochBackup(keras.callbacks.Callback):
         self.backup_dir = Path(backup_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        self.backup_dir.mkdir(parents=True, exist_ok=True)
-        name = f"epoch-{epoch + 1}.weights.h5"
-        tmp = self.backup_dir / f".tmp-{name}"
-        self.model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, self.backup_dir / name)
-        write_atomic(
-            self.backup_dir / _STATE_FILE, json.dumps({"epoch": epoch + 1, "weights": name})
+        _save_weights(self.model, self.backup_dir, _STATE_FILE, "epoch", {"epoch": epoch + 1})
+
+
+class BestWeights(keras.callbacks.Callback):
+    """Keeps the weights of the epoch with the lowest validation loss in the backup folder.
+
+    Keras' `EarlyStopping(restore_best_weights=True)` holds them in memory, so a run resumed
+    after its best epoch would forget it; here they and their loss survive in `backup/` (see
+    `_save_weights`), and `load_best` puts them into the model once training is over.
+
+    Args:
+        backup_dir: the folder the backup lives in (a run's `backup/`).
+    """
+
+    def __init__(self, backup_dir: str | Path):
+        super().__init__()
+        self.backup_dir = Path(backup_dir)
+
+    def on_train_begin(self, logs=None):
+        state = _read_state(self.backup_dir / _BEST_FILE)
+        self.best = float(state["val_loss"]) if state else math.inf
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get("val_loss")
+        if value is None or not value < self.best:  # also skips NaN
+            return
+        self.best = float(value)
+        _save_weights(
+            self.model, self.backup_dir, _BEST_FILE, "best", {"epoch": epoch + 1, "val_loss": value}
         )
-        for old in self.backup_dir.glob("*.weights.h5"):
-            if old.name != name:
-                old.unlink()
+
+
+def _save_weights(model: keras.Model, backup_dir: Path, state_file: str, kind: str, state: dict):
+    """Writes `KIND-EPOCH.weights.h5` under a temporary name and renames it, then points
+    `state_file` at it (also renamed into place), then deletes older files of its kind: a kill
+    at any moment leaves the state file pointing at a complete file."""
+    backup_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{kind}-{state['epoch']}.weights.h5"
+    tmp = backup_dir / f".tmp-{name}"
+    model.save_weights(tmp, overwrite=True)
+    os.replace(tmp, backup_dir / name)
+    write_atomic(backup_dir / state_file, json.dumps(state | {"weights": name}))
+    for old in backup_dir.glob(f"{kind}-*.weights.h5"):
+        if old.name != name:
+            old.unlink()
+
+
+def _read_state(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise RunError(f"{path}: cannot read the backup ({error}).") from None
+
+
+def _load_weights(model: keras.Model, backup_dir: Path, state_file: str) -> int | None:
+    """Loads the weights `state_file` points at into a compiled `model`; returns their epoch,
+    or None when there is no such state file."""
+    state = _read_state(backup_dir / state_file)
+    if state is None:
+        return None
+    try:
+        model.optimizer.build(model.trainable_variables)
+        model.load_weights(backup_dir / state["weights"])
+        return int(state["epoch"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise RunError(f"{backup_dir}: cannot restore the backup ({error}).") from None
 
 
 def restore_backup(model: keras.Model, backup_dir: str | Path) -> int:
@@ -166,16 +224,19 @@ def restore_backup(model: keras.Model, backup_dir: str | Path) -> int:
     Raises:
         RunError: the backup exists but cannot be read.
     """
-    state_path = Path(backup_dir) / _STATE_FILE
-    if not state_path.is_file():
-        return 0
-    try:
-        state = json.loads(state_path.read_text())
-        model.optimizer.build(model.trainable_variables)
-        model.load_weights(Path(backup_dir) / state["weights"])
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise RunError(f"{backup_dir}: cannot restore the backup ({error}).") from None
-    return int(state["epoch"])
+    return _load_weights(model, Path(backup_dir), _STATE_FILE) or 0
+
+
+def load_best(model: keras.Model, backup_dir: str | Path) -> int | None:
+    """Loads the weights `BestWeights` kept into a compiled `model`.
+
+    Returns:
+        Their epoch (from 1), or None if no epoch had a validation loss.
+
+    Raises:
+        RunError: the backup exists but cannot be read.
+    """
+    return _load_weights(model, Path(backup_dir), _BEST_FILE)
 
 
 def trim_history(path: str | Path, epochs: int) -> dict[str, str]:

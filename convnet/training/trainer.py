@@ -26,9 +26,11 @@ from convnet.training import distributed
 from convnet.training.calibration import calibrate, softmax_head
 from convnet.training.callbacks import (
     BACKUP_DIR,
+    BestWeights,
     EpochBackup,
     EpochTimer,
     TimeBudget,
+    load_best,
     restore_backup,
     trim_history,
 )
@@ -174,6 +176,8 @@ def train(
     )
     fit_started = time.perf_counter()
     epochs = initial_epoch
+    # Everything up to "complete" is recorded: a run stopped after its last epoch (in
+    # calibration, the test pass or the report) resumes there, skipping `fit`.
     with _recording_status(run):
         if initial_epoch < (planned or recipe.epochs):
             history = model.fit(
@@ -188,27 +192,31 @@ def train(
                 shuffle=False,  # `train_batches` shuffles
             )
             epochs += len(history.epoch)
-    fit_seconds = time.perf_counter() - fit_started
-    model = portable_model(context.finish(model))
-    tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
-    calibrated = {}
-    if recipe.calibrate and validation is not None:
-        calibrated["temperature"] = calibrate(model, validation, tta)
-    _save_model(model, run_dir)
-    probabilities = predict_proba(model, test.x, tta=tta)
-    metrics = test_metrics(test, probabilities) | calibrated
-    wall = time.perf_counter() - started
-    metrics |= {"epochs": epochs, "fit_seconds": fit_seconds, "wall_seconds": wall}
-    run.write_json("metrics.json", metrics)
-    manifest = run.read_json("manifest.json") | {
-        "status": "complete",
-        "timings": {"fit_seconds": fit_seconds, "wall_seconds": wall},
-    }
-    run.write_json("manifest.json", manifest)
+        # Counting the epochs earlier processes of a resumed run kept, as history.csv does.
+        fit_seconds = elapsed + time.perf_counter() - fit_started
+        best = {}
+        if recipe.restore_best and val_set is not None:
+            best["best_epoch"] = load_best(model, run_dir / BACKUP_DIR)
+        model = portable_model(context.finish(model))
+        tta = TestTimeAugmentation(recipe.flip_tta, recipe.shift_tta)
+        calibrated = {}
+        if recipe.calibrate and validation is not None:
+            calibrated["temperature"] = calibrate(model, validation, tta)
+        _save_model(model, run_dir)
+        probabilities = predict_proba(model, test.x, tta=tta)
+        metrics = test_metrics(test, probabilities) | best | calibrated
+        wall = elapsed + time.perf_counter() - started
+        metrics |= {"epochs": epochs, "fit_seconds": fit_seconds, "wall_seconds": wall}
+        run.write_json("metrics.json", metrics)
+        if context.is_chief:
+            # The report draws the learning curves too; it reuses the test predictions above.
+            write_report(run_dir, model, train_all, test, probabilities=probabilities)
+        manifest = run.read_json("manifest.json") | {
+            "status": "complete",
+            "timings": {"fit_seconds": fit_seconds, "wall_seconds": wall},
+        }
+        run.write_json("manifest.json", manifest)
     shutil.rmtree(run_dir / BACKUP_DIR, ignore_errors=True)
-    if context.is_chief:
-        # The report draws the learning curves too; it reuses the test predictions above.
-        write_report(run_dir, model, train_all, test, probabilities=probabilities)
     return TrainResult(run_dir, metrics["test_loss"], metrics["test_accuracy"], wall)
 
 
@@ -265,11 +273,7 @@ def _callbacks(
     # After the clocks: it writes the times and the plan they add to the logs.
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resume))
     if recipe.restore_best and validating:
-        callbacks.append(
-            keras.callbacks.EarlyStopping(
-                monitor="val_loss", patience=recipe.epochs, restore_best_weights=True
-            )
-        )
+        callbacks.append(BestWeights(run_dir / BACKUP_DIR))
     callbacks.append(EpochBackup(run_dir / BACKUP_DIR))  # after CSVLogger; see EpochBackup
     return callbacks
 
