@@ -140,7 +140,8 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
     """Builds a TrainConfig from flat keys, checking names and types.
 
     Raises:
-        ConfigError: an unknown key (the message lists the known ones) or a wrong type.
+        ConfigError: an unknown key (the message lists the known ones), a wrong type, an unknown
+            preset or a recipe value out of range.
     """
     hints = _hints()
     own = {f.name for f in dataclasses.fields(TrainConfig)} - {"overrides"}
@@ -153,7 +154,10 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
         value = _check_type(key, value, hints[key], source)
         (config if key in own else overrides)[key] = value
     result = TrainConfig(**config, overrides=overrides)
-    result.recipe()  # fails early on an unknown preset
+    try:
+        result.recipe()  # fails early on an unknown preset or a value out of range
+    except ConfigError as error:
+        raise ConfigError(f"{source}: {error}") from None
     return result
 
 

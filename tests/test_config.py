@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
+from conftest import run_cli
 
 from convnet.config import load_config, make_config
 from convnet.errors import ConfigError
@@ -65,3 +68,33 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="expected a mapping of settings, got list"):
         load_config(path)
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "expected"),
+    [
+        ("epochs", 0, "epochs must be an integer >= 1. Received: 0."),
+        ("batch_size", 0, "batch_size must be an integer >= 1. Received: 0."),
+        (
+            "optimizer",
+            "adamz",
+            "optimizer must be a Keras optimizer name, e.g. adamw. Received: 'adamz'.",
+        ),
+        ("schedule", "linear", "schedule must be 'constant' or 'cosine'. Received: 'linear'."),
+        ("shift_tta", -1, "shift_tta must be an integer >= 0 (pixels). Received: -1."),
+        ("label_smoothing", 1.0, "label_smoothing must be in [0, 1). Received: 1.0."),
+        ("learning_rate", 0.0, "learning_rate must be > 0. Received: 0.0."),
+    ],
+)
+def test_recipe_values_out_of_range_are_refused(key, value, expected):
+    with pytest.raises(ConfigError, match=re.escape(f"flags: {expected}")):
+        load_config(None, {key: value})
+
+
+def test_a_recipe_value_out_of_range_is_one_line_from_the_cli_and_no_run_folder(tmp_path):
+    result = run_cli("train", "--out", tmp_path / "run", "--shift-tta", "-1")
+    assert result.returncode == 2
+    expected = "flags: shift_tta must be an integer >= 0 (pixels). Received: -1."
+    assert result.stderr.strip().splitlines()[-1] == f"convnet: error: {expected}"
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run").exists()

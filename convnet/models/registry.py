@@ -56,6 +56,44 @@ class Recipe:
     time_budget: float = 0.0
     precision: str = "float32"
 
+    def __post_init__(self):
+        """Refuses values training would fail on later, so no run folder is begun for them.
+
+        Raises:
+            ConfigError: naming the setting, what was expected and what was received.
+        """
+        checks = [
+            ("epochs", self.epochs >= 1, "an integer >= 1"),
+            ("batch_size", self.batch_size >= 1, "an integer >= 1"),
+            ("optimizer", _is_optimizer(self.optimizer), "a Keras optimizer name, e.g. adamw"),
+            ("learning_rate", self.learning_rate is None or self.learning_rate > 0, "> 0"),
+            ("schedule", self.schedule in SCHEDULES, " or ".join(map(repr, SCHEDULES))),
+            ("warmup_epochs", self.warmup_epochs >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
+            ("val_split", 0 <= self.val_split < 1, "in [0, 1)"),
+            ("shift_tta", self.shift_tta >= 0, "an integer >= 0 (pixels)"),
+            ("time_budget", self.time_budget >= 0, ">= 0 seconds (0 for none)"),
+            ("precision", self.precision in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(f"{name} must be {expected}. Received: {getattr(self, name)!r}.")
+
+
+SCHEDULES = ("constant", "cosine")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
+def _is_optimizer(name: str) -> bool:
+    import keras
+
+    try:
+        keras.optimizers.get(name)
+    except ValueError:
+        return False
+    return True
+
 
 @dataclass(frozen=True)
 class Preset:
@@ -100,9 +138,6 @@ def list_presets(pattern: str = "*") -> list[str]:
     """Names of the registered presets matching a shell-style pattern, sorted."""
     _ensure_loaded()
     return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
-
-
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def resolve_precision(precision: str, cpuinfo: str | Path = "/proc/cpuinfo") -> str:

@@ -53,8 +53,6 @@ def learning_rate(recipe: Recipe, steps_per_epoch: int):
     stepped once per batch."""
     if recipe.schedule == "constant":
         return recipe.learning_rate
-    if recipe.schedule != "cosine":
-        raise ValueError(f"schedule must be 'constant' or 'cosine'. Received: {recipe.schedule!r}.")
     peak = recipe.learning_rate or 1e-3
     warmup = int(recipe.warmup_epochs * steps_per_epoch)
     return keras.optimizers.schedules.CosineDecay(
@@ -152,13 +150,13 @@ def train(
         if recipe.calibrate:
             softmax_head(model)  # fails here, before training, if there is nothing to scale
         _check_time_budget(recipe, context)
+        batch_size = context.local_batch(recipe.batch_size)
     if resume:
         run = _resume_run(run_dir, config, command, train_all, test)
     else:
         run = _begin_run(run_dir, config, command, train_all, test)
     context.record(run)
 
-    batch_size = context.local_batch(recipe.batch_size)
     train_batches, steps = batches(train_set, batch_size, shuffle_seed=config.seed)
     val_batches, val_steps = batches(val_set, batch_size) if val_set is not None else (None, None)
     rate = learning_rate(recipe, steps)
@@ -238,10 +236,6 @@ def load_data(config: TrainConfig) -> tuple[Dataset, Dataset, Dataset, Dataset |
 
 
 def _check_time_budget(recipe: Recipe, context: distributed.Context) -> None:
-    if recipe.time_budget < 0:
-        raise ConfigError(
-            f"time_budget must be >= 0 seconds (0 for none). Received: {recipe.time_budget}."
-        )
     if recipe.time_budget and context.num_processes > 1:
         raise ConfigError(
             "time_budget works in one process: each process would plan its own epochs. "
