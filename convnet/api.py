@@ -97,10 +97,15 @@ def predict(
 
     Returns:
         One dict per input: {"file", "class", "probability", "top": [{"class", "probability"}]}.
+
+    Raises:
+        ConfigError: `top_k` below 1. DataError: an input file cannot be read.
     """
     from convnet.evaluation import TestTimeAugmentation, predict_proba
     from convnet.inputs import load_inputs
 
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
     run = Run(run)
     model = run.load_model(safe_mode=not unsafe)
     data = run.read_json("manifest.json").get("data", {})

@@ -174,6 +174,12 @@ def load_config(path: str | Path | None = None, flags: dict | None = None) -> Tr
             values = yaml.safe_load(path.read_text()) or {}
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found.") from None
+        except OSError as error:  # a folder, no permission
+            raise ConfigError(f"{path}: cannot read the config file ({error.strerror}).") from None
+        except UnicodeDecodeError as error:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {error.start}); expected a YAML config file."
+            ) from None
         except yaml.YAMLError as error:
             raise ConfigError(f"{path}: not valid YAML ({error}).") from None
         if not isinstance(values, dict):

@@ -5,17 +5,21 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
 
 from convnet.data.csv import read_csv
+from convnet.data.dataset import as_pixels
 from convnet.data.folder import IMAGE_SUFFIXES, decode_image
 from convnet.errors import DataError
 
 
-def image_to_input(image: Image.Image, input_shape, light_background: bool = False) -> np.ndarray:
+def image_to_input(
+    image: Image.Image, input_shape, light_background: bool = False, name: str = "image"
+) -> np.ndarray:
     """Converts a picture to one model input of shape `input_shape` (H, W, C), uint8.
 
     Greyscale (or RGB for 3 channels); inverted when its background's brightness differs from the
@@ -25,7 +29,11 @@ def image_to_input(image: Image.Image, input_shape, light_background: bool = Fal
     the longest side to 28), so a small drawing on a large canvas fills the frame as items do.
     """
     height, width, channels = input_shape
-    image = ImageOps.exif_transpose(image).convert("L" if channels == 1 else "RGB")
+    mode = "L" if channels == 1 else "RGB"
+    try:
+        image = ImageOps.exif_transpose(image).convert(mode)
+    except (ValueError, OSError) as error:  # modes Pillow cannot convert, such as LAB
+        raise DataError(f"{name}: cannot read a {image.mode} image as {mode} ({error}).") from None
     pixels = np.asarray(image)
     border = np.concatenate(
         [pixels[0].ravel(), pixels[-1].ravel(), pixels[:, 0].ravel(), pixels[:, -1].ravel()]
@@ -77,7 +85,7 @@ def load_inputs(
             batch = _csv(path, input_shape)
         elif suffix in IMAGE_SUFFIXES:
             image = decode_image(path.read_bytes(), str(path))
-            batch = image_to_input(image, input_shape, light_background)[np.newaxis]
+            batch = image_to_input(image, input_shape, light_background, str(path))[np.newaxis]
         else:
             raise DataError(
                 f"{path}: unsupported file type {suffix!r}; expected an image "
@@ -93,11 +101,25 @@ def load_inputs(
 
 
 def _npy(path: Path, input_shape) -> np.ndarray:
+    return npy_to_inputs(path, input_shape, str(path))
+
+
+def npy_to_inputs(source: Path | io.BytesIO, input_shape, name: str) -> np.ndarray:
+    """A `.npy` file (a path, or its bytes) as uint8 inputs (see `pixels_to_inputs`).
+
+    Raises:
+        DataError: naming `name`, when it is not one plain array of pixels of the right shape.
+    """
     try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        raise DataError(f"{path}: not a plain .npy array ({error}).") from None
-    return pixels_to_inputs(array, input_shape, str(path))
+        array = np.load(source, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as error:
+        raise DataError(f"{name}: not a plain .npy array ({error or 'empty'}).") from None
+    except MemoryError:  # a header declaring far more data than the file holds
+        raise DataError(f"{name}: the header declares more data than memory holds.") from None
+    if not isinstance(array, np.ndarray):
+        array.close()
+        raise DataError(f"{name}: an .npz archive; expected a single .npy array.")
+    return pixels_to_inputs(array, input_shape, name)
 
 
 def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np.ndarray:
@@ -114,20 +136,11 @@ def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np
         raise DataError(
             f"{name}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
         )
-    if (
-        not np.issubdtype(array.dtype, np.number)
-        or not np.isfinite(array).all()
-        or array.min() < 0
-        or array.max() > 255
-    ):
-        raise DataError(f"{name}: values must be pixels from 0 to 255.")
-    return array.astype(np.uint8)
+    return as_pixels(array, name)
 
 
 def _csv(path: Path, input_shape) -> np.ndarray:
-    with path.open() as f:
-        labeled = "label" in f.readline().strip().split(",")
-    x = read_csv(path, labeled=labeled).x
+    x = read_csv(path, labeled=None).x
     if x.shape[1:] != tuple(input_shape):
         raise DataError(f"{path}: rows hold {x.shape[1:]} images; expected {tuple(input_shape)}.")
     return x

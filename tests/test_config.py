@@ -98,3 +98,12 @@ def test_a_recipe_value_out_of_range_is_one_line_from_the_cli_and_no_run_folder(
     assert result.stderr.strip().splitlines()[-1] == f"convnet: error: {expected}"
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_a_config_that_cannot_be_read_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"cannot read the config file \(Is a directory\)"):
+        load_config(tmp_path)
+    binary = tmp_path / "c.yaml"
+    binary.write_bytes(b"epochs: 3\n\xff\xfe")
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text \(byte 10\)"):
+        load_config(binary)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from PIL import Image
 
-from convnet.inputs import image_to_input
+from convnet.errors import DataError
+from convnet.inputs import image_to_input, load_inputs
 
 
 def test_model_sized_image_passes_through_unchanged(tiny):
@@ -33,3 +35,36 @@ def test_light_background_model_keeps_photos_dark_on_white():
 def test_rgb_model_gets_three_channels():
     photo = Image.new("RGB", (64, 32), (255, 255, 255))
     assert image_to_input(photo, (32, 32, 3)).shape == (32, 32, 3)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.npy", b"", "empty.npy: not a plain .npy array"),
+        ("archive.npy", "npz", "archive.npy: an .npz archive; expected a single .npy array"),
+        ("scaled.npy", "scaled", r"scaled.npy: holds values outside .* \(not scaled to \[0, 1\]\)"),
+        ("latin1.csv", "caf\xe9,1\n".encode("latin-1"), "latin1.csv: not UTF-8 text"),
+    ],
+)
+def test_unreadable_inputs_are_one_data_error_naming_the_file(tmp_path, name, content, message):
+    path = tmp_path / name
+    if content == "npz":
+        np.savez(path.with_suffix(".npz"), x=np.zeros((28, 28)))
+        path.with_suffix(".npz").rename(path)
+    elif content == "scaled":
+        np.save(path, np.full((28, 28), 0.8))
+    else:
+        path.write_bytes(content)
+    with pytest.raises(DataError, match=message):
+        load_inputs([path], (28, 28, 1))
+
+
+def test_csv_inputs_drop_a_label_column_however_it_is_written(tmp_path, tiny):
+    pixels = tiny.x[:2].reshape(2, -1)
+    header = '"label",' + ",".join(f"pixel{i}" for i in range(784))
+    rows = [",".join(map(str, row)) for row in pixels]
+    path = tmp_path / "quoted.csv"
+    path.write_text(f"{header}\n,{rows[0]}\nshirt,{rows[1]}\n")  # blank and named labels
+    names, x = load_inputs([path], (28, 28, 1))
+    assert names == [f"{path}[0]", f"{path}[1]"]
+    np.testing.assert_array_equal(x, tiny.x[:2])

@@ -42,6 +42,21 @@ def png_header_only(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0"))
 
 
+def npy_header(shape: tuple) -> bytes:
+    """A .npy file whose header declares `shape` float64 values and holds none of them."""
+    buffer = io.BytesIO()
+    header = {"descr": "<f8", "fortran_order": False, "shape": shape}
+    np.lib.format.write_array_header_1_0(buffer, header)
+    return buffer.getvalue()
+
+
+def lab_tiff() -> bytes:
+    """A TIFF in the LAB colour mode, which Pillow reads but cannot convert to greyscale."""
+    buffer = io.BytesIO()
+    Image.new("LAB", (28, 28)).save(buffer, format="TIFF")
+    return buffer.getvalue()
+
+
 @pytest.fixture(scope="module")
 def client(trained_run):
     with TestClient(create_app(trained_run, limits=Limits(max_bytes=200_000))) as test_client:
@@ -118,7 +133,15 @@ def test_model_health_and_docs(client):
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content type"),
         ({"json": {"images": ["***"]}}, 422, r"images\[0\]: not valid base64"),
         ({"json": {"pixels": [[1, 2], [3, 4]]}}, 422, r"shape \(2, 2\); expected"),
-        ({"json": {"pixels": [[[300] * 28] * 28]}}, 422, "pixels from 0 to 255"),
+        ({"json": {"pixels": [[[300] * 28] * 28]}}, 422, "outside the integers 0-255"),
+        ({"json": {"pixels": [[[0.8] * 28] * 28]}}, 422, r"not scaled to \[0, 1\]"),
+        ({"json": {"images": ["data:image/png;base64"]}}, 422, "data: URL without a comma"),
+        (
+            {"files": {"files": ("huge.npy", npy_header((10**11,)), "application/octet-stream")}},
+            422,
+            r"huge.npy: (the header declares more data|not a plain .npy array)",
+        ),
+        ({"files": {"files": ("lab.tif", lab_tiff(), "image/tiff")}}, 422, "lab.tif: cannot read"),
         ({"json": {"pixels": "nope"}}, 422, "invalid JSON request"),
         ({"json": {}}, 422, "no images in the request"),
     ],

@@ -95,6 +95,30 @@ class Dataset:
 MAX_CLASSES = 10_000  # far beyond any MNIST-like task; a larger label is a corrupt file
 
 
+def as_pixels(array: np.ndarray, name: str) -> np.ndarray:
+    """`array` as uint8 pixels, if every value is an integer from 0 to 255 (of any numeric type).
+
+    Raises:
+        DataError: naming `name`, for any other value or type; a fraction is not rounded, since
+            values such as 0.8 usually mean pixels scaled to [0, 1].
+    """
+    if array.dtype == np.uint8:
+        return array
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{name}: holds {array.dtype}; expected pixel values, integers 0-255.")
+    if array.size and (
+        not np.isfinite(array).all()
+        or array.min() < 0
+        or array.max() > 255
+        or (array != np.round(array)).any()
+    ):
+        raise DataError(
+            f"{name}: holds values outside the integers 0-255; expected pixels (not scaled to "
+            "[0, 1])."
+        )
+    return array.astype(np.uint8)
+
+
 def numbered_class_names(labels: np.ndarray, source: str = "") -> tuple[str, ...]:
     """Class names "0", "1", ... for integer labels that come without names.
 

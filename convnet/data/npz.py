@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.data.dataset import Dataset, as_pixels, numbered_class_names
 from convnet.errors import DataError
 
 
@@ -95,15 +95,7 @@ def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
             f"{path}: {key!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images, "
             "none of size 0."
         )
-    if x.dtype == np.uint8:
-        return x
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise DataError(f"{path}: {key!r} holds {x.dtype}; expected pixel values 0-255.")
-    if not np.all(np.isfinite(x)) or x.min() < 0 or x.max() > 255 or np.any(x != np.round(x)):
-        raise DataError(
-            f"{path}: {key!r} holds values outside the integers 0-255; expected pixels."
-        )
-    return x.astype(np.uint8)
+    return as_pixels(x, f"{path}: {key!r}")
 
 
 def _labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from starlette.requests import Request
 
 from convnet.data.folder import decode_image
 from convnet.errors import DataError
-from convnet.inputs import image_to_input, pixels_to_inputs
+from convnet.inputs import image_to_input, npy_to_inputs, pixels_to_inputs
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -135,15 +135,11 @@ def decode_file(
         DataError: the file cannot be read, or is too large once decoded.
     """
     if data.startswith(NPY_MAGIC):
-        try:
-            array = np.load(io.BytesIO(data), allow_pickle=False)
-        except (ValueError, OSError, EOFError) as error:
-            raise DataError(f"{name}: not a plain .npy array ({error}).") from None
-        return pixels_to_inputs(array, input_shape, name)
+        return npy_to_inputs(io.BytesIO(data), input_shape, name)
     if media and not media.startswith("image/") and media != "application/octet-stream":
         raise UnsupportedMedia(f"{name}: type {media!r} is not an image or a .npy array.")
     image = decode_image(data, name, max_pixels=limits.max_pixels)
-    return image_to_input(image, input_shape, light_background)[np.newaxis]
+    return image_to_input(image, input_shape, light_background, name)[np.newaxis]
 
 
 async def _multipart_files(request: Request, body: bytes, limits: Limits) -> list:
@@ -173,7 +169,13 @@ def _json_files(body: bytes, input_shape) -> list:
         raise DataError(f"invalid JSON request ({problems}).") from None
     files: list[tuple[str, Any, str | None]] = []
     for i, text in enumerate(payload.images):
-        encoded = text.split(",", 1)[1] if text.startswith("data:") else text
+        encoded = text
+        if text.startswith("data:"):
+            _, comma, encoded = text.partition(",")
+            if not comma:
+                raise DataError(
+                    f"images[{i}]: a data: URL without a comma; expected data:<type>;base64,<data>."
+                )
         try:
             files.append((f"images[{i}]", base64.b64decode(encoded, validate=True), None))
         except (binascii.Error, ValueError):
