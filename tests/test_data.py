@@ -118,6 +118,18 @@ def test_csv_string_labels_become_sorted_class_names(tmp_path):
     assert data.image_shape == (2, 2, 1)
 
 
+def test_csv_gz_is_read_like_the_csv(tmp_path, tiny):
+    plain = write_csv(tmp_path / "t.csv", tiny)
+    packed = tmp_path / "t.csv.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    data = load_source(packed)["train"]
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+    packed.write_bytes(gzip.compress(b"label,p1,p2,p3,p4\n1,2,3,4,x\n"))
+    with pytest.raises(DataError, match=r"t.csv.gz: line 2, column 'p4': 'x' is not a pixel"):
+        read_csv(packed)
+
+
 def test_csv_empty_file(tmp_path):
     path = tmp_path / "empty.csv"
     path.write_text("")
@@ -371,3 +383,30 @@ def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypat
     path.write_text(path.read_text().replace("\n1,", "\n2,", 1))  # other content: parsed again
     cache.cached_read(path, read, label_column=None)
     assert len(calls) == 3
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "wrong arrays"])
+def test_a_damaged_cache_entry_is_parsed_again(tmp_path, tiny, monkeypatch, damage):
+    from convnet.data import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = write_csv(tmp_path / "t.csv", tiny)
+    calls = []
+
+    def read():
+        calls.append(1)
+        return read_csv(path)
+
+    cache.cached_read(path, read)
+    for writer in list(cache._writing.values()):
+        writer.join()
+    (entry,) = (tmp_path / "cache" / "convnet" / "parsed").iterdir()
+    if damage == "truncated":
+        entry.write_bytes(entry.read_bytes()[:100])
+    elif damage == "empty":
+        entry.write_bytes(b"")
+    else:
+        np.savez(entry.with_suffix(""), x=np.zeros(3), y=np.zeros(2), class_names=np.array(["a"]))
+    data = cache.cached_read(path, read)
+    assert len(calls) == 2
+    np.testing.assert_array_equal(data.x, tiny.x)

@@ -39,7 +39,7 @@ def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
                 return Dataset(
                     saved["x"], saved["y"], tuple(saved["class_names"].tolist()), str(path)
                 )
-        except (OSError, ValueError, KeyError):
+        except Exception:  # noqa: BLE001  (truncated zip, bad arrays: any damage at all)
             pass  # a damaged entry is parsed again and replaced
     data = read()
     _writing[entry] = threading.Thread(target=_store, args=(entry, data), name="convnet-cache")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import csv
+import gzip
 import math
 import re
+import typing
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +25,7 @@ def read_csv(
     """Reads a CSV of pixel rows.
 
     Args:
-        path: the CSV file.
+        path: the CSV file, gzip-compressed if its name ends in `.gz`.
         label_column: the label column's name or 0-based index. Defaults to a column named
             "label" when there is a header, else the first column.
         class_names: names for integer labels. String labels name their own classes (sorted).
@@ -46,7 +48,7 @@ def read_csv(
             f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); "
             "expected a CSV of numbers."
         ) from None
-    except csv.Error as error:
+    except (csv.Error, gzip.BadGzipFile, EOFError) as error:
         raise DataError(f"{path}: not a readable CSV ({error}).") from None
 
 
@@ -90,11 +92,18 @@ def _read(path: Path, label_column, class_names, labeled: bool | None) -> Datase
 
 
 def _first_line(path: Path) -> list[str]:
-    with path.open(newline="") as f:
+    with _open_text(path) as f:
         row = next(csv.reader(f), None)
     if not row:
         raise DataError(f"{path}: the file is empty; expected a header or rows of pixels.")
     return row
+
+
+def _open_text(path: Path) -> typing.TextIO:
+    """The file as text; a `.gz` name is decompressed (polars reads those by itself)."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rt", newline="")
+    return path.open(newline="")
 
 
 def _is_number(text: str) -> bool:
@@ -180,7 +189,7 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
 
 def _raise_first_bad_row(path: Path, names: list[str], has_header: bool, label_index) -> None:
     """Slow scan, on the error path only, for a message that names the line and column."""
-    with path.open(newline="") as f:
+    with _open_text(path) as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if has_header and line == 1:
                 continue
