@@ -363,16 +363,23 @@ def test_kaggle_csv_round_trip(tmp_path, tiny):
     np.testing.assert_array_equal(data.y, tiny.y)
 
 
-def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypatch):
-    from convnet.data import cache
-
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
-    path = write_csv(tmp_path / "t.csv", tiny)
+def counting_reader(path):
+    """read_csv(path) as a cache's reader, and the list it appends to on every parse."""
     calls = []
 
     def read():
         calls.append(1)
         return read_csv(path)
+
+    return read, calls
+
+
+def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypatch):
+    from convnet.data import cache
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    path = write_csv(tmp_path / "t.csv", tiny)
+    read, calls = counting_reader(path)
 
     first = cache.cached_read(path, read, label_column=None)
     second = cache.cached_read(path, read, label_column=None)
@@ -391,11 +398,7 @@ def test_a_damaged_cache_entry_is_parsed_again(tmp_path, tiny, monkeypatch, dama
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = write_csv(tmp_path / "t.csv", tiny)
-    calls = []
-
-    def read():
-        calls.append(1)
-        return read_csv(path)
+    read, calls = counting_reader(path)
 
     cache.cached_read(path, read)
     for writer in list(cache._writing.values()):
