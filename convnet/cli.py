@@ -195,8 +195,9 @@ def _config_flags(args, *own: str) -> dict:
 def _train(args) -> None:
     flags = _config_flags(args, "resume")
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
-    if not args.resume:  # the backend must be chosen before Keras is first imported
-        distributed.prepare(flags.get("backend"), flags.get("devices"), args.config)
+    # The backend must be chosen before Keras is first imported; a resumed run's is in its config.
+    config_file = f"{args.resume}/config.yaml" if args.resume else args.config
+    distributed.prepare(flags.get("backend"), flags.get("devices"), config_file)
     result = api.train(
         args.config,
         resume=args.resume,

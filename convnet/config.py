@@ -75,6 +75,12 @@ class TrainConfig:
     )
     overrides: dict = field(default_factory=dict, metadata={"cli": False})
 
+    def __post_init__(self):
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(
+                f"limit must be a number of examples >= 1 (unset for all). Received: {self.limit}."
+            )
+
     def recipe(self) -> Recipe:
         """The preset's recipe with this config's overrides applied."""
         return dataclasses.replace(get_preset(self.preset).recipe, **self.overrides)
@@ -153,8 +159,8 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
             raise ConfigError(f"{source}: unknown key {key!r}. Known keys: {known}.")
         value = _check_type(key, value, hints[key], source)
         (config if key in own else overrides)[key] = value
-    result = TrainConfig(**config, overrides=overrides)
     try:
+        result = TrainConfig(**config, overrides=overrides)
         result.recipe()  # fails early on an unknown preset or a value out of range
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None

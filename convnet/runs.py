@@ -137,7 +137,8 @@ class Run:
             if safe_mode and "safe_mode" in str(error):
                 raise RunError(
                     f"{path}: the model carries Python code (a Lambda layer), which could do "
-                    "anything when loaded; refused. Pass --unsafe only if you trust this file."
+                    "anything when loaded; refused. `evaluate` and `predict` take --unsafe, only "
+                    "for files you trust; `serve` and `export` never load such a model."
                 ) from None
             raise RunError(f"{path}: cannot load the model ({error}).") from None
         except (OSError, zipfile.BadZipFile, KeyError) as error:

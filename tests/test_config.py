@@ -84,9 +84,10 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
         ("shift_tta", -1, "shift_tta must be an integer >= 0 (pixels). Received: -1."),
         ("label_smoothing", 1.0, "label_smoothing must be in [0, 1). Received: 1.0."),
         ("learning_rate", 0.0, "learning_rate must be > 0. Received: 0.0."),
+        ("limit", -5, "limit must be a number of examples >= 1 (unset for all). Received: -5."),
     ],
 )
-def test_recipe_values_out_of_range_are_refused(key, value, expected):
+def test_values_out_of_range_are_refused(key, value, expected):
     with pytest.raises(ConfigError, match=re.escape(f"flags: {expected}")):
         load_config(None, {key: value})
 

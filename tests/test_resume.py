@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import signal
@@ -126,3 +127,17 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, tiny_npz):
     assert metrics(0) == metrics(1)
     config = (tmp_path / "r0" / "config.yaml").read_text()
     assert "deterministic: true" in config
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra is missing")
+def test_a_jax_run_resumes_on_jax(tmp_path, tiny_npz):
+    run = tmp_path / "run"
+    process = start("train", "--backend", "jax", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
+    wait_for_epochs(process, run, 1)
+    assert kill(process, signal.SIGINT)[0] == 130
+
+    result = run_cli("train", "--resume", run, "--json", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["topology"]["backend"] == "jax"
+    assert epochs_logged(run) == list(range(EPOCHS))

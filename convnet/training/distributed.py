@@ -198,7 +198,7 @@ def prepare(
 def _file_settings(path: str | None) -> dict:
     """A YAML config's keys, or {} when it cannot be read (`load_config` reports why)."""
     values = {}
-    with contextlib.suppress(OSError, yaml.YAMLError):
+    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
         values = yaml.safe_load(Path(path).read_text()) if path else {}
     return {
         str(k).replace("-", "_"): v for k, v in (values if isinstance(values, dict) else {}).items()
