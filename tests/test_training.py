@@ -73,3 +73,50 @@ def test_auto_precision_follows_the_cpu(tmp_path, flags, expected):
     assert resolve_precision("auto", cpuinfo) == expected
     assert resolve_precision("float32", cpuinfo) == "float32"
     assert resolve_precision("auto", tmp_path / "missing") == "float32"
+
+
+def test_ctrl_c_in_fit_is_raised_at_the_next_batch_end_and_twice_at_once():
+    import os
+    import signal
+
+    from convnet.training.callbacks import StopOnInterrupt
+
+    before = signal.getsignal(signal.SIGINT)
+    with StopOnInterrupt() as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # handled at once: no exception here
+        assert stop.requested
+        with pytest.raises(KeyboardInterrupt):
+            stop.on_test_batch_end(3)
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # a second Ctrl-C does not wait
+            time.sleep(1)
+    assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_ctrl_c_stops_a_real_fit_between_batches():
+    import os
+    import signal
+
+    import keras
+
+    from convnet.training.callbacks import StopOnInterrupt
+
+    batches = []
+
+    class SendCtrlC(keras.callbacks.Callback):
+        def on_train_batch_begin(self, batch, logs=None):
+            batches.append(batch)
+            if batch == 2:
+                os.kill(os.getpid(), signal.SIGINT)
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    with pytest.raises(KeyboardInterrupt), StopOnInterrupt() as stop:
+        model.fit(
+            np.ones((40, 3)),
+            np.ones((40, 2)),
+            batch_size=4,
+            verbose=0,
+            callbacks=[SendCtrlC(), stop],
+        )
+    assert batches == [0, 1, 2]  # batch 2 finished, batch 3 never began

@@ -29,6 +29,7 @@ from convnet.training.callbacks import (
     BestWeights,
     EpochBackup,
     EpochTimer,
+    StopOnInterrupt,
     TimeBudget,
     load_best,
     restore_backup,
@@ -178,17 +179,18 @@ def train(
     # calibration, the test pass or the report) resumes there, skipping `fit`.
     with _recording_status(run):
         if initial_epoch < (planned or recipe.epochs):
-            history = model.fit(
-                train_batches,
-                steps_per_epoch=steps,
-                validation_data=val_batches,
-                validation_steps=val_steps,
-                epochs=recipe.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=verbose,
-                shuffle=False,  # `train_batches` shuffles
-            )
+            with StopOnInterrupt() as stop:
+                history = model.fit(
+                    train_batches,
+                    steps_per_epoch=steps,
+                    validation_data=val_batches,
+                    validation_steps=val_steps,
+                    epochs=recipe.epochs,
+                    initial_epoch=initial_epoch,
+                    callbacks=[*callbacks, stop],
+                    verbose=verbose,
+                    shuffle=False,  # `train_batches` shuffles
+                )
             epochs += len(history.epoch)
         # Counting the epochs earlier processes of a resumed run kept, as history.csv does.
         fit_seconds = elapsed + time.perf_counter() - fit_started
