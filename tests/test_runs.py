@@ -140,6 +140,19 @@ def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
     assert metrics["fit_seconds"] == pytest.approx(float(rows[-1]["elapsed_seconds"]), abs=0.5)
 
 
+def test_a_run_trained_on_relative_paths_works_from_another_directory(
+    tmp_path, tiny_npz, monkeypatch
+):
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(tiny_npz, data / "bars.npz")
+    monkeypatch.chdir(data)
+    result = api.train(train="bars.npz", out=str(tmp_path / "run"), epochs=1, verbose=0)
+    assert Run(result.run).config()["train"] == str(data / "bars.npz")
+    monkeypatch.chdir(tmp_path)
+    assert api.evaluate(result.run)["test_accuracy"] == pytest.approx(result.test_accuracy)
+
+
 # --- backup and history, hook by hook ---------------------------------------------------------
 
 

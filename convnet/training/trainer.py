@@ -281,7 +281,11 @@ def _save_model(model: keras.Model, run_dir: Path) -> None:
 
 
 def _begin_run(run_dir: Path, config: TrainConfig, command, train: Dataset, test: Dataset) -> Run:
-    write_yaml(run_dir / "config.yaml", config.resolved())
+    settings = config.resolved()
+    for key in ("train", "test", "data_dir"):  # absolute, for use from any directory
+        if settings[key]:
+            settings[key] = os.path.abspath(settings[key])
+    write_yaml(run_dir / "config.yaml", settings)
     run = Run(run_dir)
     run.write_json(
         "manifest.json",
