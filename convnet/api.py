@@ -74,7 +74,7 @@ def evaluate(
 
     run = Run(run)
     config = run.config()
-    _, test_set = run.load_data(test)
+    test_set = run.load_test(test)
     model = run.load_model(safe_mode=not unsafe)
     views = TestTimeAugmentation.of(config, enabled=tta)
     metrics = score(model, test_set, tta=views) | {"tta_views": views.count}

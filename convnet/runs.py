@@ -115,6 +115,26 @@ class Run:
         keys = ("format", "label_column", "class_names", "data_dir")
         return load_train_test(config["train"], test or config["test"], *(config[k] for k in keys))
 
+    def load_test(self, test: str | None = None):
+        """The run's test set, or `test` fitted to the run's classes.
+
+        `test` needs only the run's manifest, not its training data, which may be elsewhere.
+        """
+        from convnet.data import load_test
+
+        data = self.read_json("manifest.json").get("data", {})
+        if test is None or "class_names" not in data:
+            return self.load_data(test)[1]
+        config = self.config()
+        return load_test(
+            test,
+            tuple(data["image_shape"]),
+            tuple(data["class_names"]),
+            config["format"],
+            config["label_column"],
+            config["class_names"],
+        )
+
     def load_model(self, safe_mode: bool = True):
         """The trained Keras model.
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import make_images, run_cli, write_csv
+from conftest import make_images, run_cli, write_csv, write_npz
 
 import convnet
 from convnet import api, runs
@@ -140,7 +140,7 @@ def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
     assert metrics["fit_seconds"] == pytest.approx(float(rows[-1]["elapsed_seconds"]), abs=0.5)
 
 
-def test_a_run_trained_on_relative_paths_works_from_another_directory(
+def test_a_run_works_from_another_directory_and_without_its_training_data(
     tmp_path, tiny_npz, monkeypatch
 ):
     data = tmp_path / "data"
@@ -151,6 +151,16 @@ def test_a_run_trained_on_relative_paths_works_from_another_directory(
     assert Run(result.run).config()["train"] == str(data / "bars.npz")
     monkeypatch.chdir(tmp_path)
     assert api.evaluate(result.run)["test_accuracy"] == pytest.approx(result.test_accuracy)
+
+    # Another test set needs only the run: not its training data, gone here.
+    other = write_npz(tmp_path / "other.npz", make_images(50, seed=5), make_images(40, seed=6))
+    (data / "bars.npz").unlink()
+    scored = api.evaluate(result.run, str(other))
+    assert scored["test_examples"] == 40 and 0 <= scored["test_accuracy"] <= 1
+    with pytest.raises(DataError, match=r"shape \(14, 14, 1\); expected \(28, 28, 1\)"):
+        small = make_images(10, seed=7)
+        small = type(small)(small.x[:, :14, :14], small.y, small.class_names)
+        api.evaluate(result.run, str(write_npz(tmp_path / "small.npz", small, small)))
 
 
 # --- backup and history, hook by hook ---------------------------------------------------------

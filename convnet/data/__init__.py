@@ -119,13 +119,45 @@ def load_train_test(
         splits["test"] = test_splits.get("test", test_splits["train"])
     if "test" not in splits:
         raise DataError(f"{train}: holds no test split; pass --test with a test set.")
-    train_set, test_set = splits["train"], splits["test"]
-    if train_set.image_shape != test_set.image_shape:
+    train_set = splits["train"]
+    test_set = matched_to_training(splits["test"], train_set.image_shape, train_set.class_names)
+    return train_set, test_set
+
+
+def load_test(
+    path: str,
+    image_shape: tuple[int, ...],
+    trained_classes: tuple[str, ...],
+    format: str | None = None,
+    label_column: str | int | None = None,
+    class_names: str | list[str] | None = None,
+) -> Dataset:
+    """A test set for a model trained on images of `image_shape` and `trained_classes`, without
+    reading the training data: the source's test split if it has one, else all of it. The
+    other arguments are `load_source`'s.
+
+    Raises:
+        DataError: the source cannot be read, or does not fit the model.
+    """
+    splits = load_source(path, format, label_column, class_names)
+    return matched_to_training(splits.get("test", splits["train"]), image_shape, trained_classes)
+
+
+def matched_to_training(
+    test_set: Dataset, image_shape: tuple[int, ...], class_names: tuple[str, ...]
+) -> Dataset:
+    """`test_set`, checked to hold images of the training data's shape and relabelled to its
+    classes (`relabel`).
+
+    Raises:
+        DataError: another image shape, or a class the training data lacks.
+    """
+    if test_set.image_shape != tuple(image_shape):
         raise DataError(
             f"{test_set.source}: images of shape {test_set.image_shape}; expected "
-            f"{train_set.image_shape} like the training data."
+            f"{tuple(image_shape)} like the training data."
         )
-    return train_set, relabel(test_set, train_set.class_names)
+    return relabel(test_set, tuple(class_names))
 
 
 def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
