@@ -12,7 +12,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from convnet.data.csv import read_csv
-from convnet.data.dataset import as_pixels
+from convnet.data.dataset import as_pixels, border_is_light
 from convnet.data.folder import IMAGE_SUFFIXES, decode_image
 from convnet.errors import DataError
 
@@ -34,11 +34,7 @@ def image_to_input(
         image = ImageOps.exif_transpose(image).convert(mode)
     except (ValueError, OSError) as error:  # modes Pillow cannot convert, such as LAB
         raise DataError(f"{name}: cannot read a {image.mode} image as {mode} ({error}).") from None
-    pixels = np.asarray(image)
-    border = np.concatenate(
-        [pixels[0].ravel(), pixels[-1].ravel(), pixels[:, 0].ravel(), pixels[:, -1].ravel()]
-    )
-    if (border.mean() > 127) != light_background:
+    if border_is_light(np.asarray(image)[np.newaxis]) != light_background:
         image = ImageOps.invert(image)
     if image.size == (width, height):
         return np.asarray(image, dtype=np.uint8).reshape(input_shape)

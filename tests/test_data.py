@@ -413,3 +413,17 @@ def test_a_damaged_cache_entry_is_parsed_again(tmp_path, tiny, monkeypatch, dama
     data = cache.cached_read(path, read)
     assert len(calls) == 2
     np.testing.assert_array_equal(data.x, tiny.x)
+
+
+def test_a_misspelt_class_name_set_is_an_error(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny)
+    with pytest.raises(DataError, match="'fashion_mnist' is neither a named set"):
+        load_source(path, class_names="fashion_mnist")
+    assert load_source(path, class_names="mnist")["train"].class_names[3] == "3"
+
+
+def test_an_idx_path_that_is_a_folder_is_named(tmp_path):
+    folder = tmp_path / "train-images-idx3-ubyte"
+    folder.mkdir()
+    with pytest.raises(DataError, match=r"idx3-ubyte: cannot read the file \(Is a directory\)"):
+        read_idx(folder)

@@ -49,8 +49,15 @@ def resolve_class_names(spec: str | list[str] | None, path: Path) -> tuple[str, 
     """
     if isinstance(spec, list | tuple):
         return tuple(spec)
+    if spec in NAMED_CLASS_SETS:
+        return NAMED_CLASS_SETS[spec]
+    if spec and "," not in spec:
+        raise DataError(
+            f"class_names {spec!r} is neither a named set ({', '.join(NAMED_CLASS_SETS)}) nor a "
+            "comma-separated list of names."
+        )
     if spec:
-        return NAMED_CLASS_SETS.get(spec) or tuple(name.strip() for name in spec.split(","))
+        return tuple(name.strip() for name in spec.split(","))
     return FASHION_MNIST_CLASSES if "fashion" in path.name.lower() else None
 
 

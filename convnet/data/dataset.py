@@ -80,16 +80,13 @@ class Dataset:
 
     def background_is_light(self) -> bool:
         """Whether image borders are mostly light (dark items on white, unlike Fashion-MNIST)."""
-        sample = self.x[:1000]
-        border = np.concatenate(
-            [
-                sample[:, 0].ravel(),
-                sample[:, -1].ravel(),
-                sample[:, :, 0].ravel(),
-                sample[:, :, -1].ravel(),
-            ]
-        )
-        return bool(border.mean() > 127)
+        return border_is_light(self.x[:1000])
+
+
+def border_is_light(images: np.ndarray) -> bool:
+    """Whether the outermost rows and columns of (N, H, W[, C]) images are mostly light."""
+    edges = [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]]
+    return bool(np.concatenate([edge.ravel() for edge in edges]).mean() > 127)
 
 
 MAX_CLASSES = 10_000  # far beyond any MNIST-like task; a larger label is a corrupt file

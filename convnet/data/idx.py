@@ -29,11 +29,16 @@ def read_idx(path: str | Path) -> np.ndarray:
     """
     path = Path(path)
     try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found.") from None
-    except (OSError, EOFError, zlib.error) as error:
-        raise DataError(f"{path}: not a readable gzip file ({error}).") from None
+    except OSError as error:  # a folder, no permission
+        raise DataError(f"{path}: cannot read the file ({error.strerror}).") from None
+    if path.suffix == ".gz":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError, zlib.error) as error:
+            raise DataError(f"{path}: not a readable gzip file ({error}).") from None
     if len(raw) < 4 or raw[0:2] != b"\x00\x00":
         raise DataError(f"{path}: not an IDX file; expected magic bytes 00 00 at the start.")
     dtype_code, ndim = raw[2], raw[3]
