@@ -127,7 +127,9 @@ def _add_data_commands(commands) -> None:
 
     fetch = commands.add_parser("fetch", help="make sure Fashion-MNIST is on this machine")
     fetch.set_defaults(handler=lambda args: print(f"Fashion-MNIST: {api.fetch(args.data_dir)}"))
-    fetch.add_argument("--data-dir")
+    fetch.add_argument(
+        "--data-dir", help="look here first, and download here if no copy is found (default: cache)"
+    )
 
     export_csv = commands.add_parser(
         "export-csv", help="write Fashion-MNIST as the Kaggle CSVs (label,pixel1..pixel784)"

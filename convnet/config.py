@@ -40,7 +40,9 @@ class TrainConfig:
     class_names: str | None = field(
         default=None, metadata={"help": "comma-separated names, or fashion-mnist / mnist"}
     )
-    data_dir: str | None = field(default=None, metadata={"help": "folder holding Fashion-MNIST"})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "folder holding Fashion-MNIST, or to download it into"}
+    )
     limit: int | None = field(default=None, metadata={"help": "train on the first N examples"})
     stratify: bool = field(default=False, metadata={"help": "stratified validation split"})
     seed: int = field(default=42, metadata={"help": "seed for the split, weights and shuffling"})

@@ -113,3 +113,11 @@ def test_stale_temporary_files_are_removed(server, tmp_path, sleeps):
     (tmp_path / f".{NAME}.abc123").write_bytes(b"half a file")
     fetch(server, tmp_path, "good")
     assert [p.name for p in tmp_path.iterdir()] == [NAME]
+
+
+def test_fetch_downloads_into_the_data_dir_it_is_given(tmp_path, monkeypatch):
+    targets = []
+    monkeypatch.setattr(sources, "find_fashion_mnist", lambda data_dir=None: None)
+    monkeypatch.setattr(sources, "download", lambda name, target, md5, **kw: targets.append(target))
+    assert sources.ensure_fashion_mnist(tmp_path / "mine", progress=False) == tmp_path / "mine"
+    assert set(targets) == {tmp_path / "mine"} and len(targets) == len(sources.PUBLISHED_MD5)

@@ -68,11 +68,12 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> Path | None:
 
 
 def ensure_fashion_mnist(data_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Returns a folder holding Fashion-MNIST, downloading it into the cache if none does."""
+    """Returns a folder holding Fashion-MNIST (`data_dir` first, then `candidate_dirs`'), else
+    downloads it into `data_dir`, or the cache when that is None."""
     found = find_fashion_mnist(data_dir)
     if found:
         return found
-    target = cache_dir() / "fashion-mnist"
+    target = Path(data_dir) if data_dir else cache_dir() / "fashion-mnist"
     for name, md5 in PUBLISHED_MD5.items():
         if not (target / name).is_file():
             download(name, target, md5, progress=progress)
