@@ -49,11 +49,14 @@ def train(
         return continue_run(resume, command=command, verbose=verbose)
     from convnet.training.trainer import train as fit
 
+    return fit(_config(config, settings), command=command, verbose=verbose)
+
+
+def _config(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:
+    """`config` (an object, a YAML file or None for the defaults) with `settings` applied."""
     if not isinstance(config, TrainConfig):
-        config = load_config(config, settings)
-    elif settings:
-        config = load_config(None, config.resolved() | settings)
-    return fit(config, command=command, verbose=verbose)
+        return load_config(config, settings)
+    return load_config(None, config.resolved() | settings) if settings else config
 
 
 def evaluate(
@@ -190,11 +193,7 @@ def lr_find(
     from convnet.reports.plots import lr_find_plot
     from convnet.training.lr_find import lr_range_test
 
-    if not isinstance(config, TrainConfig):
-        config = load_config(config, settings)
-    elif settings:
-        config = load_config(None, config.resolved() | settings)
-    result = lr_range_test(config, steps=steps, min_lr=min_lr, max_lr=max_lr)
+    result = lr_range_test(_config(config, settings), steps=steps, min_lr=min_lr, max_lr=max_lr)
     return result | {"plot": lr_find_plot(result, plot)}
 
 
