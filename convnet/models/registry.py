@@ -86,13 +86,16 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 
 
 def _is_optimizer(name: str) -> bool:
+    """Whether `keras.optimizers.get(name)` would find an optimizer. It is not called: making an
+    optimizer makes a variable, which would start JAX before its processes join."""
     import keras
 
-    try:
-        keras.optimizers.get(name)
-    except ValueError:
-        return False
-    return True
+    classes = [
+        c
+        for c in vars(keras.optimizers).values()
+        if isinstance(c, type) and issubclass(c, keras.optimizers.Optimizer)
+    ]
+    return name in {c.__name__ for c in classes} | {c.__name__.lower() for c in classes}
 
 
 @dataclass(frozen=True)
