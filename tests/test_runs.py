@@ -204,6 +204,7 @@ def test_best_weights_survive_a_resume_and_are_the_ones_loaded(tmp_path):
     def dense_model(value: float) -> keras.Model:
         model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
         model.compile(optimizer="adam", loss="mse")
+        model.optimizer.build(model.trainable_variables)  # as after a training step
         model.set_weights([np.full((3, 2), value), np.zeros(2)])
         return model
 
