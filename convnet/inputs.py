@@ -76,7 +76,7 @@ def load_inputs(
             raise DataError(f"{path}: file not found.")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            batch = _npy(path, input_shape)
+            batch = npy_to_inputs(path, input_shape, str(path))
         elif suffix == ".csv":
             batch = _csv(path, input_shape)
         elif suffix in IMAGE_SUFFIXES:
@@ -94,10 +94,6 @@ def load_inputs(
         )
         arrays.append(batch)
     return names, np.concatenate(arrays)
-
-
-def _npy(path: Path, input_shape) -> np.ndarray:
-    return npy_to_inputs(path, input_shape, str(path))
 
 
 def npy_to_inputs(source: Path | io.BytesIO, input_shape, name: str) -> np.ndarray:

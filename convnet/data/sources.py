@@ -68,8 +68,8 @@ def find_fashion_mnist(data_dir: str | Path | None = None) -> Path | None:
 
 
 def ensure_fashion_mnist(data_dir: str | Path | None = None, progress: bool = True) -> Path:
-    """Returns a folder holding Fashion-MNIST (`data_dir` first, then `candidate_dirs`'), else
-    downloads it into `data_dir`, or the cache when that is None."""
+    """Returns a folder holding Fashion-MNIST, looking in `candidate_dirs(data_dir)`; else
+    downloads it into `data_dir`, or into the cache when that is None."""
     found = find_fashion_mnist(data_dir)
     if found:
         return found
