@@ -13,7 +13,7 @@ from PIL import Image, ImageOps
 
 from convnet.data.csv import read_csv
 from convnet.data.dataset import as_pixels, border_is_light
-from convnet.data.folder import IMAGE_SUFFIXES, decode_image
+from convnet.data.folder import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
 from convnet.errors import DataError
 
 
@@ -52,6 +52,18 @@ def image_to_input(
     return np.asarray(canvas, dtype=np.uint8).reshape(input_shape)
 
 
+def image_file_to_inputs(
+    data: bytes, input_shape, light_background: bool, name: str, max_pixels: int = MAX_PIXELS
+) -> np.ndarray:
+    """An image file's bytes as one model input, batched: (1, H, W, C) uint8.
+
+    Raises:
+        DataError: naming `name`, when the image cannot be read or is over `max_pixels`.
+    """
+    image = decode_image(data, name, max_pixels=max_pixels)
+    return image_to_input(image, input_shape, light_background, name)[np.newaxis]
+
+
 def load_inputs(
     paths: list[str | Path], input_shape, light_background: bool = False
 ) -> tuple[list[str], np.ndarray]:
@@ -80,8 +92,8 @@ def load_inputs(
         elif suffix == ".csv":
             batch = _csv(path, input_shape)
         elif suffix in IMAGE_SUFFIXES:
-            image = decode_image(path.read_bytes(), str(path))
-            batch = image_to_input(image, input_shape, light_background, str(path))[np.newaxis]
+            data = path.read_bytes()
+            batch = image_file_to_inputs(data, input_shape, light_background, str(path))
         else:
             raise DataError(
                 f"{path}: unsupported file type {suffix!r}; expected an image "
@@ -132,7 +144,7 @@ def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np
 
 
 def _csv(path: Path, input_shape) -> np.ndarray:
-    x = read_csv(path, labeled=None).x
+    x = read_csv(path, labeled=False).x
     if x.shape[1:] != tuple(input_shape):
         raise DataError(f"{path}: rows hold {x.shape[1:]} images; expected {tuple(input_shape)}.")
     return x

@@ -20,7 +20,7 @@ def read_csv(
     path: str | Path,
     label_column: str | int | None = None,
     class_names: tuple[str, ...] | None = None,
-    labeled: bool | None = True,
+    labeled: bool = True,
 ) -> Dataset:
     """Reads a CSV of pixel rows.
 
@@ -29,8 +29,9 @@ def read_csv(
         label_column: the label column's name or 0-based index. Defaults to a column named
             "label" when there is a header, else the first column.
         class_names: names for integer labels. String labels name their own classes (sorted).
-        labeled: False for rows of pixels only; None (as `predict` reads) to drop a column the
-            header names "label" without reading it, whatever it holds. Labels are then all 0.
+        labeled: False (as `predict` reads) to drop a column the header names "label" without
+            reading it, whatever it holds, and take every other column as pixels; labels are
+            then all 0.
 
     Returns:
         A Dataset of square greyscale images, the side inferred from the pixel count.
@@ -52,17 +53,17 @@ def read_csv(
         raise DataError(f"{path}: not a readable CSV ({error}).") from None
 
 
-def _read(path: Path, label_column, class_names, labeled: bool | None) -> Dataset:
+def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
     header = _first_line(path)
     has_header = _looks_like_header(header)
     names = header if has_header else [f"column{i}" for i in range(len(header))]
     if len(set(names)) != len(names):
         twice = next(name for name in names if names.count(name) > 1)
         raise DataError(f"{path}: the header names column {twice!r} twice; expected unique names.")
-    if labeled is None:
-        label_index = names.index("label") if has_header and "label" in names else None
+    if labeled:
+        label_index = _label_index(path, names, has_header, label_column)
     else:
-        label_index = _label_index(path, names, has_header, label_column) if labeled else None
+        label_index = names.index("label") if has_header and "label" in names else None
     pixel_names = [n for i, n in enumerate(names) if i != label_index]
     side = math.isqrt(len(pixel_names))
     if side * side != len(pixel_names) or side == 0:
@@ -85,7 +86,7 @@ def _read(path: Path, label_column, class_names, labeled: bool | None) -> Datase
     if frame.null_count().sum_horizontal().item():
         _raise_first_bad_row(path, names, has_header, label_index)  # a short row, if any
     x = _pixels(path, frame, pixel_names, has_header).reshape(-1, side, side, 1)
-    if label_index is None or labeled is None:
+    if not labeled:
         return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path))
     y, class_names = _labels(path, frame.get_column(names[label_index]), has_header, class_names)
     return Dataset(x, y, class_names, str(path))

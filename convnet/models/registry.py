@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,6 +89,11 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 def _is_optimizer(name: str) -> bool:
     """Whether `keras.optimizers.get(name)` would find an optimizer. It is not called: making an
     optimizer makes a variable, which would start JAX before its processes join."""
+    return name in _optimizer_names()
+
+
+@functools.cache
+def _optimizer_names() -> frozenset[str]:
     import keras
 
     classes = [
@@ -95,7 +101,7 @@ def _is_optimizer(name: str) -> bool:
         for c in vars(keras.optimizers).values()
         if isinstance(c, type) and issubclass(c, keras.optimizers.Optimizer)
     ]
-    return name in {c.__name__ for c in classes} | {c.__name__.lower() for c in classes}
+    return frozenset({c.__name__ for c in classes} | {c.__name__.lower() for c in classes})
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,8 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
-from convnet.data.folder import decode_image
 from convnet.errors import DataError
-from convnet.inputs import image_to_input, npy_to_inputs, pixels_to_inputs
+from convnet.inputs import image_file_to_inputs, npy_to_inputs, pixels_to_inputs
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -138,8 +137,7 @@ def decode_file(
         return npy_to_inputs(io.BytesIO(data), input_shape, name)
     if media and not media.startswith("image/") and media != "application/octet-stream":
         raise UnsupportedMedia(f"{name}: type {media!r} is not an image or a .npy array.")
-    image = decode_image(data, name, max_pixels=limits.max_pixels)
-    return image_to_input(image, input_shape, light_background, name)[np.newaxis]
+    return image_file_to_inputs(data, input_shape, light_background, name, limits.max_pixels)
 
 
 async def _multipart_files(request: Request, body: bytes, limits: Limits) -> list:
