@@ -16,6 +16,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from convnet.data.dataset import Dataset  # noqa: E402
+from convnet.data.sources import find_fashion_mnist  # noqa: E402
 
 CONVNET = str(Path(sys.executable).with_name("convnet"))
 CLASS_NAMES = ("bar0", "bar1", "bar2", "bar3")
@@ -52,6 +53,24 @@ def write_npz(path: Path, train: Dataset, test: Dataset) -> Path:
         class_names=np.array(CLASS_NAMES),
     )
     return path
+
+
+# Looked up before any test moves the cache, so tests still find a copy downloaded into it.
+FASHION_MNIST = find_fashion_mnist()
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch) -> Path:
+    """Each test gets an empty user cache (`$XDG_CACHE_HOME`, passed on to the CLI it runs).
+
+    The parsed-data cache answers by file content: in the user's ~/.cache, an entry written by an
+    earlier run would stand in for the reader under test. Fashion-MNIST is still found where it is.
+    """
+    if FASHION_MNIST and not os.environ.get("CONVNET_DATA"):
+        monkeypatch.setenv("CONVNET_DATA", str(FASHION_MNIST))
+    cache = tmp_path / "user-cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
 
 
 @pytest.fixture

@@ -374,10 +374,9 @@ def counting_reader(path):
     return read, calls
 
 
-def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypatch):
+def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny):
     from convnet.data import cache
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = write_csv(tmp_path / "t.csv", tiny)
     read, calls = counting_reader(path)
 
@@ -393,17 +392,16 @@ def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny, monkeypat
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "wrong arrays"])
-def test_a_damaged_cache_entry_is_parsed_again(tmp_path, tiny, monkeypatch, damage):
+def test_a_damaged_cache_entry_is_parsed_again(tmp_path, tiny, private_cache, damage):
     from convnet.data import cache
 
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     path = write_csv(tmp_path / "t.csv", tiny)
     read, calls = counting_reader(path)
 
     cache.cached_read(path, read)
     for writer in list(cache._writing.values()):
         writer.join()
-    (entry,) = (tmp_path / "cache" / "convnet" / "parsed").iterdir()
+    (entry,) = (private_cache / "convnet" / "parsed").iterdir()
     if damage == "truncated":
         entry.write_bytes(entry.read_bytes()[:100])
     elif damage == "empty":
