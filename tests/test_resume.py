@@ -52,6 +52,18 @@ def wait_for_epochs(process: subprocess.Popen, run: Path, count: int, timeout: f
     time.sleep(0.2)
 
 
+def backed_up_rows(run: Path) -> list[dict]:
+    """The history rows of the epochs the run's backup holds: a resume keeps them as they are."""
+    saved = json.loads((run / "backup" / "state.json").read_text())["epoch"]
+    assert saved >= 1
+    rows = list(csv.DictReader((run / "history.csv").open()))
+    return [row for row in rows if int(row["epoch"]) < saved]
+
+
+def history(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "history.csv").open()))
+
+
 def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str]:
     process.send_signal(sig)
     _, err = process.communicate(timeout=120)
@@ -65,23 +77,28 @@ def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_np
     assert kill(first)[0] == -signal.SIGKILL
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     assert not (run / "model.keras").exists()
+    kept_first = backed_up_rows(run)
 
     logged = len(epochs_logged(run))
     second = start("train", "--resume", run)
     wait_for_epochs(second, run, logged + 1)
     assert kill(second)[0] == -signal.SIGKILL
+    kept_second = backed_up_rows(run)
+    assert kept_second[: len(kept_first)] == kept_first  # continued, not started again
+    assert len(kept_second) > len(kept_first)
 
     result = run_cli("train", "--resume", run, "--json", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["run"] == str(run)
     assert epochs_logged(run) == list(range(EPOCHS))  # no gap, no duplicate
-    elapsed = [float(r["elapsed_seconds"]) for r in csv.DictReader((run / "history.csv").open())]
+    assert history(run)[: len(kept_second)] == kept_second
+    elapsed = [float(r["elapsed_seconds"]) for r in history(run)]
     assert elapsed == sorted(elapsed)  # the clock continued across resumes
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and len(manifest["resumes"]) == 2
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
     assert not (run / "backup").exists()
-    losses = [float(r["val_loss"]) for r in csv.DictReader((run / "history.csv").open())]
+    losses = [float(r["val_loss"]) for r in history(run)]
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["best_epoch"] == 1 + losses.index(min(losses))  # over all three processes
 
@@ -143,9 +160,11 @@ def test_a_jax_run_resumes_on_jax(tmp_path, tiny_npz):
     process = start("train", "--backend", "jax", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
     wait_for_epochs(process, run, 1)
     assert kill(process)[0] == -signal.SIGKILL
+    kept = backed_up_rows(run)
 
     result = run_cli("train", "--resume", run, "--json", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
     assert result.returncode == 0, result.stderr
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["topology"]["backend"] == "jax"
     assert epochs_logged(run) == list(range(EPOCHS))
+    assert history(run)[: len(kept)] == kept
