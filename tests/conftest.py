@@ -95,6 +95,25 @@ def trained_run(tmp_path_factory, tiny_npz) -> Path:
     return out
 
 
+class Clock:
+    """Stands in for the `time` module of convnet.training.callbacks: time moves when told."""
+
+    def __init__(self):
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch) -> Clock:
+    from convnet.training import callbacks
+
+    fake = Clock()
+    monkeypatch.setattr(callbacks, "time", fake)
+    return fake
+
+
 def run_async(coroutine):
     """Runs a coroutine to completion in a thread of its own.
 
