@@ -18,8 +18,13 @@ def assert_user_error(result, message: str) -> None:
 
 
 def test_presets_and_summary():
+    from convnet.models.registry import get_preset, list_presets
+
     presets = run_cli("presets")
-    assert presets.returncode == 0 and presets.stdout.startswith("") and "seed" in presets.stdout
+    assert presets.returncode == 0
+    listed = {line.split()[0]: line.split(None, 1)[1] for line in presets.stdout.splitlines()}
+    assert listed == {name: get_preset(name).description for name in list_presets()}
+    assert {"seed", "fast", "best"} <= set(listed)
     summary = run_cli("summary", "seed")
     assert summary.returncode == 0 and "Total params: 93,322" in summary.stdout
 

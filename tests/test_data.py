@@ -180,11 +180,13 @@ def test_csv_unknown_label_column(tmp_path, tiny):
 
 
 def test_npz_splits_and_class_names(tmp_path):
-    path = write_npz(tmp_path / "d.npz", make_images(20, 1), make_images(10, 2))
-    splits = read_npz(path)
+    train, test = make_images(20, 1), make_images(10, 2)
+    splits = read_npz(write_npz(tmp_path / "d.npz", train, test))
     assert set(splits) == {"train", "test"}
-    assert splits["train"].x.shape == (20, 28, 28, 1)
-    assert splits["test"].class_names == CLASS_NAMES
+    for name, written in (("train", train), ("test", test)):
+        np.testing.assert_array_equal(splits[name].x, written.x)
+        np.testing.assert_array_equal(splits[name].y, written.y)
+        assert splits[name].class_names == CLASS_NAMES
 
 
 def test_npz_missing_key(tmp_path):

@@ -144,7 +144,7 @@ def test_tta_views_are_the_mirror_and_the_shifted_copies():
 
 def test_tta_average_is_the_mean_over_views():
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (3, 6, 6, 1), dtype=np.uint8)
+    x = rng.integers(0, 256, (5, 6, 6, 1), dtype=np.uint8)
     weights = rng.random((36, 4))
 
     def forward(batch):  # a fixed linear "model", so each view gives different scores
@@ -153,6 +153,7 @@ def test_tta_average_is_the_mean_over_views():
     tta = TestTimeAugmentation(flip=True, shift=1)
     expected = np.mean([forward(v) for v in tta.views(x)], axis=0)
     np.testing.assert_allclose(tta.average(forward, x), expected)
+    np.testing.assert_allclose(tta.average(forward, x, chunk=2), expected)  # 2 + 2 + 1 images
     # The server's engines average the same way as `predict_proba`.
     np.testing.assert_allclose(Engine(forward, (6, 6, 1), tta).predict(x), expected)
 

@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 from conftest import CLASS_NAMES, make_images, run_cli
@@ -57,7 +58,10 @@ def test_training_writes_the_report(trained_run):
             assert image.width >= 500 and image.height >= 400, name
     metrics = json.loads((trained_run / "metrics.json").read_text())
     assert [row["class"] for row in metrics["per_class"]][:4] == list(CLASS_NAMES)
-    assert 0 <= metrics["test_ece"] <= 1
+    model = keras.saving.load_model(trained_run / "model.keras")
+    test = make_images(200, seed=2)  # the test split of `tiny_npz`
+    probabilities = model.predict(test.x, verbose=0)
+    assert metrics["test_ece"] == pytest.approx(calibration(test.y, probabilities)["ece"])
     assert np.sum(metrics["confusion_matrix"]) == 200
 
 
