@@ -189,7 +189,7 @@ def load_config(path: str | Path | None = None, flags: dict | None = None) -> Tr
                 f"{path}: not UTF-8 text (byte {error.start}); expected a YAML config file."
             ) from None
         except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML ({error}).") from None
+            raise ConfigError(f"{path}: not valid YAML{_yaml_problem(error)}.") from None
         if not isinstance(values, dict):
             raise ConfigError(
                 f"{path}: expected a mapping of settings, got {type(values).__name__}."
@@ -197,3 +197,11 @@ def load_config(path: str | Path | None = None, flags: dict | None = None) -> Tr
         values = {str(key).replace("-", "_"): value for key, value in values.items()}
         make_config(values, str(path))  # names the file in any error
     return make_config(values | (flags or {}), "flags")
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """Where and what PyYAML's error is, on one line: " at line 2, column 1: expected ..."."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(error, "problem", None) or " ".join(str(error).split())
+    return f"{where}: {problem}"

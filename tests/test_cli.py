@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import platform
+import shutil
 
 import numpy as np
 import pytest
-from conftest import make_images, run_cli, write_csv
+from conftest import make_images, run_cli, write_csv, write_npz
 from PIL import Image
 
 
@@ -141,3 +143,117 @@ def test_predict_top_k_below_one_is_a_user_error(tmp_path, trained_run, tiny):
 
 def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
     assert_user_error(run_cli("evaluate", tmp_path), "not a run folder; expected config.yaml")
+
+
+def csv_with_label(path, label: str):
+    """A 6-image CSV labelled 0, but for its third image (line 4), labelled `label`."""
+    images = make_images(6)
+    write_csv(path, type(images)(images.x, images.y * 0, images.class_names))
+    lines = path.read_text().splitlines()
+    lines[3] = label + lines[3][lines[3].index(",") :]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def written(path, text: str):
+    path.write_text(text)
+    return path
+
+
+def empty_class_folder(root):
+    (root / "b").mkdir(parents=True)
+    (root / "a").mkdir()
+    Image.fromarray(make_images(1).x[0, ..., 0]).save(root / "a" / "0.png")
+    return root
+
+
+# Each: the arguments after `convnet`, made in a folder, and the one error line expected.
+USER_ERRORS = {
+    "missing training file": (
+        lambda d: ["train", "--train", d / "missing.csv"],
+        "missing.csv: file not found.",
+    ),
+    "missing config file": (
+        lambda d: ["train", "--config", d / "missing.yaml"],
+        "missing.yaml: config file not found.",
+    ),
+    "config that is not YAML": (
+        lambda d: ["train", "--config", written(d / "bad.yaml", "epochs: [1,\n")],
+        "bad.yaml: not valid YAML at line 2, column 1: expected the node content, but found "
+        "'<stream end>'.",
+    ),
+    "negative label": (
+        lambda d: ["train", "--train", csv_with_label(d / "neg.csv", "-1")],
+        "neg.csv: line 4, column 'label': label -1 is negative; expected a class index from 0.",
+    ),
+    "fractional label": (
+        lambda d: ["train", "--train", csv_with_label(d / "frac.csv", "1.5")],
+        "frac.csv: line 4, column 'label': label '1.5' is not a whole number; expected integer "
+        "class indexes or class names.",
+    ),
+    "label beyond the class names": (
+        lambda d: ["train", "--train", csv_with_label(d / "t.csv", "3"), "--class-names", "a,b,c"],
+        "t.csv: line 4, column 'label': label 3 is out of range; expected 0 to 2.",
+    ),
+    "empty class folder": (
+        lambda d: ["train", "--train", empty_class_folder(d / "photos")],
+        "photos/b: no image files (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp).",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", USER_ERRORS)
+def test_user_errors_name_the_file_and_leave_no_run(tmp_path, capsys, case):
+    from convnet.cli import main
+
+    make_args, message = USER_ERRORS[case]
+    data = tmp_path / "data"
+    data.mkdir()
+    args = [str(a) for a in make_args(data)]
+    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert errors[-1] == f"convnet: error: {data}/{message}"
+    assert "Traceback" not in "\n".join(errors)
+    assert not (tmp_path / "run").exists()
+
+
+def test_resume_is_refused_while_training_runs_or_after_the_data_changed(
+    tmp_path, trained_run, capsys
+):
+    import os
+
+    from convnet.cli import main
+    from convnet.runs import Run, write_yaml
+
+    run = Run(shutil.copytree(trained_run, tmp_path / "run"))
+    manifest = run.read_json("manifest.json")
+    alive = {"pid": os.getpid(), "hostname": platform.node()}
+    run.write_json("manifest.json", manifest | {"status": "running", "process": alive})
+    assert main(["train", "--resume", str(run.path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"convnet: error: {run.path}: still being trained by process {os.getpid()}; stop it first."
+    )
+
+    run.write_json("manifest.json", manifest | {"status": "interrupted"})
+    changed = write_npz(tmp_path / "bars.npz", make_images(600, seed=9), make_images(200, seed=2))
+    write_yaml(run.path / "config.yaml", run.config() | {"train": str(changed)})
+    assert main(["train", "--resume", str(run.path)]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        f"convnet: error: {run.path}: the training data ({changed}:train) changed since the run "
+        "began; start a new run instead."
+    )
+    assert run.read_json("manifest.json")["status"] == "interrupted"  # left as it was
+
+
+def test_predict_names_a_missing_file_and_an_image_of_the_wrong_size(tmp_path, trained_run, capsys):
+    from convnet.cli import main
+
+    small = write_csv(tmp_path / "small.csv", make_images(3, side=14))
+    for path, message in (
+        (tmp_path / "missing.png", "file not found."),
+        (small, "rows hold (14, 14, 1) images; expected (28, 28, 1)."),
+    ):
+        assert main(["predict", str(trained_run), str(path)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"convnet: error: {path}: {message}"
+        )

@@ -182,7 +182,11 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
             )
         return y, tuple(names)
     if not stripped.cast(pl.Float64, strict=False).null_count():
-        raise DataError(f"{path}: column {name!r}: labels must be integers or class names.")
+        row = integers.is_null().arg_true()[0]
+        raise DataError(
+            f"{path}: line {_line(row, has_header)}, column {name!r}: label {stripped[row]!r} is "
+            "not a whole number; expected integer class indexes or class names."
+        )
     text = column.to_numpy().astype(str)
     names = tuple(sorted(set(text.tolist())))  # str, not np.str_, as the cache returns
     return np.searchsorted(np.array(names), text).astype(np.int64), names
