@@ -143,6 +143,15 @@ def test_model_health_and_docs(client):
         ),
         ({"files": {"files": ("lab.tif", lab_tiff(), "image/tiff")}}, 422, "lab.tif: cannot read"),
         ({"json": {"pixels": "nope"}}, 422, "invalid JSON request"),
+        ({"json": {"pixels": [[1, 2], [3]]}}, 422, "pixels: not a rectangular array of numbers"),
+        (  # chunked, so no Content-Length to refuse it by
+            {
+                "content": iter([b" " * 100_000] * 3),
+                "headers": {"content-type": "application/json"},
+            },
+            413,
+            "request body over the limit of 200,000 bytes",
+        ),
         ({"json": {}}, 422, "no images in the request"),
     ],
 )
@@ -153,6 +162,15 @@ def test_bad_requests_get_json_errors(client, request_kwargs, status, message):
     assert response.status_code == status, response.text
     assert re.search(message, response.json()["detail"])
     assert client.get("/healthz").status_code == 200
+
+
+def test_too_many_images_in_one_request_are_refused(trained_run):
+    with TestClient(create_app(trained_run, limits=Limits(max_images=2))) as client:
+        pixels = np.zeros((3, 28, 28), np.uint8).tolist()
+        response = client.post("/v1/predict", json={"pixels": pixels})
+        assert response.status_code == 413
+        assert response.json()["detail"] == "over 2 images in one request."
+        assert client.post("/v1/predict", json={"pixels": pixels[:2]}).status_code == 200
 
 
 def test_micro_batcher_gathers_waiting_requests():
