@@ -53,6 +53,8 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
         out.parent.mkdir(parents=True, exist_ok=True)
         # Export beside the destination, then rename: a reader never sees half an export.
         staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
+    except FileExistsError:  # mkdir's answer when the parent is a file
+        raise ExportError(f"{out}: cannot write there ({out.parent} is a file).") from None
     except OSError as error:
         raise ExportError(f"{out}: cannot write there ({error.strerror}).") from None
     target = staging / out.name

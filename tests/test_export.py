@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import numpy as np
 import pytest
 from conftest import run_cli
@@ -84,3 +86,22 @@ def test_savedmodel_export_replaces_an_earlier_one(trained_run, tmp_path):
     assert export_model(trained_run, "savedmodel", out) == out
     assert (out / "saved_model.pb").is_file() and not (out / "stale.txt").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["saved"]
+
+
+def test_onnx_goes_into_the_run_by_default_and_replaces_an_earlier_export(trained_run, tmp_path):
+    import onnxruntime as ort
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "model.onnx").write_bytes(b"an earlier export")
+    assert export_model(run) == run / "model.onnx"
+    session = ort.InferenceSession(str(run / "model.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".model.onnx")]  # no staging
+
+
+def test_an_unwritable_destination_is_an_export_error(trained_run, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    out = tmp_path / "a-file" / "model.onnx"
+    with pytest.raises(ExportError, match=r"onnx: cannot write there \(.*/a-file is a file\)"):
+        export_model(trained_run, "onnx", out)
+    assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
