@@ -325,6 +325,17 @@ def test_fashion_mnist_checksum_mismatch(tmp_path, tiny):
         load_fashion_mnist(tmp_path)
 
 
+def test_fashion_mnist_corrupt_gzip_says_to_delete_it(tmp_path):
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
+        (tmp_path / f"{stem}.gz").write_bytes(b"\x1f\x8b truncated")
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
+    with pytest.raises(DataError) as raised:
+        load_fashion_mnist(tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"{tmp_path / 'train-images-idx3-ubyte.gz'}: corrupt gzip file (")
+    assert message.endswith("delete it to download again.")
+
+
 # --- split --------------------------------------------------------------------------------------
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from conftest import run_cli
 from PIL import Image
@@ -46,3 +47,19 @@ def test_fashion_mnist_subset_train_evaluate_predict(tmp_path):
         p["class"] == test.class_names[y] for p, y in zip(predicted, test.y[:20], strict=True)
     )
     assert correct >= 12, predicted
+
+
+@pytest.mark.slow
+def test_export_csv_writes_fashion_mnist_as_kaggle_reads_it(tmp_path):
+    from convnet.data.csv import read_csv
+
+    result = run_cli("export-csv", tmp_path / "kaggle")
+    assert result.returncode == 0, result.stderr
+    written = [tmp_path / "kaggle" / f"fashion-mnist_{split}.csv" for split in ("train", "test")]
+    assert result.stdout.split() == list(map(str, written))
+    splits = load_fashion_mnist()
+    for path, original in zip(written, (splits["train"], splits["test"]), strict=True):
+        assert path.open().readline().startswith("label,pixel1,pixel2,")
+        read = read_csv(path)
+        np.testing.assert_array_equal(read.x, original.x)
+        np.testing.assert_array_equal(read.y, original.y)
