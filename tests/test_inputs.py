@@ -32,9 +32,15 @@ def test_light_background_model_keeps_photos_dark_on_white():
     assert result[0, 0] == 255 and result[14, 14] == 0
 
 
-def test_rgb_model_gets_three_channels():
-    photo = Image.new("RGB", (64, 32), (255, 255, 255))
-    assert image_to_input(photo, (32, 32, 3)).shape == (32, 32, 3)
+def test_rgb_model_gets_the_colours_inverted_like_grey():
+    photo = np.full((64, 64, 3), 255, np.uint8)
+    photo[16:48, 24:40] = (255, 0, 0)  # a red item on white
+    result = image_to_input(Image.fromarray(photo), (32, 32, 3))
+    assert result.shape == (32, 32, 3)
+    assert result[0, 0].tolist() == [0, 0, 0]  # white became black
+    assert result[16, 16].tolist() == [0, 255, 255]  # red became cyan, channel by channel
+    rows, cols = np.nonzero(result.max(axis=-1) > 128)
+    assert abs((cols.min() + cols.max()) / 2 - 15.5) <= 1  # centred
 
 
 @pytest.mark.parametrize(

@@ -172,6 +172,25 @@ def test_lr_find_command(tiny_npz, tmp_path, artifacts):
     shutil.copy(plot, artifacts / "lr_find.png")
 
 
+def test_lr_find_suggests_from_the_curve():
+    from convnet.training.lr_find import _suggest
+
+    rates = list(np.logspace(-5, 0, 11))  # half a decade apart: a tenth is 2 rates down
+    # Falling fastest at rate 5, lowest at 8, then blowing up: the steepest rate is below a
+    # tenth of the minimum's (rate 6), and suggested.
+    found = _suggest(rates, [2.3, 2.3, 2.3, 2.3, 2.2, 1.2, 0.4, 0.35, 0.3, 3.0, 9.0])
+    assert (found["steepest"], found["minimum"], found["suggested"]) == (
+        rates[5],
+        rates[8],
+        rates[5],
+    )
+    # Falling fastest just before the minimum: a tenth of the minimum's rate is the lower.
+    found = _suggest(rates, [2.3] * 6 + [2.2, 1.0, 0.3, 2.0, 9.0])
+    assert (found["steepest"], found["minimum"]) == (rates[7], rates[8])
+    assert found["suggested"] == pytest.approx(rates[6])
+    assert _suggest(rates[:2], [2.3, 2.2])["suggested"] is None
+
+
 def test_lr_find_applies_deterministic(tiny_npz, tmp_path, monkeypatch):
     import tensorflow as tf
 
