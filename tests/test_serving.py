@@ -294,6 +294,15 @@ def test_web_page_upload_and_drawing(server, fashion, browser, artifacts):
         page.mouse.up()
         page.wait_for_function("document.querySelectorAll('#bars li').length === 3")
         assert page.text_content("#top-class") in fashion_classes()
+        # What the model got: the drawn outline, light on black, its height filling the frame.
+        png = base64.b64decode(page.get_attribute("#preview", "src").split(",", 1)[1])
+        drawn = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
+        assert drawn.shape == (28, 28)
+        assert max(drawn[0, 0], drawn[0, -1], drawn[-1, 0], drawn[-1, -1]) < 64
+        rows, cols = np.nonzero(drawn > 128)
+        assert rows.min() <= 1 and rows.max() >= 26  # 180 px high: the longest side
+        assert 10 <= cols.max() - cols.min() <= 20  # 100 px wide: about 28 * 100 / 180
+        assert drawn[14, 14] < 64  # an outline: its inside stays dark
         page.screenshot(path=str(artifacts / "serving-drawing.png"))
     finally:
         page.close()
