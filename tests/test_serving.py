@@ -178,7 +178,6 @@ def test_micro_batcher_gathers_waiting_requests():
 
     def predict(x):
         sizes.append(len(x))
-        time.sleep(0.02)
         return x.reshape(len(x), -1).astype(np.float32)
 
     batcher = MicroBatcher(predict, max_batch=8)
@@ -190,7 +189,24 @@ def test_micro_batcher_gathers_waiting_requests():
     inputs, outputs = run_async(many())
     batcher.close()
     assert all(np.array_equal(x, y) for x, y in zip(inputs, outputs, strict=True))
-    assert sum(sizes) == 20 and max(sizes) == 8 and len(sizes) < 20
+    assert sizes == [8, 8, 4]  # all 20 were waiting when the first batch was made
+
+
+def test_micro_batcher_failure_reaches_every_waiting_request():
+    def predict(x):
+        raise RuntimeError(f"model failed on {len(x)} images")
+
+    batcher = MicroBatcher(predict, max_batch=8)
+
+    async def many():
+        requests = (batcher.predict(np.zeros((1, 2))) for _ in range(10))
+        return await asyncio.gather(*requests, return_exceptions=True)
+
+    results = run_async(many())
+    batcher.close()
+    assert [str(r) for r in results] == ["model failed on 8 images"] * 8 + [
+        "model failed on 2 images"
+    ] * 2
 
 
 @pytest.fixture(scope="module")
