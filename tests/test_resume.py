@@ -168,3 +168,23 @@ def test_a_jax_run_resumes_on_jax(tmp_path, tiny_npz):
     assert manifest["status"] == "complete" and manifest["topology"]["backend"] == "jax"
     assert epochs_logged(run) == list(range(EPOCHS))
     assert history(run)[: len(kept)] == kept
+
+
+def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz):
+    """Augmentation, dropout and the shuffle draw after a resume what they would have drawn."""
+    flags = ["--preset", "best", "--epochs", "3", "--batch-size", "8", "--deterministic"]
+    whole = run_cli("train", "--train", tiny_npz, *flags, "--out", tmp_path / "whole", "--json")
+    assert whole.returncode == 0, whole.stderr
+    run = tmp_path / "resumed"
+    process = start("train", "--train", tiny_npz, *flags, "--out", run)
+    wait_for_epochs(process, run, 1)
+    assert kill(process)[0] == -signal.SIGKILL
+    resumed = run_cli("train", "--resume", run, "--json")
+    assert resumed.returncode == 0, resumed.stderr
+
+    def without_times(rows: list[dict]) -> list[dict]:
+        return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]
+
+    assert without_times(history(run)) == without_times(history(tmp_path / "whole"))
+    scores = [json.loads(r.stdout) for r in (whole, resumed)]
+    assert scores[0]["test_loss"] == scores[1]["test_loss"]

@@ -39,6 +39,8 @@ def test_each_pass_is_one_epoch_of_every_example_reshuffled():
     assert sorted(first) == sorted(second) == list(range(50))  # 16+16+16+2: a partial last batch
     assert first != second != list(range(50))
     assert passes(numbered(50), 16, 2, shuffle_seed=7) == [first, second]  # the seed repeats it
+    # A run resumed at its second epoch sees the order an uninterrupted run saw.
+    assert passes(numbered(50), 16, 1, shuffle_seed=7, first_epoch=1) == [second]
 
 
 def test_unshuffled_passes_keep_the_order():

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from convnet.errors import RunError
 from convnet.runs import write_atomic
@@ -188,7 +189,9 @@ class EpochBackup(keras.callbacks.Callback):
         self.backup_dir = Path(backup_dir)
 
     def on_epoch_end(self, epoch, logs=None):
-        _save_weights(self.model, self.backup_dir, _STATE_FILE, "epoch", {"epoch": epoch + 1})
+        generators = [keras.ops.convert_to_numpy(v).tolist() for v in _random_states(self.model)]
+        state = {"epoch": epoch + 1, "random_states": generators}
+        _save_weights(self.model, self.backup_dir, _STATE_FILE, "epoch", state)
 
 
 class BestWeights(keras.callbacks.Callback):
@@ -244,16 +247,27 @@ def _read_state(path: Path) -> dict | None:
         raise RunError(f"{path}: cannot read the backup ({error}).") from None
 
 
-def _load_weights(model: keras.Model, backup_dir: Path, state_file: str) -> int | None:
-    """Loads the weights `state_file` points at into a compiled `model`; returns their epoch,
-    or None when there is no such state file."""
+def _random_states(model: keras.Model) -> list:
+    """The states of the model's random number generators (augmentation, dropout), in order.
+
+    Keras' weight files leave them out. A resumed run that restores them draws the same
+    augmentations and dropout masks as an uninterrupted run would.
+    """
+    weights = {id(w) for w in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
+def _load_weights(model: keras.Model, backup_dir: Path, state_file: str) -> dict | None:
+    """Loads the weights `state_file` points at into a compiled `model`; returns the state
+    (with their `epoch`), or None when there is no such state file."""
     state = _read_state(backup_dir / state_file)
     if state is None:
         return None
     try:
         model.optimizer.build(model.trainable_variables)
         model.load_weights(backup_dir / state["weights"])
-        return int(state["epoch"])
+        state["epoch"] = int(state["epoch"])
+        return state
     except (OSError, ValueError, KeyError, TypeError) as error:
         raise RunError(f"{backup_dir}: cannot restore the backup ({error}).") from None
 
@@ -267,7 +281,15 @@ def restore_backup(model: keras.Model, backup_dir: str | Path) -> int:
     Raises:
         RunError: the backup exists but cannot be read.
     """
-    return _load_weights(model, Path(backup_dir), _STATE_FILE) or 0
+    state = _load_weights(model, Path(backup_dir), _STATE_FILE)
+    if state is None:
+        return 0
+    generators = _random_states(model)
+    saved = state.get("random_states", [])
+    if len(saved) == len(generators):  # a backup from before they were kept has none
+        for variable, value in zip(generators, saved, strict=True):
+            variable.assign(np.asarray(value, dtype=variable.dtype))
+    return state["epoch"]
 
 
 def load_best(model: keras.Model, backup_dir: str | Path) -> int | None:
@@ -279,7 +301,8 @@ def load_best(model: keras.Model, backup_dir: str | Path) -> int | None:
     Raises:
         RunError: the backup exists but cannot be read.
     """
-    return _load_weights(model, Path(backup_dir), _BEST_FILE)
+    state = _load_weights(model, Path(backup_dir), _BEST_FILE)
+    return state and state["epoch"]
 
 
 def trim_history(path: str | Path, epochs: int) -> dict[str, str]:

@@ -78,10 +78,17 @@ def one_hot(data: Dataset) -> np.ndarray:
     return keras.utils.to_categorical(data.y, data.num_classes)
 
 
-def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None):
+def epoch_steps(examples: int, batch_size: int) -> int:
+    """Batches in one pass over `examples`, the last one partial."""
+    return -(-examples // batch_size)
+
+
+def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None, first_epoch: int = 0):
     """Endless (uint8 images, one-hot labels) batches, and the number that makes one pass.
 
     Each pass is one epoch: reshuffled when `shuffle_seed` is given, its last batch partial.
+    `first_epoch` starts at that pass, in the order an uninterrupted run gives it (a resumed
+    run): the shuffles of the passes before it are drawn and skipped, their images not read.
     Keras keeps one iterator over an endless input for the whole fit, where it makes a new one
     every epoch for arrays; on this 2-core VM, the first step of about half the epochs then
     waited 1.4 s with both cores idle. tf.data's autotuner is off: destroying an iterator waits
@@ -93,10 +100,12 @@ def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None):
     indices = tf.data.Dataset.range(len(data))
     if shuffle_seed is not None:
         indices = indices.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
-    pairs = indices.batch(batch_size).map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+    steps = epoch_steps(len(data), batch_size)
+    batched = indices.batch(batch_size).repeat().skip(first_epoch * steps)
+    pairs = batched.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     options = tf.data.Options()
     options.autotune.enabled = False
-    return pairs.repeat().prefetch(2).with_options(options), -(-len(data) // batch_size)
+    return pairs.prefetch(2).with_options(options), steps
 
 
 def resume(
@@ -158,8 +167,7 @@ def train(
         run = _begin_run(run_dir, config, command, train_all, test)
     context.record(run)
 
-    train_batches, steps = batches(train_set, batch_size, shuffle_seed=config.seed)
-    val_batches, val_steps = batches(val_set, batch_size) if val_set is not None else (None, None)
+    steps = epoch_steps(len(train_set), batch_size)
     rate = learning_rate(recipe, steps)
     model.compile(
         optimizer=make_optimizer(recipe, rate),
@@ -167,6 +175,8 @@ def train(
         metrics=["accuracy"],
     )
     initial_epoch = restore_backup(model, run_dir / BACKUP_DIR) if resume else 0
+    train_batches, _ = batches(train_set, batch_size, config.seed, first_epoch=initial_epoch)
+    val_batches, val_steps = batches(val_set, batch_size) if val_set is not None else (None, None)
     last = trim_history(run_dir / "history.csv", initial_epoch) if resume else {}
     elapsed = float(last.get("elapsed_seconds") or 0.0)
     planned = int(last["planned_epochs"]) if last.get("planned_epochs") else None
