@@ -6,7 +6,7 @@ import io
 from pathlib import Path
 
 from convnet.config import TrainConfig, load_config
-from convnet.data.sources import ensure_fashion_mnist
+from convnet.data.sources import verified_fashion_mnist
 from convnet.errors import ConfigError
 from convnet.models.registry import create_model, list_presets  # noqa: F401  (re-exported)
 from convnet.runs import Run, list_runs
@@ -150,8 +150,9 @@ def export_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[
 
 
 def fetch(data_dir: str | Path | None = None) -> Path:
-    """Makes sure Fashion-MNIST is on this machine; returns its folder."""
-    return ensure_fashion_mnist(data_dir)
+    """Makes sure Fashion-MNIST is on this machine, checked against the published data; returns
+    its folder."""
+    return verified_fashion_mnist(data_dir)
 
 
 def report(run: str | Path) -> Path:

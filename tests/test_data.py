@@ -9,6 +9,7 @@ import pytest
 from conftest import CLASS_NAMES, make_images, write_csv, write_npz
 from PIL import Image
 
+from convnet import api
 from convnet.data import guess_format, load_source, load_train_test, split
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
@@ -329,11 +330,12 @@ def test_fashion_mnist_corrupt_gzip_says_to_delete_it(tmp_path):
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
         (tmp_path / f"{stem}.gz").write_bytes(b"\x1f\x8b truncated")
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
-    with pytest.raises(DataError) as raised:
-        load_fashion_mnist(tmp_path)
-    message = str(raised.value)
-    assert message.startswith(f"{tmp_path / 'train-images-idx3-ubyte.gz'}: corrupt gzip file (")
-    assert message.endswith("delete it to download again.")
+    for load in (load_fashion_mnist, api.fetch):  # `convnet fetch` checks what it finds
+        with pytest.raises(DataError) as raised:
+            load(tmp_path)
+        message = str(raised.value)
+        assert message.startswith(f"{tmp_path / 'train-images-idx3-ubyte.gz'}: corrupt gzip file (")
+        assert message.endswith("delete it to download again.")
 
 
 # --- split --------------------------------------------------------------------------------------

@@ -86,17 +86,27 @@ def load_fashion_mnist(data_dir: str | Path | None = None) -> dict[str, Dataset]
     Raises:
         DataError: a file's content does not match the published data.
     """
-    directory = ensure_fashion_mnist(data_dir)
+    directory = verified_fashion_mnist(data_dir)
     splits = {}
     for split, prefix in SPLIT_PREFIX.items():
         images, labels = (
             _find_file(directory, f"{prefix}-{kind}")
             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
         )
-        for path in (images, labels):
-            _verify_content(path)
         splits[split] = read_idx_dataset(images, FASHION_MNIST_CLASSES, labels)
     return splits
+
+
+def verified_fashion_mnist(data_dir: str | Path | None = None) -> Path:
+    """`ensure_fashion_mnist`, then every file's content checked against the published data.
+
+    Raises:
+        DataError: a file is corrupt or not the published one.
+    """
+    directory = ensure_fashion_mnist(data_dir)
+    for stem in CONTENT_SHA256:
+        _verify_content(_find_file(directory, stem))
+    return directory
 
 
 def _verify_content(path: Path) -> None:
