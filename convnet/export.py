@@ -46,7 +46,7 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
         raise ExportError(f"Unknown export format {format!r}; expected one of {sorted(FORMATS)}.")
     run = Run(run)
     out = _destination(Path(out) if out else run.path / FORMATS[format], format)
-    model = run.load_model()
+    model = _in_inference_mode(run.load_model())
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
     try:
@@ -69,6 +69,20 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return out
+
+
+def _in_inference_mode(model):
+    """`model` wrapped so the traced graph calls it with `training=False`.
+
+    Traced as it is, a model with augmentation layers runs in training mode: Keras' `Random*`
+    layers default to `training=True`, which reaches the BatchNorm layers after them. The ONNX
+    export of `best` then held random ops ONNX Runtime cannot load, and normalised each batch
+    by its own statistics.
+    """
+    import keras
+
+    inputs = keras.Input(model.input_shape[1:], dtype=model.input.dtype, name="pixels")
+    return keras.Model(inputs, model(inputs, training=False), name=model.name)
 
 
 def _destination(out: Path, format: str) -> Path:

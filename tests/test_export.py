@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import make_images, run_cli
 
 from convnet.export import ExportError, export_model
 from convnet.runs import Run
@@ -105,3 +105,29 @@ def test_an_unwritable_destination_is_an_export_error(trained_run, tmp_path):
     with pytest.raises(ExportError, match=r"onnx: cannot write there \(.*/a-file is a file\)"):
         export_model(trained_run, "onnx", out)
     assert [p.name for p in tmp_path.iterdir()] == ["a-file"]
+
+
+@pytest.fixture(scope="module")
+def augmenting_run(tmp_path_factory, tiny_npz):
+    """A `best` run (random translation and flip, BatchNorm) trained one quick epoch."""
+    import convnet
+
+    out = tmp_path_factory.mktemp("runs") / "best-tiny"
+    convnet.train(
+        preset="best", train=str(tiny_npz), epochs=1, batch_size=64, out=str(out), verbose=0
+    )
+    return out
+
+
+def test_a_model_with_augmentation_exports_its_inference_graph(augmenting_run, tmp_path):
+    import onnxruntime as ort
+    import tensorflow as tf
+
+    x = make_images(64, seed=4).x
+    expected = Run(augmenting_run).load_model().predict(x, verbose=0)
+    onnx = export_model(augmenting_run, "onnx", tmp_path / "model.onnx")
+    session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
+    served = session.run(None, {session.get_inputs()[0].name: x})[0]
+    np.testing.assert_allclose(served, expected, atol=1e-4)
+    loaded = tf.saved_model.load(str(export_model(augmenting_run, "savedmodel", tmp_path / "sm")))
+    np.testing.assert_allclose(loaded.serve(tf.constant(x)).numpy(), expected, atol=1e-4)
