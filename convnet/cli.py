@@ -174,7 +174,7 @@ def _add_serving_commands(commands) -> None:
     )
     serve.add_argument("run")
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000, help="port (default: 8000)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     serve.add_argument(
         "--engine", choices=["keras", "onnx"], default="keras", help="(default: keras)"
     )
@@ -302,6 +302,13 @@ def _presets(args) -> None:
         print(f"{name:10s} {get_preset(name).description}")
 
 
+def _port(text: str) -> int:
+    """A TCP port number, 0 to 65535 (0: any free port)."""
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number; expected 0 to 65535")
+    return int(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
@@ -311,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        print(f"convnet: {interrupt or 'interrupted'}", file=sys.stderr)
+        print(f"convnet: {str(interrupt) or 'interrupted'}", file=sys.stderr)
         return 130
     return 0
 

@@ -11,6 +11,8 @@ import pytest
 from conftest import make_images, run_cli, write_csv, write_npz
 from PIL import Image
 
+from convnet import api
+
 
 def assert_user_error(result, message: str) -> None:
     assert result.returncode == 2, result.stderr
@@ -257,3 +259,26 @@ def test_predict_names_a_missing_file_and_an_image_of_the_wrong_size(tmp_path, t
         assert capsys.readouterr().err.strip().splitlines()[-1] == (
             f"convnet: error: {path}: {message}"
         )
+
+
+def test_ctrl_c_outside_training_says_interrupted(monkeypatch, capsys):
+    from convnet.cli import main
+
+    def interrupted(pattern="*"):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(api, "list_presets", interrupted)
+    assert main(["presets"]) == 130
+    assert capsys.readouterr().err == "convnet: interrupted\n"
+
+
+@pytest.mark.parametrize("port", ["99999", "-1", "http"])
+def test_serve_refuses_a_port_that_is_not_one(port, capsys):
+    from convnet.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", "some-run", "--port", port])
+    assert exited.value.code == 2
+    assert f"argument --port: '{port}' is not a port number; expected 0 to 65535" in (
+        capsys.readouterr().err
+    )
