@@ -84,6 +84,8 @@ def load_inputs(
     """
     names, arrays = [], []
     for path in map(Path, paths):
+        if path.is_dir():
+            raise DataError(f"{path}: a folder; expected image, .npy or .csv files (try {path}/*).")
         if not path.is_file():
             raise DataError(f"{path}: file not found.")
         suffix = path.suffix.lower()

@@ -59,7 +59,9 @@ def new_run_dir(
         RunError: the folder exists and is not empty, cannot be written, or its disk is full.
     """
     path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path}: a file, not a folder; choose another --out.")
+    if path.exists() and any(path.iterdir()):
         raise RunError(f"{path}: already exists and is not empty; choose another --out.")
     try:
         path.mkdir(parents=True, exist_ok=True)

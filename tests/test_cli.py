@@ -197,6 +197,10 @@ USER_ERRORS = {
         lambda d: ["train", "--train", csv_with_label(d / "t.csv", "3"), "--class-names", "a,b,c"],
         "t.csv: line 4, column 'label': label 3 is out of range; expected 0 to 2.",
     ),
+    "--out that is a file": (
+        lambda d: ["train", "--train", written(d / "t.csv", ""), "--out", written(d / "f", "")],
+        "f: a file, not a folder; choose another --out.",
+    ),
     "empty class folder": (
         lambda d: ["train", "--train", empty_class_folder(d / "photos")],
         "photos/b: no image files (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp).",
@@ -212,7 +216,9 @@ def test_user_errors_name_the_file_and_leave_no_run(tmp_path, capsys, case):
     data = tmp_path / "data"
     data.mkdir()
     args = [str(a) for a in make_args(data)]
-    assert main([*args, "--out", str(tmp_path / "run")]) == 2
+    if "--out" not in args:
+        args += ["--out", str(tmp_path / "run")]
+    assert main(args) == 2
     errors = capsys.readouterr().err.strip().splitlines()
     assert errors[-1] == f"convnet: error: {data}/{message}"
     assert "Traceback" not in "\n".join(errors)
@@ -247,12 +253,13 @@ def test_resume_is_refused_while_training_runs_or_after_the_data_changed(
     assert run.read_json("manifest.json")["status"] == "interrupted"  # left as it was
 
 
-def test_predict_names_a_missing_file_and_an_image_of_the_wrong_size(tmp_path, trained_run, capsys):
+def test_predict_names_a_missing_file_a_folder_and_a_wrong_size(tmp_path, trained_run, capsys):
     from convnet.cli import main
 
     small = write_csv(tmp_path / "small.csv", make_images(3, side=14))
     for path, message in (
         (tmp_path / "missing.png", "file not found."),
+        (tmp_path, f"a folder; expected image, .npy or .csv files (try {tmp_path}/*)."),
         (small, "rows hold (14, 14, 1) images; expected (28, 28, 1)."),
     ):
         assert main(["predict", str(trained_run), str(path)]) == 2
