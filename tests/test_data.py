@@ -97,6 +97,18 @@ def test_csv_kaggle_layout(tmp_path, tiny):
     np.testing.assert_array_equal(data.y, tiny.y)
 
 
+def test_csv_blank_lines_at_the_end_are_ignored_others_named(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny)
+    path.write_text(path.read_text() + "\n\n")
+    data = read_csv(path)
+    np.testing.assert_array_equal(data.x, tiny.x)
+    np.testing.assert_array_equal(data.y, tiny.y)
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:5] + [""] + lines[5:]) + "\n")
+    with pytest.raises(DataError, match=r"t.csv: line 6, column 'pixel1': missing pixel"):
+        read_csv(path)
+
+
 def test_csv_without_header_and_label_last(tmp_path, tiny):
     pixels = tiny.x.reshape(len(tiny), -1)
     rows = [",".join(map(str, [*row, label])) for row, label in zip(pixels, tiny.y, strict=True)]

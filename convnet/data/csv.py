@@ -85,6 +85,7 @@ def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
         raise DataError(f"{path}: {str(error).splitlines()[0]}") from None
     if frame.null_count().sum_horizontal().item():
         _raise_first_bad_row(path, names, has_header, label_index)  # a short row, if any
+        frame = _without_trailing_blank_lines(frame)
     x = _pixels(path, frame, pixel_names, has_header).reshape(-1, side, side, 1)
     if not labeled:
         return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path))
@@ -192,11 +193,20 @@ def _labels(path: Path, column: pl.Series, has_header: bool, class_names):
     return np.searchsorted(np.array(names), text).astype(np.int64), names
 
 
+def _without_trailing_blank_lines(frame: pl.DataFrame) -> pl.DataFrame:
+    """`frame` without the empty rows that blank lines at the end of a file read as."""
+    blank = frame.select(pl.all_horizontal(pl.all().is_null())).to_series().to_numpy()
+    kept = len(blank) - int(np.argmin(blank[::-1])) if not blank.all() else 0
+    return frame.head(kept)
+
+
 def _raise_first_bad_row(path: Path, names: list[str], has_header: bool, label_index) -> None:
-    """Slow scan, on the error path only, for a message that names the line and column."""
+    """Slow scan, on the error path only, for a message that names the line and column.
+
+    Blank lines pass: trailing ones are dropped, others reported as empty cells."""
     with _open_text(path) as f:
         for line, row in enumerate(csv.reader(f), start=1):
-            if has_header and line == 1:
+            if (has_header and line == 1) or not row:
                 continue
             if len(row) != len(names):
                 raise DataError(
