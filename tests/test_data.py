@@ -109,6 +109,14 @@ def test_csv_blank_lines_at_the_end_are_ignored_others_named(tmp_path, tiny):
         read_csv(path)
 
 
+def test_csv_without_a_label_column_says_so(tmp_path, tiny):
+    path = write_csv(tmp_path / "t.csv", tiny)
+    lines = [line.split(",", 1)[1] for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")  # pixel1..pixel784 only
+    with pytest.raises(DataError, match=r"t.csv: no label column: its 784 columns make a square"):
+        read_csv(path)
+
+
 def test_csv_without_header_and_label_last(tmp_path, tiny):
     pixels = tiny.x.reshape(len(tiny), -1)
     rows = [",".join(map(str, [*row, label])) for row, label in zip(pixels, tiny.y, strict=True)]

@@ -67,6 +67,12 @@ def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
     pixel_names = [n for i, n in enumerate(names) if i != label_index]
     side = math.isqrt(len(pixel_names))
     if side * side != len(pixel_names) or side == 0:
+        unnamed = label_column is None and "label" not in names
+        if labeled and unnamed and math.isqrt(len(names)) ** 2 == len(names):
+            raise DataError(
+                f"{path}: no label column: its {len(names)} columns make a square image; name "
+                "the labels' column with --label-column NAME|INDEX, or add a 'label' column."
+            )
         raise DataError(
             f"{path}: {len(pixel_names)} pixel columns is not a square image; "
             "expected H*W columns such as 784 (28x28)."
