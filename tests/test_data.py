@@ -320,6 +320,14 @@ def test_unnamed_integer_test_labels_index_the_training_classes(tmp_path, tiny):
     assert test_set.y.tolist() == tiny.y[:5].tolist()
 
 
+def test_unnamed_integer_test_label_beyond_the_training_classes_is_named(tmp_path, tiny):
+    train = write_csv(tmp_path / "train.csv", tiny)  # 4 classes
+    test_data = Dataset(tiny.x[:3], np.array([1, 6, 2]), tuple(map(str, range(7))))
+    test = write_csv(tmp_path / "test.csv", test_data)
+    with pytest.raises(DataError, match=r"test.csv: label 6 is out of range; the training data "):
+        load_train_test(str(train), str(test))
+
+
 def test_test_class_unknown_to_training_is_an_error(tmp_path):
     train = write_labelled_csv(tmp_path / "train.csv", ["cat", "dog"])
     test = write_labelled_csv(tmp_path / "test.csv", ["cat", "emu"])

@@ -180,8 +180,12 @@ def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
     if data.class_names == class_names:
         return data
     unnamed = data.class_names == tuple(str(i) for i in range(len(data.class_names)))
-    if unnamed and len(data.class_names) <= len(class_names):
-        # Integer labels that came without names: they index the training data's classes.
+    if unnamed:  # integer labels that came without names: they index the training classes
+        if data.y.size and data.y.max() >= len(class_names):
+            raise DataError(
+                f"{data.source}: label {data.y.max()} is out of range; the training data has "
+                f"{len(class_names)} classes, so expected 0 to {len(class_names) - 1}."
+            )
         return Dataset(data.x, data.y, class_names, data.source)
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in data.class_names if name not in index]
