@@ -130,6 +130,9 @@ def test_compare_overlays_runs(trained_run, tmp_path, browser, artifacts):
 def test_compare_warns_when_runs_saw_different_data(trained_run, tmp_path):
     other = shutil.copytree(trained_run, tmp_path / "other-run")
     manifest = json.loads((other / "manifest.json").read_text())
+    manifest["data"]["test"]["source"] = "/data/bars-test.csv"  # the same images, as a CSV
+    (other / "manifest.json").write_text(json.dumps(manifest))
+    assert data_differences([trained_run, other]) == []
     manifest["data"]["test"] |= {"source": "/data/shifted.npz", "sha256": "ab" * 32}
     (other / "manifest.json").write_text(json.dumps(manifest))
     ours = json.loads((trained_run / "manifest.json").read_text())["data"]["test"]["sha256"]

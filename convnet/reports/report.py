@@ -268,9 +268,10 @@ def write_compare(runs: list[str | Path], out: str | Path = "compare.html") -> P
 def data_differences(runs: list[str | Path]) -> list[str]:
     """One line for each of the training and test data that is not the same in all `runs`.
 
-    Data is the same when the file's SHA-256 (from the run's manifest) and, for training data,
-    the `limit` on examples match. Empty when every run saw the same data, so their metrics
-    can be compared. `write_compare` also issues each line as a `DataMismatchWarning`.
+    Data is the same when its SHA-256 (from the run's manifest; the images and labels as read,
+    so an IDX file and the CSV made from it agree) and, for training data, the `limit` on
+    examples match. Empty when every run saw the same data, so their metrics can be compared.
+    `write_compare` also issues each line as a `DataMismatchWarning`.
     """
     folders = [Run(path) for path in runs]
     labels = _labels([run.path for run in folders])
@@ -279,16 +280,19 @@ def data_differences(runs: list[str | Path]) -> list[str]:
     lines = []
     for part, verb in (("train", "trained"), ("test", "tested")):
         groups: dict[tuple, list[str]] = {}
+        sources: dict[tuple, str | None] = {}
         for label, used, limit in zip(labels, data, limits, strict=True):
             source = used.get(part, {})
-            key = (source.get("source"), source.get("sha256"), limit if part == "train" else None)
+            sha = source.get("sha256")
+            key = (sha or source.get("source"), sha, limit if part == "train" else None)
             groups.setdefault(key, []).append(label)
+            sources.setdefault(key, source.get("source"))
         if len(groups) > 1:
             uses = "; ".join(
-                f"{', '.join(names)} on {Path(source or '?').name}"
-                + (f" (sha256 {sha[:12]})" if sha else "")
-                + (f", first {limit} examples" if limit else "")
-                for (source, sha, limit), names in groups.items()
+                f"{', '.join(names)} on {Path(sources[key] or '?').name}"
+                + (f" (sha256 {key[1][:12]})" if key[1] else "")
+                + (f", first {key[2]} examples" if key[2] else "")
+                for key, names in groups.items()
             )
             lines.append(f"The runs were not {verb} on the same data: {uses}.")
     return lines
