@@ -10,7 +10,7 @@ from conftest import CLASS_NAMES, make_images, write_csv, write_npz
 from PIL import Image
 
 from convnet import api
-from convnet.data import guess_format, load_source, load_train_test, split
+from convnet.data import NAMED_CLASS_SETS, guess_format, load_source, load_train_test, split
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_folder
@@ -342,6 +342,13 @@ def test_fashion_mnist_is_found_and_verified():
     assert splits["test"].x.shape == (10000, 28, 28, 1)
     assert splits["train"].class_names[9] == "Ankle boot"
     assert np.bincount(splits["test"].y).tolist() == [1000] * 10
+
+
+def test_class_names_rename_the_default_fashion_mnist():
+    train, test = load_train_test(class_names="mnist")
+    assert train.class_names == test.class_names == NAMED_CLASS_SETS["mnist"]
+    with pytest.raises(DataError, match=r"train-images-idx3-ubyte.gz: labels must be in \[0, 2\]"):
+        load_train_test(class_names="a,b,c")
 
 
 def test_fashion_mnist_checksum_mismatch(tmp_path, tiny):
