@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -60,7 +61,10 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
     target = staging / out.name
     try:
         keras_format = "onnx" if format == "onnx" else "tf_saved_model"
-        model.export(str(target), format=keras_format, verbose=False)
+        with warnings.catch_warnings():
+            # Keras' tf2onnx shim probes `np.object`, which NumPy answers with a FutureWarning.
+            warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
+            model.export(str(target), format=keras_format, verbose=False)
         _swap_in(target, out, staging / "previous")
     except (ValueError, TypeError, RuntimeError, ImportError) as error:
         raise ExportError(f"{run.path}: {format} export failed ({error}).") from None
