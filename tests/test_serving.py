@@ -133,7 +133,11 @@ def test_model_health_and_docs(client):
         ({"content": b"hello", "headers": {"content-type": "text/plain"}}, 415, "content type"),
         ({"json": {"images": ["***"]}}, 422, r"images\[0\]: not valid base64"),
         ({"json": {"pixels": [[1, 2], [3, 4]]}}, 422, r"shape \(2, 2\); expected"),
-        ({"json": {"pixels": [[[300] * 28] * 28]}}, 422, "outside the integers 0-255"),
+        (
+            {"json": {"pixels": [[[300] * 28] * 28]}},
+            422,
+            r"outside the integers 0-255; .*pixels\.$",
+        ),
         ({"json": {"pixels": [[[0.8] * 28] * 28]}}, 422, r"not scaled to \[0, 1\]"),
         ({"json": {"images": ["data:image/png;base64"]}}, 422, "data: URL without a comma"),
         (

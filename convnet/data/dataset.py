@@ -109,10 +109,9 @@ def as_pixels(array: np.ndarray, name: str) -> np.ndarray:
         or array.max() > 255
         or (array != np.round(array)).any()
     ):
-        raise DataError(
-            f"{name}: holds values outside the integers 0-255; expected pixels (not scaled to "
-            "[0, 1])."
-        )
+        scaled = np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1
+        hint = " (not scaled to [0, 1])" if scaled else ""
+        raise DataError(f"{name}: holds values outside the integers 0-255; expected pixels{hint}.")
     return array.astype(np.uint8)
 
 
