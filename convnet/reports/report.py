@@ -279,20 +279,21 @@ def data_differences(runs: list[str | Path]) -> list[str]:
     limits = [run.config().get("limit") for run in folders]
     lines = []
     for part, verb in (("train", "trained"), ("test", "tested")):
-        groups: dict[tuple, list[str]] = {}
-        sources: dict[tuple, str | None] = {}
+        groups: dict[tuple, list[str]] = {}  # (sha256, source without one, limit): runs
+        first_source: dict[tuple, str | None] = {}
         for label, used, limit in zip(labels, data, limits, strict=True):
             source = used.get(part, {})
             sha = source.get("sha256")
-            key = (sha or source.get("source"), sha, limit if part == "train" else None)
+            key = (sha, None if sha else source.get("source"), limit if part == "train" else None)
             groups.setdefault(key, []).append(label)
-            sources.setdefault(key, source.get("source"))
+            first_source.setdefault(key, source.get("source"))
         if len(groups) > 1:
             uses = "; ".join(
-                f"{', '.join(names)} on {Path(sources[key] or '?').name}"
-                + (f" (sha256 {key[1][:12]})" if key[1] else "")
-                + (f", first {key[2]} examples" if key[2] else "")
+                f"{', '.join(names)} on {Path(first_source[key] or '?').name}"
+                + (f" (sha256 {sha[:12]})" if sha else "")
+                + (f", first {limit} examples" if limit else "")
                 for key, names in groups.items()
+                for sha, _, limit in [key]
             )
             lines.append(f"The runs were not {verb} on the same data: {uses}.")
     return lines
