@@ -184,6 +184,11 @@ def test_several_processes_on_tensorflow_is_a_clear_error(tmp_path):
         ({"num_processes": 2}, "needs --coordinator HOST:PORT .* and --process-id"),
         ({"coordinator": "h:1"}, "need --num-processes too"),
         ({"num_processes": 2, "process_id": 2, "coordinator": "h:1"}, r"process_id must be in"),
+        (
+            {"num_processes": 2, "process_id": 0, "coordinator": "nohostport"},
+            r"coordinator must be HOST:PORT .* Received: 'nohostport'",
+        ),
+        ({"num_processes": 2, "process_id": 0, "coordinator": "h:http"}, "must be HOST:PORT"),
     ],
 )
 def test_incomplete_topology_is_a_config_error(settings, message, monkeypatch):

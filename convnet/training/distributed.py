@@ -276,6 +276,12 @@ def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
             )
         if not 0 <= rank < num:
             raise ConfigError(f"process_id must be in [0, {num}). Received: process_id={rank}.")
+    host, _, port = (coordinator or "").rpartition(":")
+    if coordinator and not (host and port.isdigit() and int(port) <= 65535):
+        raise ConfigError(
+            f"coordinator must be HOST:PORT (process 0's address, such as 10.0.0.1:1234). "
+            f"Received: {coordinator!r}."
+        )
     return num, rank, coordinator, cluster
 
 
