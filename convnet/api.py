@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import os
+import socket
 from pathlib import Path
 
 from convnet.config import TrainConfig, load_config
@@ -206,9 +208,30 @@ def serve(
 
     from convnet.serving import create_app
 
+    listening = _listen(host, port)  # before loading the model: a busy port fails at once
     app = create_app(run, engine=engine)
+    port = listening.getsockname()[1]  # the port chosen, for --port 0
     print(f"convnet: serving {run} with {engine} at http://{host}:{port}/", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server.run(sockets=[listening])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket listening on `host`:`port`.
+
+    Raises:
+        ConfigError: the address cannot be listened on (a port in use, an unknown host).
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        return socket.create_server((host, port), family=family)
+    except OSError as error:
+        # create_server appends the address to strerror; getaddrinfo's errors have their own.
+        gai = isinstance(error, socket.gaierror)
+        reason = error.strerror if gai or not error.errno else os.strerror(error.errno)
+        raise ConfigError(
+            f"cannot listen on {host}:{port} ({reason}); pass another --port or --host."
+        ) from None
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:

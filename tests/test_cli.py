@@ -289,3 +289,17 @@ def test_serve_refuses_a_port_that_is_not_one(port, capsys):
     assert f"argument --port: '{port}' is not a port number; expected 0 to 65535" in (
         capsys.readouterr().err
     )
+
+
+def test_serve_on_a_port_in_use_is_a_user_error(trained_run, capsys):
+    import socket
+
+    from convnet.cli import main
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        assert main(["serve", str(trained_run), "--port", str(port)]) == 2
+    assert capsys.readouterr().err == (
+        f"convnet: error: cannot listen on 127.0.0.1:{port} (Address already in use); pass "
+        "another --port or --host.\n"
+    )
