@@ -118,11 +118,8 @@ def load_train_test(
     """
     if train:
         splits = load_source(train, format, label_column, class_names)
-    else:
-        splits = load_fashion_mnist(data_dir)
-        if class_names:  # other names for its ten classes
-            names = resolve_class_names(class_names, Path("fashion-mnist"))
-            splits = {k: Dataset(d.x, d.y, names, d.source) for k, d in splits.items()}
+    else:  # its own class names unless --class-names gives others
+        splits = load_fashion_mnist(data_dir, resolve_class_names(class_names, Path("fashion")))
     if test:
         test_splits = load_source(test, format, label_column, class_names)
         splits["test"] = test_splits.get("test", test_splits["train"])

@@ -80,11 +80,17 @@ def ensure_fashion_mnist(data_dir: str | Path | None = None, progress: bool = Tr
     return target
 
 
-def load_fashion_mnist(data_dir: str | Path | None = None) -> dict[str, Dataset]:
+def load_fashion_mnist(
+    data_dir: str | Path | None = None, class_names: tuple[str, ...] = FASHION_MNIST_CLASSES
+) -> dict[str, Dataset]:
     """Fashion-MNIST's train (60,000) and test (10,000) splits, verified by checksum.
 
+    Args:
+        class_names: names for its 10 labels; Fashion-MNIST's own by default.
+
     Raises:
-        DataError: a file's content does not match the published data.
+        DataError: a file's content does not match the published data, or `class_names` do
+            not cover the labels.
     """
     directory = verified_fashion_mnist(data_dir)
     splits = {}
@@ -93,7 +99,7 @@ def load_fashion_mnist(data_dir: str | Path | None = None) -> dict[str, Dataset]
             _find_file(directory, f"{prefix}-{kind}")
             for kind in ("images-idx3-ubyte", "labels-idx1-ubyte")
         )
-        splits[split] = read_idx_dataset(images, FASHION_MNIST_CLASSES, labels)
+        splits[split] = read_idx_dataset(images, class_names, labels)
     return splits
 
 
