@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -41,6 +45,26 @@ def test_each_pass_is_one_epoch_of_every_example_reshuffled():
     assert passes(numbered(50), 16, 2, shuffle_seed=7) == [first, second]  # the seed repeats it
     # A run resumed at its second epoch sees the order an uninterrupted run saw.
     assert passes(numbered(50), 16, 1, shuffle_seed=7, first_epoch=1) == [second]
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra is missing")
+def test_best_trains_jitted_on_jax():
+    """RandomTranslation says it cannot be jitted (TensorFlow's kernel); on JAX it can."""
+    script = (
+        "from convnet.models.registry import create_model, get_preset\n"
+        "from convnet.training.trainer import compile_for_training\n"
+        "model = create_model('best', (28, 28, 1), 10, 'float32')\n"
+        "compile_for_training(model, get_preset('best').recipe, 1e-3)\n"
+        "print(model.jit_compile)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["True"]
 
 
 def test_unshuffled_passes_keep_the_order():

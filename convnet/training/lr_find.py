@@ -10,13 +10,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
-import keras
 import numpy as np
 
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
 from convnet.models.registry import create_model
-from convnet.training.trainer import load_data, make_optimizer, one_hot, seed_everything
+from convnet.training.trainer import compile_for_training, load_data, one_hot, seed_everything
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
 # Stop once the smoothed loss exceeds this multiple of its minimum. fastai uses 4, but Keras clips
@@ -56,10 +55,7 @@ def lr_range_test(
     model = create_model(
         config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
     )
-    model.compile(
-        optimizer=make_optimizer(recipe, min_lr),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-    )
+    compile_for_training(model, recipe, min_lr)
     targets = one_hot(train_set)
     batch_size = min(recipe.batch_size, len(train_set))
     rates, losses = [], []
