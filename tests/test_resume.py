@@ -154,25 +154,11 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, tiny_npz):
     assert "deterministic: true" in config
 
 
-@needs_jax
-def test_a_jax_run_resumes_on_jax(tmp_path, tiny_npz):
-    run = tmp_path / "run"
-    process = start("train", "--backend", "jax", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
-    wait_for_epochs(process, run, 1)
-    assert kill(process)[0] == -signal.SIGKILL
-    kept = backed_up_rows(run)
-
-    result = run_cli("train", "--resume", run, "--json", env={"TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert result.returncode == 0, result.stderr
-    manifest = json.loads((run / "manifest.json").read_text())
-    assert manifest["status"] == "complete" and manifest["topology"]["backend"] == "jax"
-    assert epochs_logged(run) == list(range(EPOCHS))
-    assert history(run)[: len(kept)] == kept
-
-
-def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz):
+@pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs_jax)])
+def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz, backend):
     """Augmentation, dropout and the shuffle draw after a resume what they would have drawn."""
     flags = ["--preset", "best", "--epochs", "3", "--batch-size", "8", "--deterministic"]
+    flags += ["--backend", backend]
     whole = run_cli("train", "--train", tiny_npz, *flags, "--out", tmp_path / "whole", "--json")
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "resumed"
@@ -181,6 +167,8 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz):
     assert kill(process)[0] == -signal.SIGKILL
     resumed = run_cli("train", "--resume", run, "--json")
     assert resumed.returncode == 0, resumed.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "complete" and manifest["topology"]["backend"] == backend
 
     def without_times(rows: list[dict]) -> list[dict]:
         return [{k: v for k, v in row.items() if not k.endswith("seconds")} for row in rows]

@@ -47,6 +47,16 @@ def test_each_pass_is_one_epoch_of_every_example_reshuffled():
     assert passes(numbered(50), 16, 1, shuffle_seed=7, first_epoch=1) == [second]
 
 
+def test_every_iterator_over_a_feed_gives_the_same_order():
+    """Keras' JAX trainer takes a batch from one iterator, then trains from a new one."""
+    feed, _ = batches(numbered(50), 16, shuffle_seed=7, first_epoch=1)
+    first = iter(feed)
+    for _ in range(5):
+        next(first)
+    again = [int(i) for i in next(iter(feed))[0].numpy()[:, 0, 0, 0]]
+    assert again == passes(numbered(50), 16, 2, shuffle_seed=7)[1][:16]
+
+
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra is missing")
 def test_best_trains_jitted_on_jax():
     """RandomTranslation says it cannot be jitted (TensorFlow's kernel); on JAX it can."""

@@ -105,26 +105,33 @@ def epoch_steps(examples: int, batch_size: int) -> int:
 def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None, first_epoch: int = 0):
     """Endless (uint8 images, one-hot labels) batches, and the number that makes one pass.
 
-    Each pass is one epoch: reshuffled when `shuffle_seed` is given, its last batch partial.
-    `first_epoch` starts at that pass, in the order an uninterrupted run gives it (a resumed
-    run): the shuffles of the passes before it are drawn and skipped, their images not read.
-    Keras keeps one iterator over an endless input for the whole fit, where it makes a new one
-    every epoch for arrays; on this 2-core VM, the first step of about half the epochs then
-    waited 1.4 s with both cores idle. tf.data's autotuner is off: destroying an iterator waits
-    for its model thread, which held up the end of `fit` by 5-28 s in 3 of 8 runs.
+    Each pass is one epoch, its last batch partial. With `shuffle_seed`, epoch e's order is a
+    stateless shuffle keyed by (seed, e): the same in every iterator, so a run resumed at
+    `first_epoch` sees the order an uninterrupted run gives that epoch (Keras' JAX trainer
+    draws a batch from one iterator before training from another, and a reshuffling
+    `Dataset.shuffle` shares its state between them). Keras keeps one iterator over an endless
+    input for the whole fit, where it makes a new one every epoch for arrays; on this 2-core
+    VM, the first step of about half the epochs then waited 1.4 s with both cores idle.
+    tf.data's autotuner is off: destroying an iterator waits for its model thread, which held
+    up the end of `fit` by 5-28 s in 3 of 8 runs.
     """
     import tensorflow as tf
 
     x, y = tf.constant(data.x), tf.constant(one_hot(data))
-    indices = tf.data.Dataset.range(len(data))
-    if shuffle_seed is not None:
-        indices = indices.shuffle(len(data), seed=shuffle_seed, reshuffle_each_iteration=True)
-    steps = epoch_steps(len(data), batch_size)
-    batched = indices.batch(batch_size).repeat().skip(first_epoch * steps)
+    indices = tf.range(len(data), dtype=tf.int64)
+
+    def epoch_batches(epoch):
+        order = indices
+        if shuffle_seed is not None:
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), epoch])
+            order = tf.random.experimental.stateless_shuffle(indices, seed=seed)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    batched = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
     pairs = batched.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     options = tf.data.Options()
     options.autotune.enabled = False
-    return pairs.prefetch(2).with_options(options), steps
+    return pairs.prefetch(2).with_options(options), epoch_steps(len(data), batch_size)
 
 
 def resume(
