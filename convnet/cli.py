@@ -286,6 +286,9 @@ def _runs(args) -> None:
     if args.json:
         print(json.dumps(found))
         return
+    if not found:
+        print(f"no runs in {args.dir}")
+        return
     print(f"{'RUN':40s} {'STATUS':12s} {'PRESET':10s} {'TEST ACC':>8s}  STARTED")
     for run in found:
         accuracy = run["test_accuracy"]

@@ -208,7 +208,8 @@ def _alive(pid) -> bool:
 
 
 def list_runs(root: str | Path = "runs") -> list[dict]:
-    """Summaries of the run folders directly under `root`, oldest first.
+    """Summaries of the run folders directly under `root`, oldest first; `root` itself when it
+    is a run folder.
 
     Raises:
         RunError: `root` is not a folder.
@@ -216,7 +217,8 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise RunError(f"{root}: no such folder of runs.")
-    runs = [Run(p).summary() for p in sorted(root.iterdir()) if (p / "config.yaml").is_file()]
+    folders = [root] if (root / "config.yaml").is_file() else sorted(root.iterdir())
+    runs = [Run(p).summary() for p in folders if (p / "config.yaml").is_file()]
     return sorted(runs, key=lambda r: (r["started"] or "", r["run"]))
 
 

@@ -105,6 +105,11 @@ def test_runs_command_lists_status_preset_accuracy_and_date(tmp_path):
     assert lines[0].split() == ["RUN", "STATUS", "PRESET", "TEST", "ACC", "STARTED"]
     assert lines[1].split() == [str(tmp_path / "one"), "complete", "seed", "0.9123", "2026-01-03"]
     assert lines[2].split() == [str(tmp_path / "two2"), "interrupted", "seed", "-", "2026-01-04"]
+    one = run_cli("runs", tmp_path / "one").stdout.splitlines()
+    assert one[1:] == lines[1:2]  # a run folder lists itself
+    assert (
+        run_cli("runs", tmp_path / "not-a-run").stdout == f"no runs in {tmp_path / 'not-a-run'}\n"
+    )
     missing = run_cli("runs", tmp_path / "nope")
     assert missing.returncode == 2
     assert missing.stderr.strip() == f"convnet: error: {tmp_path / 'nope'}: no such folder of runs."
