@@ -102,6 +102,38 @@ def test_a_machine_that_slows_down_gets_a_shorter_plan(clock):
     assert clock.now <= 4.1
 
 
+def test_a_machine_too_slow_for_the_cap_plans_in_its_first_epoch(clock):
+    steps, warmup = 40, 2 * 40  # 2 epochs of warm-up in a cap of 24, as `best` has
+    rate = keras.optimizers.schedules.CosineDecay(
+        0.0, 24 * steps - warmup, warmup_target=0.1, warmup_steps=warmup
+    )
+    model = unit_gradient_model(rate)
+    budget = TimeBudget(100.0, 24, steps, rate)
+    history = fit(model, [Pace(clock, 1.0, per_batch=True), budget], 24, steps=steps)
+
+    # 40 s an epoch: after the 11th step (11 s), 29 s more end the first epoch, and 60 s of
+    # the budget are left, which fit one more. The warm-up shrinks with the plan, 24 -> 2.
+    assert history.history["planned_epochs"] == [2, 2]
+    assert (rate.warmup_steps, rate.decay_steps) == (6, 2 * steps - 6)
+    original = keras.optimizers.schedules.CosineDecay(
+        0.0, 24 * steps - warmup, warmup_target=0.1, warmup_steps=warmup
+    )
+    expected = sum(float(original(s)) for s in range(11)) + sum(
+        float(rate(s)) for s in range(11, 2 * steps)
+    )
+    assert -float(model.get_weights()[0][0, 0]) == pytest.approx(expected, rel=1e-4)
+    assert float(rate(2 * steps - 1)) < 1e-3  # the schedule ends within the budget
+
+
+def test_a_machine_fast_enough_for_the_cap_plans_after_its_second_epoch(clock):
+    rate = schedule(24)
+    model = unit_gradient_model(rate)
+    budget = TimeBudget(1000.0, 24, 40, rate)
+    history = fit(model, [Pace(clock, 1.0, per_batch=True), budget], 24, steps=40)
+    assert history.history["planned_epochs"] == [24] * 24
+    assert rate.warmup_steps == WARMUP
+
+
 def test_an_epoch_that_runs_past_the_budget_stops_at_the_next_batch(clock):
     model = unit_gradient_model(0.1)
     pace = Pace(clock, 0.25, per_batch=True)

@@ -45,6 +45,10 @@ class EpochTimer(keras.callbacks.Callback):
             logs["elapsed_seconds"] = self.initial_elapsed + now - self._train_start
 
 
+# Steps of the first epoch, after the one that compiles, whose pace makes an early plan.
+EARLY_STEPS = 10
+
+
 class TimeBudget(keras.callbacks.Callback):
     """Fits training into a budget of wall-clock seconds: as many epochs as fit, at most a cap.
 
@@ -57,6 +61,13 @@ class TimeBudget(keras.callbacks.Callback):
     is in force before the decay begins. Training stops when the plan is done, or at the first
     batch past the budget if an epoch runs long. Each epoch's logs get `planned_epochs`: place
     it before `CSVLogger`, so a resumed run continues the plan it had.
+
+    On a machine too slow for the cap, the first plan comes early instead: after
+    `EARLY_STEPS` steps of the first epoch that did not compile, if the cap's epochs would not
+    fit at their pace, as many epochs as would (at least one), and the warm-up shrinks with the
+    plan (2 of `best`'s 24 epochs: a sixth of an epoch in a plan of 2). Waiting for the second
+    epoch there would leave no budget to decay in: on a 2-core CPU without AMX, `best` took
+    about 250 s an epoch, and its 590 s ended in the warm-up at a high learning rate.
 
     Args:
         seconds: the budget, from the start of `fit`, validation and backups included.
@@ -95,6 +106,26 @@ class TimeBudget(keras.callbacks.Callback):
     def on_train_batch_end(self, batch, logs=None):
         if self._spent() > self.seconds:
             self.model.stop_training = True
+        if not self._has_plan and self._compiling:
+            if batch == 0:  # the step that compiled
+                self._first_step_end = time.perf_counter()
+            elif batch == EARLY_STEPS:
+                self._plan_early(batch)
+
+    def _plan_early(self, batch: int) -> None:
+        """The first plan, from the pace of the first epoch's steps, if the cap does not fit."""
+        step = (time.perf_counter() - self._first_step_end) / batch
+        epoch_seconds = step * self.steps_per_epoch
+        rest_of_epoch = step * (self.steps_per_epoch - batch - 1)
+        plan = 1 + int((self.seconds - self._spent() - rest_of_epoch) // epoch_seconds)
+        if plan >= self.max_epochs:
+            return  # the cap fits: plan at the end of the second epoch, as usual
+        self.planned, self._has_plan = max(plan, 1), True
+        if self.schedule is not None:
+            self.schedule.warmup_steps = int(
+                self.schedule.warmup_steps * self.planned / self.max_epochs
+            )
+        self._refit_schedule(self.planned)
 
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
