@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -304,13 +303,15 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 3 if args.quick else None
     train_csv, test_csv = kaggle_csvs(*((10_000, 2_000) if args.quick else (None, None)))
 
-    from convnet.training.trainer import versions
+    from convnet.training.trainer import machine, versions
 
     results = {
         "command": "python -m bench.time_to_accuracy " + " ".join(argv or sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "versions": versions(),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+        "machine": "{processor}, {cpu}, {cpus} cores, auto precision {auto_precision}".format(
+            **machine()
+        ),
         "csv_loading": time_csv_loading(train_csv),
         "pipelines": {},
     }
