@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -91,6 +92,10 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete" and manifest["seed"] == 42
     assert "--json" in manifest["command"] and len(manifest["data"]["train"]["sha256"]) == 64
+    # Times depend on the CPU more than on anything else: the manifest names it as Linux does.
+    cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()
+    cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
+    assert manifest["machine"]["cpu"] == cpu
 
     evaluated = run_cli("evaluate", run, "--json")
     assert evaluated.returncode == 0, evaluated.stderr

@@ -67,7 +67,8 @@ class TimeBudget(keras.callbacks.Callback):
     fit at their pace, as many epochs as would (at least one), and the warm-up shrinks with the
     plan (2 of `best`'s 24 epochs: a sixth of an epoch in a plan of 2). Waiting for the second
     epoch there would leave no budget to decay in: on a 2-core CPU without AMX, `best` took
-    about 250 s an epoch, and its 590 s ended in the warm-up at a high learning rate.
+    about 220 s an epoch, so 590 s held 2, and they would have ended with the warm-up, at the
+    peak learning rate.
 
     Args:
         seconds: the budget, from the start of `fit`, validation and backups included.
