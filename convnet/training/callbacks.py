@@ -104,6 +104,9 @@ class TimeBudget(keras.callbacks.Callback):
             self._refit_schedule(self.planned)
         self._compiling = True  # the first epoch compiles the training step
 
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
     def on_train_batch_end(self, batch, logs=None):
         if self._spent() > self.seconds:
             self.model.stop_training = True
@@ -118,10 +121,11 @@ class TimeBudget(keras.callbacks.Callback):
         step = (time.perf_counter() - self._first_step_end) / batch
         epoch_seconds = step * self.steps_per_epoch
         rest_of_epoch = step * (self.steps_per_epoch - batch - 1)
-        plan = 1 + int((self.seconds - self._spent() - rest_of_epoch) // epoch_seconds)
+        more = int((self.seconds - self._spent() - rest_of_epoch) // epoch_seconds)
+        plan = self._epoch + 1 + max(more, 0)  # counting the epochs of a resumed run's past
         if plan >= self.max_epochs:
             return  # the cap fits: plan at the end of the second epoch, as usual
-        self.planned, self._has_plan = max(plan, 1), True
+        self.planned, self._has_plan = plan, True
         if self.schedule is not None:
             self.schedule.warmup_steps = int(
                 self.schedule.warmup_steps * self.planned / self.max_epochs
