@@ -78,8 +78,10 @@ def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
             "expected H*W columns such as 784 (28x28)."
         )
     try:
-        # polars' multi-threaded reader, straight into uint8: 2-3x faster than pandas here. Values
-        # outside 0-255 and ragged rows fail the parse; the slow scan below then names the cell.
+        # polars' multi-threaded reader, straight into uint8: 1.1-3.4x faster than pandas on 2
+        # cores, by CPU (docs/benchmarks.md); pyarrow and DuckDB were slower than polars on AMD
+        # Zen 4. Values outside 0-255 and ragged rows fail the parse; the slow scan below then
+        # names the cell.
         frame = pl.read_csv(
             path,
             has_header=has_header,
