@@ -166,16 +166,16 @@ def inference_throughput(runs: list[Path], test_csv: Path) -> list[dict]:
         "from convnet.runs import Run\n"
         "x = load_source(sys.argv[1])['train'].x\n"
         "sample = x[: int(sys.argv[2])]\n"
-        "def rate(images, views=None):\n"
+        "def rate(model, images, views=None):\n"
         "    t = time.perf_counter(); predict_proba(model, images, tta=views)\n"
         "    return len(images) / (time.perf_counter() - t)\n"
         "for folder in sys.argv[3:]:\n"
         "    run = Run(folder)\n"
         "    model, tta = run.load_model(), TestTimeAugmentation.of(run.config())\n"
         "    predict_proba(model, x)\n"
-        "    single = max(rate(x) for _ in range(3))\n"
+        "    single = max(rate(model, x) for _ in range(3))\n"
         "    print(json.dumps({'images_per_second': single, 'predicted_per_second': "
-        "rate(sample, tta)}))\n"
+        "rate(model, sample, tta)}))\n"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(test_csv), str(TTA_IMAGES), *map(str, runs)],

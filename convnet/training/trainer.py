@@ -423,8 +423,8 @@ def _process() -> dict:
 
 def machine() -> dict:
     """What this machine is, for the manifest and the benchmarks: training time depends on it
-    more than on anything else (`best` took about 23 s an epoch on 2 cores with AMX, 57 s
-    on 2 Zen 4 cores with AVX-512 BF16, about 220 s on 2 AVX2 cores)."""
+    more than on anything else (an epoch of `best` takes 23 s to 220 s on 2 cores, by CPU:
+    docs/benchmarks.md)."""
     try:
         cpuinfo = Path("/proc/cpuinfo").read_text()
     except OSError:
