@@ -7,10 +7,18 @@ DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 
 .PHONY: train test lint system data bench clean
 
+# torch for the torch backend's tests: the CPU build these machines carry on disk (any torch>=2.4
+# works; PyPI's default Linux build is the CUDA one, several GB).
+TORCH ?= torch==2.13.0
+
 $(BIN)/convnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev,jax]'
+	@# A venv made before convnet depended on `tensorflow` has `tensorflow-cpu`, whose files the
+	@# other would overwrite: remove it first.
+	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
+	$(BIN)/pip install --quiet '$(TORCH)'
+	$(BIN)/pip install --quiet -e '.[dev,jax,torch]'
 	touch $@
 
 system:

@@ -22,9 +22,8 @@ import time
 from pathlib import Path
 
 from convnet.data.kaggle import KAGGLE_NAMES, export_fashion_mnist_csv
-from convnet.data.sources import cache_dir
+from convnet.files import cache_dir, write_atomic
 from convnet.reports.plots import read_history
-from convnet.runs import write_atomic
 
 ROOT = Path(__file__).resolve().parent.parent
 CONVNET = str(Path(sys.executable).with_name("convnet"))

@@ -1,22 +1,45 @@
-"""convnet: train, evaluate and serve Keras convolutional networks for image classification."""
+"""convnet: train, evaluate and serve Keras convolutional networks for image classification.
 
-import os
+The public API is re-exported lazily: `import convnet` imports no framework, and each function
+imports what it needs when it is called.
+"""
 
-# Keras reads its backend once, at first import: choose TensorFlow unless the user chose.
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from __future__ import annotations
 
-from convnet.api import evaluate, fetch, predict, summary, train  # noqa: E402
-from convnet.data import load_source as load_dataset  # noqa: E402
-from convnet.models.registry import create_model, list_presets  # noqa: E402
+import importlib
 
-__all__ = [
-    "train",
-    "evaluate",
-    "predict",
-    "summary",
-    "fetch",
-    "load_dataset",
-    "list_presets",
-    "create_model",
-]
+_EXPORTS = {
+    "train": "convnet.api",
+    "evaluate": "convnet.api",
+    "predict": "convnet.api",
+    "summary": "convnet.api",
+    "fetch": "convnet.api",
+    "report": "convnet.api",
+    "compare": "convnet.api",
+    "lr_find": "convnet.api",
+    "export": "convnet.api",
+    "serve": "convnet.api",
+    "create_model": "convnet.api",
+    "presets": "convnet.api",
+    "list_presets": "convnet.models.registry",
+    "register_preset": "convnet.models.registry",
+    "load_config": "convnet.config",
+    "TrainConfig": "convnet.config",
+    "Recipe": "convnet.models.recipe",
+}
+_RENAMED = {"load_dataset": ("convnet.data", "load_source")}
+
+__all__ = sorted([*_EXPORTS, *_RENAMED])
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    if name in _RENAMED:
+        module, attribute = _RENAMED[name]
+        return getattr(importlib.import_module(module), attribute)
+    raise AttributeError(f"module 'convnet' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

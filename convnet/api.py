@@ -1,17 +1,27 @@
-"""The entry points the CLI and the server call. They return results and never exit."""
+"""The entry points the CLI and the server call. They return results and never exit.
+
+Each reads and checks its input with the core (config, data, run folders) first, then imports
+the framework it needs: a refusal of bad input never waits for Keras.
+"""
 
 from __future__ import annotations
 
 import io
 import os
 import socket
+import time
 from pathlib import Path
 
-from convnet.config import TrainConfig, load_config
-from convnet.data.sources import verified_fashion_mnist
+from convnet import backend
+from convnet.config import TrainConfig, check_lr_range, load_config
 from convnet.errors import ConfigError
-from convnet.models.registry import create_model, list_presets  # noqa: F401  (re-exported)
-from convnet.runs import Run, list_runs
+from convnet.models.registry import Preset, get_preset, list_presets
+from convnet.runs import RUNS_ROOT, Run, check_new_run_dir, list_runs
+
+# Keras writes a SavedModel only through TensorFlow, and ONNX on JAX needs jax2onnx, which cannot
+# convert max-pooling; a run's model.keras is the same on every backend, so exports (and the
+# ONNX engine, which exports) load it on TensorFlow.
+EXPORT_BACKEND = "tensorflow"
 
 
 def train(
@@ -37,21 +47,41 @@ def train(
         A TrainResult: run folder, test loss, test accuracy, wall seconds.
 
     Raises:
-        ConfigError: settings given with `resume`.
+        ConfigError: invalid settings, or settings given with `resume`. DataError: the data
+            cannot be read. RunError: the run folder cannot be written, or not resumed.
     """
+    started = time.perf_counter()
     if resume:
-        if config is not None or settings:
-            given = ", ".join(["config"] * (config is not None) + sorted(settings))
-            raise ConfigError(
-                f"--resume continues {resume} with its own config.yaml; drop the other "
-                f"settings (received: {given})."
-            )
-        from convnet.training.trainer import resume as continue_run
+        return _resume(resume, config, settings, command, verbose, started)
+    from convnet.data import load_training_data
 
-        return continue_run(resume, command=command, verbose=verbose)
-    from convnet.training.trainer import train as fit
+    config = _config(config, settings)
+    check_new_run_dir(config.out or RUNS_ROOT)  # before the data is read
+    data = load_training_data(config)
+    backend.load(config.backend, config.devices)
+    from convnet.training import trainer
 
-    return fit(_config(config, settings), command=command, verbose=verbose)
+    return trainer.train(config, data, command=command, verbose=verbose, started=started)
+
+
+def _resume(run_dir, config, settings: dict, command, verbose, started: float):
+    if config is not None or settings:
+        given = ", ".join(["config"] * (config is not None) + sorted(settings))
+        raise ConfigError(
+            f"--resume continues {run_dir} with its own config.yaml; drop the other "
+            f"settings (received: {given})."
+        )
+    from convnet.data import load_training_data
+
+    run = Run(run_dir)
+    run.check_resumable()
+    config = run.config()
+    data = load_training_data(config)
+    run.check_resumable(data.full)
+    backend.load(config.backend, config.devices)
+    from convnet.training import trainer
+
+    return trainer.resume(run, data, command=command, verbose=verbose, started=started)
 
 
 def _config(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:
@@ -74,14 +104,16 @@ def evaluate(
     Returns:
         {"test_loss", "test_accuracy", "test_examples", "test_data", "tta_views"}.
     """
-    from convnet.evaluation import TestTimeAugmentation
-    from convnet.evaluation import evaluate as score
-
     run = Run(run)
     config = run.config()
     test_set = run.load_test(test)
-    model = run.load_model(safe_mode=not unsafe)
-    views = TestTimeAugmentation.of(config, enabled=tta)
+    backend.load(config.backend)
+    from convnet.evaluation import TestTimeAugmentation
+    from convnet.evaluation import evaluate as score
+    from convnet.models.factory import load_model
+
+    model = load_model(run.model_file, safe_mode=not unsafe)
+    views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     metrics = score(model, test_set, tta=views) | {"tta_views": views.count}
     if test is None and tta:
         run.write_json("metrics.json", run.read_json("metrics.json") | metrics)
@@ -106,16 +138,20 @@ def predict(
     Raises:
         ConfigError: `top_k` below 1. DataError: an input file cannot be read.
     """
-    from convnet.evaluation import TestTimeAugmentation, predict_proba
     from convnet.inputs import load_inputs
 
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
     run = Run(run)
-    model = run.load_model(safe_mode=not unsafe)
+    config = run.config()
     data = run.read_json("manifest.json").get("data", {})
+    backend.load(config.backend)
+    from convnet.evaluation import TestTimeAugmentation, predict_proba, top_classes
+    from convnet.models.factory import load_model
+
+    model = load_model(run.model_file, safe_mode=not unsafe)
     names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
-    views = TestTimeAugmentation.of(run.config(), enabled=tta)
+    views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     probabilities = predict_proba(model, x, tta=views)
     return [
         top_classes(name, p, data.get("class_names"), top_k)
@@ -123,12 +159,20 @@ def predict(
     ]
 
 
-def top_classes(name: str, probabilities, class_names: list[str] | None, top_k: int) -> dict:
-    """The `top_k` most probable classes for one input."""
-    class_names = class_names or [str(i) for i in range(len(probabilities))]
-    order = probabilities.argsort()[::-1][:top_k]
-    top = [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
-    return {"file": name, **top[0], "top": top}
+def create_model(
+    preset: str, input_shape=(28, 28, 1), num_classes: int = 10, precision: str = "float32"
+):
+    """A preset's Keras model for raw uint8 images (see `convnet.models.factory.create_model`)."""
+    get_preset(preset)  # an unknown name is refused before Keras is imported
+    backend.load()
+    from convnet.models.factory import create_model as build
+
+    return build(preset, input_shape, num_classes, precision)
+
+
+def presets(pattern: str = "*") -> list[Preset]:
+    """The registered presets whose names match a shell-style pattern, by name."""
+    return [get_preset(name) for name in list_presets(pattern)]
 
 
 def summary(preset: str, input_shape=(28, 28, 1), num_classes: int = 10) -> str:
@@ -154,11 +198,15 @@ def export_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[
 def fetch(data_dir: str | Path | None = None) -> Path:
     """Makes sure Fashion-MNIST is on this machine, checked against the published data; returns
     its folder."""
+    from convnet.data.sources import verified_fashion_mnist
+
     return verified_fashion_mnist(data_dir)
 
 
 def report(run: str | Path) -> Path:
     """Writes a run's plots (`RUN/plots/`) and its self-contained `RUN/report.html`; returns it."""
+    config = Run(run).config()
+    backend.load(config.backend)
     from convnet.reports.report import write_report
 
     return write_report(run)
@@ -193,10 +241,16 @@ def lr_find(
     Returns:
         The result of `convnet.training.lr_find.lr_range_test`, plus "plot": the PNG's path.
     """
+    from convnet.data import load_training_data
+
+    check_lr_range(steps, min_lr, max_lr)
+    config = _config(config, settings)
+    train_set = load_training_data(config).train  # the very examples `train` would fit on
+    backend.load(config.backend)
     from convnet.reports.plots import lr_find_plot
     from convnet.training.lr_find import lr_range_test
 
-    result = lr_range_test(_config(config, settings), steps=steps, min_lr=min_lr, max_lr=max_lr)
+    result = lr_range_test(config, train_set, steps=steps, min_lr=min_lr, max_lr=max_lr)
     return result | {"plot": lr_find_plot(result, plot)}
 
 
@@ -204,11 +258,13 @@ def serve(
     run: str | Path, host: str = "127.0.0.1", port: int = 8000, engine: str = "keras"
 ) -> None:
     """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted."""
+    config = Run(run).config()
+    listening = _listen(host, port)  # before loading the model: a busy port fails at once
+    backend.load(EXPORT_BACKEND if engine == "onnx" else config.backend)
     import uvicorn
 
     from convnet.serving import create_app
 
-    listening = _listen(host, port)  # before loading the model: a busy port fails at once
     app = create_app(run, engine=engine)
     port = listening.getsockname()[1]  # the port chosen, for --port 0
     print(f"convnet: serving {run} with {engine} at http://{host}:{port}/", flush=True)
@@ -235,7 +291,10 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
-    """Writes a run's model as ONNX or a SavedModel (see `convnet.export.export_model`)."""
+    """Writes a run's model as ONNX or a SavedModel (see `convnet.export.export_model`), on the
+    TensorFlow backend whatever backend trained the run."""
+    Run(run).config()  # a run folder with a valid config, before Keras is imported
+    backend.load(EXPORT_BACKEND)
     from convnet.export import export_model
 
     return export_model(run, format, out)

@@ -5,47 +5,69 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import types
-import typing
 import warnings
+from importlib.metadata import PackageNotFoundError, version
 
-from convnet import api
-from convnet.config import TRAINING_ONLY, TrainConfig, config_fields, load_config
+from convnet import api, backend
+from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
 from convnet.errors import ConvnetError, DataMismatchWarning
-from convnet.models.registry import Recipe
-from convnet.training import distributed
+from convnet.models.recipe import OPTIMIZERS
 
-
-def _flag_type(field) -> type:
-    hints = typing.get_type_hints(TrainConfig) | typing.get_type_hints(Recipe)
-    hint = hints[field.name]
-    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    return next(k for k in kinds if k is not type(None))
+# How `train --help` groups its flags; every other setting belongs to the recipe.
+FLAG_GROUPS = {
+    "data": (
+        "train",
+        "test",
+        "format",
+        "label_column",
+        "class_names",
+        "data_dir",
+        "limit",
+        "val_split",
+        "stratify",
+    ),
+    "devices and processes (docs/distributed.md)": (
+        "backend",
+        "devices",
+        "num_processes",
+        "process_id",
+        "coordinator",
+        "join_timeout",
+    ),
+    "output": ("out",),
+}
+CHOICES = RECIPE_CHOICES | {"optimizer": OPTIMIZERS}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
-    """One flag per config and recipe field but `skip`, kebab-case; only flags given apply."""
+    """One flag per config and recipe field but `skip`, kebab-case, in groups; only flags given
+    apply."""
     parser.add_argument("--config", help="YAML file of settings (flags override it)")
+    groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
+    recipe = parser.add_argument_group("model and recipe (default: the preset's)")
     for field in config_fields():
         if field.name in skip:
             continue
-        kind = _flag_type(field)
+        group = next((groups[g] for g, names in FLAG_GROUPS.items() if field.name in names), recipe)
+        kind = field_type(field.name)
         flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help") or f"recipe: {field.name} (default: the preset's)"
+        help_text = field.metadata.get("help") or f"recipe: {field.name}"
+        choices = field.metadata.get("choices") or CHOICES.get(field.name)
         if kind is bool:
-            parser.add_argument(
+            group.add_argument(
                 flag,
                 action=argparse.BooleanOptionalAction,
                 default=argparse.SUPPRESS,
                 help=help_text,
             )
         else:
-            parser.add_argument(
+            group.add_argument(
                 flag,
                 type=kind,
                 default=argparse.SUPPRESS,
                 help=help_text,
-                metavar=field.name.upper(),
+                choices=choices,
+                metavar="{" + ",".join(choices) + "}" if choices else field.name.upper(),
             )
 
 
@@ -56,6 +78,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="convnet",
         description="Train, evaluate and serve Keras CNNs for image classification.",
+    )
+    parser.add_argument(
+        "--version", action=_Version, nargs=0, default=argparse.SUPPRESS, help="print the version"
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="show the frameworks' start-up messages (TensorFlow's oneDNN and absl lines)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     for add_commands in (
@@ -176,7 +207,10 @@ def _add_serving_commands(commands) -> None:
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
     serve.add_argument(
-        "--engine", choices=["keras", "onnx"], default="keras", help="(default: keras)"
+        "--engine",
+        choices=["keras", "onnx"],
+        default="keras",
+        help="what computes the probabilities: keras or onnx (default: keras)",
     )
 
     export = commands.add_parser("export", help="write a run's model as ONNX or a SavedModel")
@@ -184,22 +218,24 @@ def _add_serving_commands(commands) -> None:
         handler=lambda args: print(f"{args.format}: {api.export(args.run, args.format, args.out)}")
     )
     export.add_argument("run")
-    export.add_argument("--format", choices=["onnx", "savedmodel"], default="onnx")
+    export.add_argument(
+        "--format",
+        choices=["onnx", "savedmodel"],
+        default="onnx",
+        help="onnx or savedmodel (default: onnx)",
+    )
     export.add_argument("--out", help="destination (default: RUN/model.onnx or RUN/saved_model)")
 
 
 def _config_flags(args, *own: str) -> dict:
     """The config and recipe flags given on the command line, without the command's own."""
-    skip = {"command", "config", "json", "handler", *own}
+    skip = {"command", "config", "json", "handler", "verbose", *own}
     return {key: value for key, value in vars(args).items() if key not in skip}
 
 
 def _train(args) -> None:
     flags = _config_flags(args, "resume")
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
-    # The backend must be chosen before Keras is first imported; a resumed run's is in its config.
-    config_file = f"{args.resume}/config.yaml" if args.resume else args.config
-    distributed.prepare(flags.get("backend"), flags.get("devices"), config_file)
     result = api.train(
         args.config,
         resume=args.resume,
@@ -211,7 +247,7 @@ def _train(args) -> None:
         print(
             json.dumps(
                 {
-                    "run": str(result.run) if distributed.current().is_chief else None,
+                    "run": str(result.run) if result.is_chief else None,
                     "test_loss": result.test_loss,
                     "test_accuracy": result.test_accuracy,
                     "wall_seconds": result.wall_seconds,
@@ -223,8 +259,7 @@ def _train(args) -> None:
             f"test loss {result.test_loss:.4f}, test accuracy {result.test_accuracy:.4f}, "
             f"{result.wall_seconds:.1f} s"
         )
-        chief = distributed.current().is_chief
-        print(f"run folder: {result.run if chief else '(written by process 0)'}")
+        print(f"run folder: {result.run if result.is_chief else '(written by process 0)'}")
 
 
 def _evaluate(args) -> None:
@@ -299,10 +334,8 @@ def _runs(args) -> None:
 
 
 def _presets(args) -> None:
-    from convnet.models.registry import get_preset
-
-    for name in api.list_presets():
-        print(f"{name:10s} {get_preset(name).description}")
+    for preset in api.presets():
+        print(f"{preset.name:10s} {preset.description}")
 
 
 def _port(text: str) -> int:
@@ -312,9 +345,23 @@ def _port(text: str) -> int:
     return int(text)
 
 
+class _Version(argparse.Action):
+    """Prints convnet's version and the Keras backend it would use; reads the package metadata
+    only when asked (it costs an import that `--help` should not pay)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        try:
+            found = version("convnet")
+        except PackageNotFoundError:
+            found = "(not installed)"
+        print(f"convnet {found} (Keras backend: {backend.select()})")
+        parser.exit()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
+    backend.quiet(not args.verbose)
     try:
         args.handler(args)
     except ConvnetError as error:

@@ -14,8 +14,12 @@ from pathlib import Path
 
 import yaml
 
+from convnet.backend import BACKENDS
 from convnet.errors import ConfigError
-from convnet.models.registry import Recipe, get_preset
+from convnet.models.recipe import PRECISIONS, SCHEDULES, Recipe
+from convnet.models.registry import get_preset
+
+FORMATS = ("csv", "npz", "idx", "folder")
 
 
 @dataclass
@@ -32,7 +36,8 @@ class TrainConfig:
     )
     test: str | None = field(default=None, metadata={"help": "test data, same formats"})
     format: str | None = field(
-        default=None, metadata={"help": "csv, npz, idx or folder (default: from the name)"}
+        default=None,
+        metadata={"help": "the data's format (default: from the name)", "choices": FORMATS},
     )
     label_column: str | None = field(
         default=None, metadata={"help": "CSV label column name or index"}
@@ -56,7 +61,10 @@ class TrainConfig:
     # Topology (see convnet/training/distributed.py and docs/distributed.md).
     backend: str | None = field(
         default=None,
-        metadata={"help": "jax or tensorflow (default: $KERAS_BACKEND, else tensorflow)"},
+        metadata={
+            "help": "Keras backend (default: $KERAS_BACKEND, else tensorflow)",
+            "choices": BACKENDS,
+        },
     )
     devices: int | None = field(
         default=None, metadata={"help": "data-parallel devices per process (default: 1)"}
@@ -82,6 +90,12 @@ class TrainConfig:
             raise ConfigError(
                 f"limit must be a number of examples >= 1 (unset for all). Received: {self.limit}."
             )
+        for name, choices in (("format", FORMATS), ("backend", BACKENDS)):
+            value = getattr(self, name)
+            if value is not None and value not in choices:
+                raise ConfigError(
+                    f"{name} must be one of {', '.join(choices)}. Received: {value!r}."
+                )
 
     def recipe(self) -> Recipe:
         """The preset's recipe with this config's overrides applied."""
@@ -119,10 +133,34 @@ TRAINING_ONLY = (
 )
 
 
+# The choices of the recipe's enumerated settings, for the CLI's help and argparse's checks.
+RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS}
+
+
+def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:
+    """The settings of `lr-find`'s range test.
+
+    Raises:
+        ConfigError: unless steps >= 2 and 0 < min_lr < max_lr.
+    """
+    if steps < 2 or not 0 < min_lr < max_lr:
+        raise ConfigError(
+            "lr-find needs steps >= 2 and 0 < min_lr < max_lr. "
+            f"Received: steps={steps}, min_lr={min_lr}, max_lr={max_lr}."
+        )
+
+
 def config_fields() -> list[dataclasses.Field]:
     """Every settable field, config first, then recipe: the flags the CLI offers."""
     own = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]
     return own + list(dataclasses.fields(Recipe))
+
+
+def field_type(name: str) -> type:
+    """The type a config or recipe field holds, `None` aside: str, int, float or bool."""
+    hint = _hints()[name]
+    kinds = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return next(k for k in kinds if k is not type(None))
 
 
 def _hints() -> dict[str, typing.Any]:
@@ -177,26 +215,34 @@ def load_config(path: str | Path | None = None, flags: dict | None = None) -> Tr
     """
     values = {}
     if path:
-        path = Path(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: config file not found.") from None
-        except OSError as error:  # a folder, no permission
-            raise ConfigError(f"{path}: cannot read the config file ({error.strerror}).") from None
-        except UnicodeDecodeError as error:
-            raise ConfigError(
-                f"{path}: not UTF-8 text (byte {error.start}); expected a YAML config file."
-            ) from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"{path}: not valid YAML{_yaml_problem(error)}.") from None
-        if not isinstance(values, dict):
-            raise ConfigError(
-                f"{path}: expected a mapping of settings, got {type(values).__name__}."
-            )
-        values = {str(key).replace("-", "_"): value for key, value in values.items()}
+        values = read_settings(path)
         make_config(values, str(path))  # names the file in any error
     return make_config(values | (flags or {}), "flags")
+
+
+def read_settings(path: str | Path) -> dict:
+    """The settings of a YAML config file, keys in snake_case, not yet checked.
+
+    Raises:
+        ConfigError: the file is missing, unreadable, not YAML, or not a mapping.
+    """
+    path = Path(path)
+    try:
+        values = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found.") from None
+    except OSError as error:  # a folder, no permission
+        raise ConfigError(f"{path}: cannot read the config file ({error.strerror}).") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {error.start}); expected a YAML config file."
+        ) from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML{_yaml_problem(error)}.") from None
+    values = {} if values is None else values
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of settings, got {type(values).__name__}.")
+    return {str(key).replace("-", "_"): value for key, value in values.items()}
 
 
 def _yaml_problem(error: yaml.YAMLError) -> str:

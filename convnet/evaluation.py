@@ -1,9 +1,9 @@
-"""Test-set metrics from one pass of predictions."""
+"""Predictions and test-set metrics: test-time augmentation, top classes, the report's metrics."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +15,7 @@ from sklearn.metrics import (
 )
 
 from convnet.data.dataset import Dataset
+from convnet.models.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -32,12 +33,10 @@ class TestTimeAugmentation:
     shift: int = 0
 
     @classmethod
-    def of(cls, settings: Mapping, enabled: bool = True) -> TestTimeAugmentation:
-        """The views a run's config (`flip_tta`, `shift_tta`) asks for; the image alone when
-        not `enabled`."""
-        if not enabled:
-            return cls()
-        return cls(bool(settings.get("flip_tta", False)), int(settings.get("shift_tta", 0)))
+    def of(cls, recipe: Recipe, enabled: bool = True) -> TestTimeAugmentation:
+        """The views a recipe (`flip_tta`, `shift_tta`) asks for; the image alone when not
+        `enabled`."""
+        return cls(recipe.flip_tta, recipe.shift_tta) if enabled else cls()
 
     @property
     def count(self) -> int:
@@ -89,6 +88,19 @@ def predict_proba(
     """Class probabilities for uint8 images, averaged over the `tta` views (none by default)."""
     tta = tta or TestTimeAugmentation()
     return tta.average(lambda view: model.predict(view, batch_size=batch_size, verbose=0), x)
+
+
+def top_classes(name: str, probabilities, class_names: list[str] | None, top_k: int) -> dict:
+    """The `top_k` most probable classes for one input.
+
+    Returns:
+        {"file": name, "class", "probability" (of the most probable), "top": [{"class",
+        "probability"}, ...]}.
+    """
+    class_names = class_names or [str(i) for i in range(len(probabilities))]
+    order = probabilities.argsort()[::-1][:top_k]
+    top = [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
+    return {"file": name, **top[0], "top": top}
 
 
 def evaluate(

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.errors import ConvnetError
+from convnet.models.factory import load_model
 from convnet.runs import Run
 
 FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model"}
@@ -47,7 +48,7 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
         raise ExportError(f"Unknown export format {format!r}; expected one of {sorted(FORMATS)}.")
     run = Run(run)
     out = _destination(Path(out) if out else run.path / FORMATS[format], format)
-    model = _in_inference_mode(run.load_model())
+    model = _in_inference_mode(load_model(run.model_file))
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
     try:

@@ -6,45 +6,31 @@ A run folder holds `config.yaml`, `model.keras`, `history.csv`, `metrics.json`, 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import platform
 import shutil
-import tempfile
 import time
-import zipfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import yaml
+from convnet.config import TrainConfig, make_config, read_settings
+from convnet.errors import ConvnetError, RunError
+from convnet.files import write_atomic, write_yaml
 
-from convnet.errors import RunError
+if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs neither
+    from convnet.data.dataset import Dataset
 
 MODEL_FILE = "model.keras"
+RUNS_ROOT = "runs"  # where a run goes without --out: RUNS_ROOT/PRESET-YYYYmmdd-HHMMSS
 MIN_FREE_BYTES = 100 * 2**20  # a run writes a few MB; refuse to start on a nearly full disk
-_UMASK = os.umask(0)
-os.umask(_UMASK)
-
-
-def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Writes `data` to a temporary file beside `path`, then renames it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            f.write(data.encode() if isinstance(data, str) else data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
 
 
 def new_run_dir(
     out: str | Path | None,
     preset: str,
-    root: str | Path = "runs",
+    root: str | Path = RUNS_ROOT,
     min_free: int = MIN_FREE_BYTES,
 ) -> Path:
     """Creates an empty, writable run folder: `out`, or `root/PRESET-YYYYmmdd-HHMMSS`.
@@ -59,32 +45,54 @@ def new_run_dir(
         RunError: the folder exists and is not empty, cannot be written, or its disk is full.
     """
     path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path}: a file, not a folder; choose another --out.")
-    if path.exists() and any(path.iterdir()):
-        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
+    check_new_run_dir(path, min_free)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = write_atomic(path / ".write-test", b"ok")
         probe.unlink()
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
-    try:
-        check_free_space(path, min_free)
-    except RunError:
-        path.rmdir()
-        raise
     return path
 
 
-def check_free_space(path: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
-    """Raises RunError when the disk holding `path` has less than `min_free` bytes free."""
+def check_new_run_dir(path: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
+    """Refuses, without creating anything, a run folder that is a file, a folder that is not
+    empty, one that cannot be made or written, or one on a nearly full disk. `new_run_dir`
+    checks again as it makes the folder.
+
+    Raises:
+        RunError: saying which.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunError(f"{path}: a file, not a folder; choose another --out.")
+    if path.exists() and any(path.iterdir()):
+        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
+    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
+    if not existing.is_dir():
+        reason = os.strerror(errno.ENOTDIR)
+        raise RunError(f"{path}: cannot write the run folder ({reason}).")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RunError(f"{path}: cannot write the run folder ({os.strerror(errno.EACCES)}).")
+    check_free_space(existing, min_free, name=path)
+
+
+def check_free_space(
+    path: str | Path, min_free: int = MIN_FREE_BYTES, name: str | Path | None = None
+) -> None:
+    """Raises RunError, naming `name` (default `path`), when the disk holding `path` has less
+    than `min_free` bytes free."""
     free = shutil.disk_usage(path).free
     if free < min_free:
         raise RunError(
-            f"{path}: only {free / 2**20:.0f} MB free on its disk; a run needs at least "
+            f"{name or path}: only {free / 2**20:.0f} MB free on its disk; a run needs at least "
             f"{min_free / 2**20:.0f} MB. Free some space or choose another --out."
         )
+
+
+def process_record() -> dict:
+    """This process, as a run's manifest records who trains it."""
+    return {"pid": os.getpid(), "hostname": platform.node()}
 
 
 class Run:
@@ -95,8 +103,61 @@ class Run:
         if not (self.path / "config.yaml").is_file():
             raise RunError(f"{self.path}: not a run folder; expected config.yaml in it.")
 
-    def config(self) -> dict:
-        return yaml.safe_load((self.path / "config.yaml").read_text())
+    @classmethod
+    def begin(cls, path: str | Path, config: TrainConfig) -> Run:
+        """Writes `config` as the run's config.yaml (data paths made absolute, so the run reads
+        back from any directory) and returns the run."""
+        settings = config.resolved()
+        for key in ("train", "test", "data_dir"):
+            if settings[key]:
+                settings[key] = os.path.abspath(settings[key])
+        write_yaml(Path(path) / "config.yaml", settings)
+        return cls(path)
+
+    def check_resumable(self, train: Dataset | None = None) -> None:
+        """Refuses to resume a run that is complete or still training, whose training data
+        changed (`train` is not what it began with), or whose disk is full.
+
+        Raises:
+            RunError: saying which, and what to do.
+        """
+        manifest = self.read_json("manifest.json")
+        if not manifest:  # killed before the manifest was written: it begins again
+            return
+        status = self.status()
+        if status == "complete":
+            raise RunError(f"{self.path}: the run is complete; there is nothing to resume.")
+        if status == "running":
+            pid = manifest.get("process", {}).get("pid")
+            raise RunError(f"{self.path}: still being trained by process {pid}; stop it first.")
+        recorded = manifest.get("data", {}).get("train", {}).get("sha256")
+        if train is not None and recorded and recorded != train.checksum():
+            raise RunError(
+                f"{self.path}: the training data ({train.source}) changed since the run began; "
+                "start a new run instead."
+            )
+        check_free_space(self.path)
+
+    @property
+    def model_file(self) -> Path:
+        return self.path / MODEL_FILE
+
+    def config(self) -> TrainConfig:
+        """The settings the run was trained with, as `train` took them.
+
+        Raises:
+            RunError: config.yaml is not a valid config, naming what is wrong with it.
+        """
+        path = self.path / "config.yaml"
+        try:
+            settings = read_settings(path)
+            if not settings:
+                raise RunError(f"{path}: empty; expected the settings of a run.")
+            return make_config(settings, str(path))
+        except RunError:
+            raise
+        except ConvnetError as error:
+            raise RunError(str(error)) from None
 
     def read_json(self, name: str) -> dict:
         path = self.path / name
@@ -111,18 +172,24 @@ class Run:
         Args:
             test: another test set to use instead of the run's own.
         """
-        from convnet.data import load_train_test
+        from convnet.data import load_train_test  # the readers: NumPy and polars
 
         config = self.config()
-        keys = ("format", "label_column", "class_names", "data_dir")
-        return load_train_test(config["train"], test or config["test"], *(config[k] for k in keys))
+        return load_train_test(
+            config.train,
+            test or config.test,
+            config.format,
+            config.label_column,
+            config.class_names,
+            config.data_dir,
+        )
 
     def load_test(self, test: str | None = None):
         """The run's test set, or `test` fitted to the run's classes.
 
         `test` needs only the run's manifest, not its training data, which may be elsewhere.
         """
-        from convnet.data import load_test
+        from convnet.data import load_test  # the readers: NumPy and polars
 
         data = self.read_json("manifest.json").get("data", {})
         if test is None or "class_names" not in data:
@@ -132,39 +199,10 @@ class Run:
             test,
             tuple(data["image_shape"]),
             tuple(data["class_names"]),
-            config["format"],
-            config["label_column"],
-            config["class_names"],
+            config.format,
+            config.label_column,
+            config.class_names,
         )
-
-    def load_model(self, safe_mode: bool = True):
-        """The trained Keras model.
-
-        Args:
-            safe_mode: refuse models that carry code (Lambda layers); see Keras `load_model`.
-
-        Raises:
-            RunError: the run has no model yet, or the model cannot be loaded safely.
-        """
-        import keras
-
-        import convnet.models.layers  # noqa: F401  (for models saved before they were plain Keras)
-
-        path = self.path / MODEL_FILE
-        if not path.is_file():
-            raise RunError(f"{self.path}: no {MODEL_FILE}; the run has not finished training.")
-        try:
-            return keras.saving.load_model(path, safe_mode=safe_mode)
-        except ValueError as error:
-            if safe_mode and "safe_mode" in str(error):
-                raise RunError(
-                    f"{path}: the model carries Python code (a Lambda layer), which could do "
-                    "anything when loaded; refused. `evaluate` and `predict` take --unsafe, only "
-                    "for files you trust; `serve` and `export` never load such a model."
-                ) from None
-            raise RunError(f"{path}: cannot load the model ({error}).") from None
-        except (OSError, zipfile.BadZipFile, KeyError) as error:
-            raise RunError(f"{path}: cannot load the model ({error}).") from None
 
     def status(self) -> str:
         """ "complete", "running", "interrupted" or "failed" (from the manifest).
@@ -189,7 +227,7 @@ class Run:
         return {
             "run": str(self.path),
             "status": self.status(),
-            "preset": manifest.get("preset") or self.config().get("preset"),
+            "preset": manifest.get("preset") or self.config().preset,
             "test_accuracy": self.read_json("metrics.json").get("test_accuracy"),
             "started": manifest.get("started"),
         }
@@ -220,7 +258,3 @@ def list_runs(root: str | Path = "runs") -> list[dict]:
     folders = [root] if (root / "config.yaml").is_file() else sorted(root.iterdir())
     runs = [Run(p).summary() for p in folders if (p / "config.yaml").is_file()]
     return sorted(runs, key=lambda r: (r["started"] or "", r["run"]))
-
-
-def write_yaml(path: str | Path, data: dict) -> Path:
-    return write_atomic(path, yaml.safe_dump(data, sort_keys=False))

@@ -13,7 +13,8 @@ from convnet.data.dataset import Dataset
 from convnet.errors import ConfigError
 from convnet.evaluation import TestTimeAugmentation
 from convnet.models import registry
-from convnet.models.registry import Preset, Recipe
+from convnet.models.recipe import Recipe
+from convnet.models.registry import Preset
 from convnet.training.calibration import calibrate, fit_temperature
 
 ABC = ("a", "b", "c")

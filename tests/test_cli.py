@@ -236,7 +236,8 @@ def test_resume_is_refused_while_training_runs_or_after_the_data_changed(
     import os
 
     from convnet.cli import main
-    from convnet.runs import Run, write_yaml
+    from convnet.files import write_yaml
+    from convnet.runs import Run
 
     run = Run(shutil.copytree(trained_run, tmp_path / "run"))
     manifest = run.read_json("manifest.json")
@@ -249,7 +250,7 @@ def test_resume_is_refused_while_training_runs_or_after_the_data_changed(
 
     run.write_json("manifest.json", manifest | {"status": "interrupted"})
     changed = write_npz(tmp_path / "bars.npz", make_images(600, seed=9), make_images(200, seed=2))
-    write_yaml(run.path / "config.yaml", run.config() | {"train": str(changed)})
+    write_yaml(run.path / "config.yaml", run.config().resolved() | {"train": str(changed)})
     assert main(["train", "--resume", str(run.path)]) == 2
     assert capsys.readouterr().err.strip().splitlines()[-1] == (
         f"convnet: error: {run.path}: the training data ({changed}:train) changed since the run "

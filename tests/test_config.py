@@ -78,13 +78,16 @@ def test_yaml_that_is_not_a_mapping(tmp_path):
         (
             "optimizer",
             "adamz",
-            "optimizer must be a Keras optimizer name, e.g. adamw. Received: 'adamz'.",
+            "optimizer must be one of adadelta, adafactor, adagrad, adam, adamax, adamw, ftrl, "
+            "lion, nadam, rmsprop, sgd. Received: 'adamz'.",
         ),
         ("schedule", "linear", "schedule must be 'constant' or 'cosine'. Received: 'linear'."),
         ("shift_tta", -1, "shift_tta must be an integer >= 0 (pixels). Received: -1."),
         ("label_smoothing", 1.0, "label_smoothing must be in [0, 1). Received: 1.0."),
         ("learning_rate", 0.0, "learning_rate must be > 0. Received: 0.0."),
         ("limit", -5, "limit must be a number of examples >= 1 (unset for all). Received: -5."),
+        ("backend", "theano", "backend must be one of tensorflow, jax, torch. Received: 'theano'."),
+        ("format", "xlsx", "format must be one of csv, npz, idx, folder. Received: 'xlsx'."),
     ],
 )
 def test_values_out_of_range_are_refused(key, value, expected):

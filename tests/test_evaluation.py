@@ -158,8 +158,11 @@ def test_tta_average_is_the_mean_over_views():
     np.testing.assert_allclose(Engine(forward, (6, 6, 1), tta).predict(x), expected)
 
 
-def test_tta_settings_come_from_a_run_config():
-    assert TestTimeAugmentation.of({}) == TestTimeAugmentation(False, 0)
-    assert TestTimeAugmentation.of({"flip_tta": True, "shift_tta": 1}) == (
+def test_tta_settings_come_from_a_recipe():
+    from convnet.models.recipe import Recipe
+
+    assert TestTimeAugmentation.of(Recipe()) == TestTimeAugmentation(False, 0)
+    assert TestTimeAugmentation.of(Recipe(flip_tta=True, shift_tta=1)) == (
         TestTimeAugmentation(True, 1)
     )
+    assert TestTimeAugmentation.of(Recipe(flip_tta=True), enabled=False).count == 1

@@ -9,6 +9,7 @@ import pytest
 from conftest import make_images, run_cli
 
 from convnet.export import ExportError, export_model
+from convnet.models.factory import load_model
 from convnet.runs import Run
 
 
@@ -16,7 +17,7 @@ from convnet.runs import Run
 def reference(trained_run, tiny_npz):
     """100 uint8 test images and the Keras model's probabilities for them."""
     x = np.load(tiny_npz)["x_test"][:100, ..., np.newaxis]
-    return x, Run(trained_run).load_model().predict(x, verbose=0)
+    return x, load_model(Run(trained_run).model_file).predict(x, verbose=0)
 
 
 def test_onnx_matches_keras(trained_run, reference, tmp_path):
@@ -124,7 +125,7 @@ def test_a_model_with_augmentation_exports_its_inference_graph(augmenting_run, t
     import tensorflow as tf
 
     x = make_images(64, seed=4).x
-    expected = Run(augmenting_run).load_model().predict(x, verbose=0)
+    expected = load_model(Run(augmenting_run).model_file).predict(x, verbose=0)
     onnx = export_model(augmenting_run, "onnx", tmp_path / "model.onnx")
     session = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
     served = session.run(None, {session.get_inputs()[0].name: x})[0]

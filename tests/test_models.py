@@ -1,4 +1,4 @@
-"""The preset registry, and a forward pass through every preset."""
+"""The preset registry (no Keras), and a forward pass through every preset's model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from convnet.errors import ConfigError
-from convnet.models import create_model, get_preset, list_presets, register_preset
+from convnet.models import get_preset, list_presets, register_preset, registry
+from convnet.models.factory import create_model, portable_model
+from convnet.models.recipe import OPTIMIZERS, Recipe
 
 
 def test_seed_preset_is_the_articles_network():
@@ -47,7 +49,34 @@ def test_list_presets_filters_by_pattern():
 
 def test_registering_a_name_twice_is_an_error():
     with pytest.raises(ValueError, match="Preset 'seed' is already registered"):
-        register_preset("seed", "again")(lambda shape, n: None)
+        register_preset("seed", "again", builder="convnet.models.builders:seed")
+    with pytest.raises(ValueError, match="Preset 'seed' is already registered"):
+        register_preset("seed", "again")
+
+
+def test_a_preset_registered_with_its_function_builds_it(monkeypatch):
+    monkeypatch.setattr(registry, "_PRESETS", dict(registry._PRESETS))
+
+    @register_preset("tiny-dense", "one dense layer", epochs=2)
+    def tiny_dense(input_shape, num_classes):
+        inputs = keras.Input(input_shape, dtype="uint8")
+        x = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+        return keras.Model(inputs, keras.layers.Dense(num_classes, activation="softmax")(x))
+
+    assert get_preset("tiny-dense").recipe == Recipe(epochs=2)
+    assert create_model("tiny-dense", (8, 8, 1), 3).output_shape == (None, 3)
+
+
+def test_built_in_presets_name_their_builders_and_import_them_only_to_build():
+    for name in list_presets():
+        builder = get_preset(name).builder
+        assert builder == f"convnet.models.builders:{name}"
+        assert get_preset(name).build_function().__name__ == name
+
+
+@pytest.mark.parametrize("name", OPTIMIZERS)
+def test_every_optimizer_a_recipe_accepts_is_one_keras_builds(name):
+    assert isinstance(keras.optimizers.get(name), keras.optimizers.Optimizer)
 
 
 @pytest.mark.parametrize("name", list_presets())
@@ -98,8 +127,6 @@ def test_fused_batch_norm_trains_like_keras_batch_norm():
 
 
 def test_mixed_precision_builds_bfloat16_compute_and_converts_back_to_float32():
-    from convnet.models.registry import portable_model
-
     mixed = create_model("fast", precision="mixed_bfloat16")
     assert {layer.dtype_policy.name for layer in mixed.layers[2:-1]} == {"mixed_bfloat16"}
     assert mixed.layers[-1].dtype_policy.name == "float32"  # the softmax head
@@ -118,7 +145,6 @@ def test_saved_presets_load_with_bare_keras_in_a_fresh_process(tmp_path, name):
     import sys
 
     from convnet.models.layers import FusedBatchNormalization
-    from convnet.models.registry import portable_model
 
     model = portable_model(create_model(name, precision="mixed_bfloat16"))
     assert not any(isinstance(layer, FusedBatchNormalization) for layer in model.layers)

@@ -17,7 +17,9 @@ from conftest import make_images, run_cli, write_csv, write_npz
 import convnet
 from convnet import api, runs
 from convnet.errors import DataError, RunError
-from convnet.runs import Run, new_run_dir, write_yaml
+from convnet.files import write_yaml
+from convnet.models.factory import load_model
+from convnet.runs import Run, new_run_dir
 from convnet.training.callbacks import (
     BestWeights,
     EpochBackup,
@@ -159,7 +161,7 @@ def test_a_run_works_from_another_directory_and_without_its_training_data(
     shutil.copy(tiny_npz, data / "bars.npz")
     monkeypatch.chdir(data)
     result = api.train(train="bars.npz", out=str(tmp_path / "run"), epochs=1, verbose=0)
-    assert Run(result.run).config()["train"] == str(data / "bars.npz")
+    assert Run(result.run).config().train == str(data / "bars.npz")
     monkeypatch.chdir(tmp_path)
     assert api.evaluate(result.run)["test_accuracy"] == pytest.approx(result.test_accuracy)
 
@@ -169,7 +171,7 @@ def test_a_run_works_from_another_directory_and_without_its_training_data(
     (data / "bars.npz").unlink()
     scored = api.evaluate(result.run, str(other))
     assert scored["test_examples"] == 40
-    assert scored["test_accuracy"] == accuracy(Run(result.run).load_model(), other_test)
+    assert scored["test_accuracy"] == accuracy(load_model(Run(result.run).model_file), other_test)
     with pytest.raises(DataError, match=r"shape \(14, 14, 1\); expected \(28, 28, 1\)"):
         small = make_images(10, seed=7)
         small = type(small)(small.x[:, :14, :14], small.y, small.class_names)
@@ -264,7 +266,7 @@ def lambda_run(tmp_path, trained_run) -> Path:
 def test_model_with_lambda_is_refused_unless_unsafe(lambda_run):
     with pytest.raises(RunError, match=r"carries Python code \(a Lambda layer\).*--unsafe"):
         api.evaluate(lambda_run)
-    model = Run(lambda_run).load_model(safe_mode=False)
+    model = load_model(Run(lambda_run).model_file, safe_mode=False)
     test = make_images(200, seed=2)  # the test split of `tiny_npz`, which the run names
     assert api.evaluate(lambda_run, unsafe=True)["test_accuracy"] == accuracy(model, test)
     result = run_cli("evaluate", lambda_run, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
@@ -281,5 +283,5 @@ def test_corrupt_model_is_a_run_error(tmp_path, trained_run):
     shutil.copytree(trained_run, run)
     (run / "model.keras").write_bytes(b"not a zip")
     with pytest.raises(RunError, match=r"cannot load the model"):
-        Run(run).load_model()
+        load_model(Run(run).model_file)
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"

@@ -19,6 +19,7 @@ from conftest import CONVNET, make_images, run_async
 from fastapi.testclient import TestClient
 from PIL import Image
 
+from convnet.models.factory import load_model
 from convnet.serving import create_app
 from convnet.serving.engines import MicroBatcher
 from convnet.serving.payloads import Limits
@@ -94,7 +95,7 @@ def test_json_pixels_and_base64_agree_with_the_model(client, images, trained_run
     assert response.status_code == 200, response.text
     predictions = response.json()["predictions"]
     assert [p["file"] for p in predictions] == ["images[0]", "pixels[0]", "pixels[1]", "pixels[2]"]
-    expected = Run(trained_run).load_model().predict(images.x[:3], verbose=0)
+    expected = load_model(Run(trained_run).model_file).predict(images.x[:3], verbose=0)
     names = images.class_names
     got = np.array(
         [
@@ -233,7 +234,7 @@ def fashion(tmp_path_factory):
     )
     run = folder / "seed-fashion"
     convnet.train(train=str(folder / "fm.npz"), epochs=4, batch_size=64, out=str(run), verbose=0)
-    probabilities = Run(run).load_model().predict(test.x[:300], verbose=0)
+    probabilities = load_model(Run(run).model_file).predict(test.x[:300], verbose=0)
     right = np.flatnonzero(probabilities.argmax(1) == test.y[:300])
     best = right[probabilities[right, test.y[right]].argmax()]
     image = folder / "test-image.png"

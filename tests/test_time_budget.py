@@ -185,11 +185,10 @@ def test_a_negative_budget_is_refused_before_any_run_is_written(tmp_path, tiny_n
 
 def test_a_budget_is_refused_for_several_processes():
     from convnet.errors import ConfigError
-    from convnet.models.registry import Recipe
+    from convnet.models.recipe import Recipe
     from convnet.training.distributed import Context
-    from convnet.training.trainer import _check_time_budget
 
-    _check_time_budget(Recipe(time_budget=60.0), Context("jax"))
-    _check_time_budget(Recipe(), Context("jax", num_processes=2))
+    Context("jax").check_recipe(Recipe(time_budget=60.0))
+    Context("jax", num_processes=2).check_recipe(Recipe())
     with pytest.raises(ConfigError, match="time_budget works in one process"):
-        _check_time_budget(Recipe(time_budget=60.0), Context("jax", num_processes=2))
+        Context("jax", num_processes=2).check_recipe(Recipe(time_budget=60.0))

@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import os
 import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
 from convnet.data.dataset import Dataset
-from convnet.models.registry import resolve_precision
+from convnet.machine import cpu_flags
+from convnet.models.precision import Accelerator, choose_precision, find_accelerator
+from convnet.models.registry import get_preset
+from convnet.training import feed
 from convnet.training.callbacks import EpochTimer
-from convnet.training.trainer import batches
 
 
 def numbered(n: int) -> Dataset:
@@ -24,44 +28,60 @@ def numbered(n: int) -> Dataset:
     return Dataset(x, np.arange(n) % 3, ("a", "b", "c"), "numbered")
 
 
-def passes(data: Dataset, batch_size: int, count: int, **kwargs) -> list[list[int]]:
-    feed, steps = batches(data, batch_size, **kwargs)
-    it = iter(feed)
+FEEDS = {"tf.data": feed._tf_batches, "numpy": feed._numpy_batches}
+
+
+def batch_stream(kind: str, data: Dataset, batch_size: int, shuffle_seed=None, first_epoch=0):
+    """An iterator over the feed `kind` makes, as Keras reads it."""
+    made = FEEDS[kind](data, batch_size, shuffle_seed, first_epoch)
+    if kind == "numpy":
+        return (made[i] for i in itertools.count())
+    return iter(made)
+
+
+def passes(kind: str, data: Dataset, batch_size: int, count: int, **kwargs) -> list[list[int]]:
+    stream = batch_stream(kind, data, batch_size, **kwargs)
+    steps = feed.epoch_steps(len(data), batch_size)
     out = []
     for _ in range(count):
         indices = []
         for _ in range(steps):
-            x, y = next(it)
+            x, y = next(stream)
             assert x.dtype == "uint8" and y.shape[1] == 3  # pixels stay uint8; labels one-hot
-            indices += x.numpy()[:, 0, 0, 0].tolist()
+            indices += np.asarray(x)[:, 0, 0, 0].tolist()
         out.append(indices)
     return out
 
 
-def test_each_pass_is_one_epoch_of_every_example_reshuffled():
-    first, second = passes(numbered(50), 16, 2, shuffle_seed=7)
+@pytest.mark.parametrize("kind", FEEDS)
+def test_each_pass_is_one_epoch_of_every_example_reshuffled(kind):
+    first, second = passes(kind, numbered(50), 16, 2, shuffle_seed=7)
     assert sorted(first) == sorted(second) == list(range(50))  # 16+16+16+2: a partial last batch
     assert first != second != list(range(50))
-    assert passes(numbered(50), 16, 2, shuffle_seed=7) == [first, second]  # the seed repeats it
+    assert passes(kind, numbered(50), 16, 2, shuffle_seed=7) == [first, second]  # seeded
     # A run resumed at its second epoch sees the order an uninterrupted run saw.
-    assert passes(numbered(50), 16, 1, shuffle_seed=7, first_epoch=1) == [second]
+    assert passes(kind, numbered(50), 16, 1, shuffle_seed=7, first_epoch=1) == [second]
 
 
-def test_every_iterator_over_a_feed_gives_the_same_order():
+@pytest.mark.parametrize("kind", FEEDS)
+def test_every_iterator_over_a_feed_gives_the_same_order(kind):
     """Keras' JAX trainer takes a batch from one iterator, then trains from a new one."""
-    feed, _ = batches(numbered(50), 16, shuffle_seed=7, first_epoch=1)
-    first = iter(feed)
+    first = batch_stream(kind, numbered(50), 16, shuffle_seed=7, first_epoch=1)
     for _ in range(5):
         next(first)
-    again = [int(i) for i in next(iter(feed))[0].numpy()[:, 0, 0, 0]]
-    assert again == passes(numbered(50), 16, 2, shuffle_seed=7)[1][:16]
+    again = next(batch_stream(kind, numbered(50), 16, shuffle_seed=7, first_epoch=1))
+    assert (
+        np.asarray(again[0])[:, 0, 0, 0].tolist()
+        == (passes(kind, numbered(50), 16, 2, shuffle_seed=7)[1][:16])
+    )
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra is missing")
 def test_best_trains_jitted_on_jax():
     """RandomTranslation says it cannot be jitted (TensorFlow's kernel); on JAX it can."""
     script = (
-        "from convnet.models.registry import create_model, get_preset\n"
+        "from convnet.models.factory import create_model\n"
+        "from convnet.models.registry import get_preset\n"
         "from convnet.training.trainer import compile_for_training\n"
         "model = create_model('best', (28, 28, 1), 10, 'float32')\n"
         "compile_for_training(model, get_preset('best').recipe, 1e-3)\n"
@@ -77,8 +97,9 @@ def test_best_trains_jitted_on_jax():
     assert result.stdout.split() == ["True"]
 
 
-def test_unshuffled_passes_keep_the_order():
-    assert passes(numbered(20), 8, 2) == [list(range(20))] * 2
+@pytest.mark.parametrize("kind", FEEDS)
+def test_unshuffled_passes_keep_the_order(kind):
+    assert passes(kind, numbered(20), 8, 2) == [list(range(20))] * 2
 
 
 def test_elapsed_seconds_count_the_time_between_epochs(clock):
@@ -95,19 +116,58 @@ def test_elapsed_seconds_count_the_time_between_epochs(clock):
 
 
 @pytest.mark.parametrize(
-    ("flags", "expected"),
+    ("flags", "backend", "expected"),
     [
-        ("fpu sse avx512f amx_bf16 amx_tile", "mixed_bfloat16"),
-        ("fpu avx512f avx512_bf16", "mixed_bfloat16"),
-        ("fpu sse avx2 avx512f", "float32"),
+        ("fpu sse avx512f amx_bf16 amx_tile", "tensorflow", "mixed_bfloat16"),
+        ("fpu avx512f avx512_bf16", "tensorflow", "mixed_bfloat16"),
+        ("fpu sse avx2 avx512f", "tensorflow", "float32"),
+        ("fpu avx512f avx512_bf16", "jax", "float32"),
+        ("fpu avx512f avx512_bf16", "torch", "float32"),
     ],
 )
-def test_auto_precision_follows_the_cpu(tmp_path, flags, expected):
+def test_auto_precision_on_a_cpu_follows_its_flags(tmp_path, flags, backend, expected):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text(f"processor\t: 0\nflags\t\t: {flags}\n")
-    assert resolve_precision("auto", cpuinfo) == expected
-    assert resolve_precision("float32", cpuinfo) == "float32"
-    assert resolve_precision("auto", tmp_path / "missing") == "float32"
+    found = cpu_flags(cpuinfo)
+    assert choose_precision("auto", backend, None, found) == expected
+    assert choose_precision("float32", backend, None, found) == "float32"
+    assert cpu_flags(tmp_path / "missing") == set()
+
+
+@pytest.mark.parametrize(
+    ("capability", "expected"),
+    [
+        ((9, 0), "mixed_bfloat16"),
+        ((8, 6), "mixed_bfloat16"),
+        ((7, 5), "mixed_float16"),
+        ((7, 0), "mixed_float16"),
+        ((6, 1), "float32"),
+        (None, "float32"),
+    ],
+)
+@pytest.mark.parametrize("backend", ["tensorflow", "jax", "torch"])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(backend, capability, expected):
+    gpu = Accelerator("NVIDIA (faked)", capability)
+    assert choose_precision("auto", backend, gpu, {"avx512_bf16"}) == expected
+
+
+def test_auto_precision_asks_the_backend_for_its_gpu(monkeypatch):
+    from convnet.models import precision
+
+    monkeypatch.setattr(precision, "find_accelerator", lambda backend: Accelerator("A100", (8, 0)))
+    assert precision.resolve_precision("auto") == "mixed_bfloat16"
+    monkeypatch.setattr(precision, "find_accelerator", lambda backend: Accelerator("T4", (7, 5)))
+    assert precision.resolve_precision("auto") == "mixed_float16"
+    assert find_accelerator(keras.backend.backend()) is None  # this machine has no GPU
+
+
+def test_mixed_float16_compiles_with_loss_scaling():
+    from convnet.models.factory import create_model
+    from convnet.training.trainer import compile_for_training
+
+    model = create_model("fast", precision="mixed_float16")
+    compile_for_training(model, get_preset("fast").recipe, 1e-3)
+    assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
 
 
 def test_ctrl_c_in_fit_is_raised_at_the_next_batch_end_and_twice_at_once():

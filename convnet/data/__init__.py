@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from convnet.config import FORMATS, TrainConfig
 from convnet.data.cache import cached_read
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
@@ -16,13 +18,21 @@ from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
 from convnet.errors import DataError
 
-FORMATS = ("csv", "npz", "idx", "folder")
 NAMED_CLASS_SETS = {
     "fashion-mnist": FASHION_MNIST_CLASSES,
     "mnist": tuple(str(i) for i in range(10)),
 }
 
-__all__ = ["Dataset", "FORMATS", "load_source", "load_fashion_mnist", "split", "guess_format"]
+__all__ = [
+    "Dataset",
+    "FORMATS",
+    "TrainingData",
+    "guess_format",
+    "load_fashion_mnist",
+    "load_source",
+    "load_training_data",
+    "split",
+]
 
 
 def guess_format(path: Path) -> str:
@@ -195,3 +205,40 @@ def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
         )
     renumber = np.array([index[name] for name in data.class_names], dtype=data.y.dtype)
     return Dataset(data.x, renumber[data.y], class_names, data.source)
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The data of one training run.
+
+    Attributes:
+        full: the training data after `limit`, before the validation split.
+        test: the test set, relabelled to the training classes.
+        train: what `fit` trains on.
+        validation: the held-out part of `full`, or None when `val_split` is 0.
+    """
+
+    full: Dataset
+    test: Dataset
+    train: Dataset
+    validation: Dataset | None
+
+
+def load_training_data(config: TrainConfig) -> TrainingData:
+    """Reads, limits and splits the data `config` names, as `train` and `lr-find` use it.
+
+    Raises:
+        DataError: the data cannot be read, or the sets do not fit together.
+    """
+    full, test = load_train_test(
+        config.train,
+        config.test,
+        config.format,
+        config.label_column,
+        config.class_names,
+        config.data_dir,
+    )
+    if config.limit:
+        full = full.take(slice(0, config.limit))
+    train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
+    return TrainingData(full, test, train, validation)

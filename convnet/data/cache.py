@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.data.dataset import Dataset
-from convnet.data.sources import cache_dir
-from convnet.runs import write_atomic
+from convnet.files import cache_dir, write_atomic
 
 FORMAT_VERSION = 1  # bump when a reader's output for the same file can change
 _writing: dict[Path, threading.Thread] = {}  # entries being written in the background

@@ -9,7 +9,7 @@ import polars as pl
 
 from convnet.data.dataset import Dataset
 from convnet.data.sources import load_fashion_mnist
-from convnet.runs import write_atomic
+from convnet.files import write_atomic
 
 KAGGLE_NAMES = {"train": "fashion-mnist_train.csv", "test": "fashion-mnist_test.csv"}
 

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.idx import read_idx_dataset
 from convnet.errors import DataError
+from convnet.files import cache_dir
 
 MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -38,12 +39,6 @@ CONTENT_SHA256 = {
 }
 DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 SPLIT_PREFIX = {"train": "train", "test": "t10k"}
-
-
-def cache_dir() -> Path:
-    """The user cache: `$XDG_CACHE_HOME/convnet`, else `~/.cache/convnet`."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "convnet"
 
 
 def candidate_dirs(data_dir: str | Path | None = None) -> list[Path]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from convnet.data.dataset import Dataset
 from convnet.errors import DataError
@@ -33,6 +32,9 @@ def split(
         raise DataError(f"val_split must be in [0, 1). Received: val_split={val_fraction}.")
     if val_fraction == 0:
         return data, None
+    # scikit-learn takes a second or more to import: only a split pays for it.
+    from sklearn.model_selection import train_test_split
+
     index = np.arange(len(data))
     try:
         train_index, val_index = train_test_split(

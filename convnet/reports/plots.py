@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
 
-from convnet.runs import write_atomic  # noqa: E402
+from convnet.files import write_atomic  # noqa: E402
 
 # Above this many classes the cells are too small for their numbers to be read.
 MAX_ANNOTATED_CLASSES = 20

@@ -12,8 +12,11 @@ import numpy as np
 from convnet.data.dataset import Dataset
 from convnet.errors import DataMismatchWarning, RunError
 from convnet.evaluation import TestTimeAugmentation, interpretation, predict_proba
+from convnet.files import write_atomic
+from convnet.models.factory import load_model
+from convnet.models.recipe import Recipe
 from convnet.reports import html, plots
-from convnet.runs import Run, write_atomic
+from convnet.runs import Run
 
 
 def write_report(
@@ -45,11 +48,11 @@ def write_report(
     run = Run(run)
     config = run.config()
     if model is None:
-        model = run.load_model()
+        model = load_model(run.model_file)
     if train is None or test is None:
         train, test = run.load_data()
     if probabilities is None:
-        probabilities = predict_proba(model, test.x, tta=TestTimeAugmentation.of(config))
+        probabilities = predict_proba(model, test.x, tta=TestTimeAugmentation.of(config.recipe()))
     names = list(test.class_names)
     found = interpretation(test.y, probabilities, names)
     figures = _draw(run.path / "plots", found, train, test)
@@ -63,10 +66,11 @@ def write_report(
     sections = _report_sections(run, found, figures, metrics, time.perf_counter() - started)
     manifest = run.read_json("manifest.json")
     subtitle = (
-        f"preset {config.get('preset')} · {len(test)} test examples from {test.source} · "
+        f"preset {config.preset} · {len(test)} test examples from {test.source} · "
         f"started {manifest.get('started', 'unknown')}"
     )
-    page = html.page(f"Run report: {run.path.name}", subtitle, sections, _cards(metrics, config))
+    cards = _cards(metrics, config.recipe())
+    page = html.page(f"Run report: {run.path.name}", subtitle, sections, cards)
     return write_atomic(run.path / "report.html", page)
 
 
@@ -93,7 +97,7 @@ def _draw(folder: Path, found: dict, train: Dataset, test: Dataset) -> dict[str,
     }
 
 
-def _cards(metrics: dict, config: dict) -> str:
+def _cards(metrics: dict, recipe: Recipe) -> str:
     def number(key: str, digits: int = 4) -> str:
         return f"{metrics[key]:.{digits}f}" if key in metrics else "n/a"
 
@@ -103,17 +107,17 @@ def _cards(metrics: dict, config: dict) -> str:
             ("Test loss", number("test_loss")),
             ("Macro F1", number("test_macro_f1")),
             ("Calibration error (ECE)", number("test_ece")),
-            ("Epochs", _epochs(metrics, config)),
+            ("Epochs", _epochs(metrics, recipe)),
             ("Training time", f"{number('fit_seconds', 1)} s"),
         ]
     )
 
 
-def _epochs(metrics: dict, config: dict) -> str:
+def _epochs(metrics: dict, recipe: Recipe) -> str:
     """Epochs trained; with a time budget, also the cap and the budget."""
-    trained = metrics.get("epochs", config.get("epochs", "n/a"))  # older runs: the recipe's
-    if config.get("time_budget"):
-        return f"{trained} of {config.get('epochs')} in {config['time_budget']:.0f} s"
+    trained = metrics.get("epochs", recipe.epochs)  # older runs: the recipe's
+    if recipe.time_budget:
+        return f"{trained} of {recipe.epochs} in {recipe.time_budget:.0f} s"
     return str(trained)
 
 
@@ -219,7 +223,7 @@ def _run_details(run: Run, metrics: dict, report_seconds: float) -> str:
     timing_table = html.table(["Timing", "Value"], rows, {1})
     return (
         f'<div class="columns"><div><h3>Timings</h3>{timing_table}</div>'
-        f"<div><h3>Config</h3>{html.key_values(run.config())}</div></div>"
+        f"<div><h3>Config</h3>{html.key_values(run.config().resolved())}</div></div>"
         f"<h3>Manifest</h3><details open><summary>manifest.json</summary>"
         f"{html.json_block(manifest)}</details>"
     )
@@ -276,7 +280,7 @@ def data_differences(runs: list[str | Path]) -> list[str]:
     folders = [Run(path) for path in runs]
     labels = _labels([run.path for run in folders])
     data = [run.read_json("manifest.json").get("data", {}) for run in folders]
-    limits = [run.config().get("limit") for run in folders]
+    limits = [run.config().limit for run in folders]
     lines = []
     for part, verb in (("train", "trained"), ("test", "tested")):
         groups: dict[tuple, list[str]] = {}  # (sha256, source without one, limit): runs
@@ -324,8 +328,7 @@ def _compare_table(folders: list[Run], labels: list[str], histories: dict) -> st
         values.append({key: metrics.get(key, last.get(key)) for key, _, _ in COMPARED})
     rows = []
     for label, run, found in zip(labels, folders, values, strict=True):
-        config = run.config()
-        row = [label, config.get("preset"), len(histories.get(label, {}).get("loss", []))]
+        row = [label, run.config().preset, len(histories.get(label, {}).get("loss", []))]
         for key, _, higher in COMPARED:
             column = [v[key] for v in values if v[key] is not None]
             if found[key] is None:

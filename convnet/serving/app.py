@@ -23,8 +23,8 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
-from convnet.api import top_classes
 from convnet.errors import ConvnetError, DataError
+from convnet.evaluation import top_classes
 from convnet.runs import Run
 from convnet.serving.engines import MicroBatcher, load_engine
 from convnet.serving.payloads import Limits, PredictJSON, parse_request
@@ -158,7 +158,7 @@ def _model_info(run: Run, model) -> dict:
         versions[f"serving_{package}"] = _version(package)
     return {
         "run": run.path.name,
-        "preset": manifest.get("preset") or run.config().get("preset"),
+        "preset": manifest.get("preset") or run.config().preset,
         "engine": model.name,
         "class_names": data.get("class_names") or [str(i) for i in range(model.num_classes)],
         "input_shape": list(model.input_shape),

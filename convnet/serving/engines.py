@@ -107,9 +107,11 @@ def load_engine(run: Run, engine: str = "keras") -> Engine:
         ConvnetError: an unknown engine name.
         RunError: the run has no model.
     """
-    tta = TestTimeAugmentation.of(run.config())
+    tta = TestTimeAugmentation.of(run.config().recipe())
     if engine == "keras":
-        return KerasEngine(run.load_model(), tta)
+        from convnet.models.factory import load_model  # Keras, which the ONNX engine needs not
+
+        return KerasEngine(load_model(run.model_file), tta)
     if engine != "onnx":
         raise ConvnetError(f"Unknown engine {engine!r}; expected one of {list(ENGINES)}.")
     onnx_file = run.path / "model.onnx"
@@ -141,8 +143,6 @@ class MicroBatcher:
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="convnet-model")
-        self.batches = 0
-        self.images = 0
 
     async def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for `x`, computed together with whatever else is waiting."""
@@ -170,8 +170,6 @@ class MicroBatcher:
                     if not future.done():
                         future.set_exception(error)
                 continue
-            self.batches += 1
-            self.images += size
             start = 0
             for x, future in batch:
                 if not future.done():

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -185,8 +184,3 @@ def _json_files(body: bytes, input_shape) -> list:
             raise DataError("pixels: not a rectangular array of numbers.") from None
         files.append(("pixels", array, None))
     return files
-
-
-def error_body(message: str) -> bytes:
-    """The JSON error every refused request gets: {"detail": message}."""
-    return json.dumps({"detail": message}).encode()

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 
 from convnet.errors import RunError
-from convnet.runs import write_atomic
+from convnet.files import write_atomic
 
 
 class EpochTimer(keras.callbacks.Callback):

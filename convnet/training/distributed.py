@@ -6,8 +6,9 @@ process feeds its own shard and gradients are all-reduced (gloo on CPU, NCCL on 
 keeps `tf.distribute.MirroredStrategy` on one host (Keras 3 cannot fit under
 `MultiWorkerMirroredStrategy`). The global batch and learning rate stay as configured. Process 0
 writes the run folder; the others write to a scratch folder removed at exit, so every process runs
-the same trainer code (collectives must be entered by all). `prepare` runs before Keras is
-imported (it reads the backend once); `setup` starts training.
+the same trainer code (collectives must be entered by all). The torch backend trains on one
+device. `convnet.backend.select` chooses the backend before Keras is imported; `setup` starts
+training.
 """
 
 from __future__ import annotations
@@ -20,26 +21,24 @@ import sys
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
+import keras
 import numpy as np
-import yaml
 
+from convnet.backend import BackendError
 from convnet.data.dataset import Dataset
-from convnet.errors import ConfigError, ConvnetError
+from convnet.errors import ConfigError
+from convnet.models.factory import load_model
 
-BACKENDS = ("jax", "tensorflow")
 ENVIRONMENT = {
     "coordinator": "CONVNET_COORDINATOR",
     "num_processes": "CONVNET_NUM_PROCESSES",
     "process_id": "CONVNET_PROCESS_ID",
 }
-# A folder: every process saves its final weights there as weights-process<I>.npz (for tests).
-DUMP_WEIGHTS = "CONVNET_DUMP_WEIGHTS"
 _CPU_DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 
-class DistributedError(ConvnetError):
+class DistributedError(BackendError):
     """The backend cannot train as asked, or the processes did not all join."""
 
 
@@ -48,7 +47,7 @@ class Context:
     """Where this process stands in a training job, and the hooks the trainer calls.
 
     Attributes:
-        backend: the Keras backend, "jax" or "tensorflow".
+        backend: the Keras backend.
         num_processes: processes in the job (one per host, usually).
         process_id: this process's rank; 0 is the chief, which writes the run folder.
         devices: data-parallel devices used by each process.
@@ -92,6 +91,20 @@ class Context:
             )
         return global_batch // self.num_processes
 
+    def check_recipe(self, recipe) -> None:
+        """Refuses a recipe this job cannot train: a global batch that does not split evenly over
+        the devices, or a time budget over several processes (each would plan its own epochs).
+
+        Raises:
+            ConfigError: saying which, and what to set instead.
+        """
+        self.local_batch(recipe.batch_size)
+        if recipe.time_budget and self.num_processes > 1:
+            raise ConfigError(
+                "time_budget works in one process: each process would plan its own epochs. "
+                "Set --time-budget 0 and --epochs instead."
+            )
+
     def shard(self, data: Dataset | None) -> Dataset | None:
         """This process's equal share of `data` (every process must run as many steps).
 
@@ -130,24 +143,16 @@ class Context:
         JAX variables span every process's devices and predictions spanning other processes
         cannot be fetched: a `.keras` round trip (which keeps the optimizer) makes a local copy.
         """
-        import keras
-
         if self.backend == "jax" and self.engine:
             with tempfile.TemporaryDirectory(prefix="convnet-") as scratch:
                 path = os.path.join(scratch, "model.keras")
                 model.save(path)
                 keras.distribution.set_distribution(None)
-                import convnet.models.layers  # noqa: F401  (registers convnet's layers)
-
-                model = keras.saving.load_model(path, safe_mode=False)  # our own file
+                model = load_model(path, safe_mode=False)  # our own file
         elif self.engine:
             import tensorflow as tf
 
             tf.distribute.experimental_set_strategy(None)
-        if os.environ.get(DUMP_WEIGHTS):
-            folder = Path(os.environ[DUMP_WEIGHTS])
-            folder.mkdir(parents=True, exist_ok=True)
-            np.savez(folder / f"weights-process{self.process_id}.npz", *model.get_weights())
         return model
 
 
@@ -157,52 +162,6 @@ _current = Context("tensorflow")
 def current() -> Context:
     """The context of the latest `setup` in this process."""
     return _current
-
-
-def prepare(
-    backend: str | None = None, devices: int | None = None, config_file: str | None = None
-) -> str:
-    """Sets the environment that must be set before Keras (and JAX) are first imported.
-
-    Chooses the Keras backend and, for JAX, asks for `devices` CPU devices (only the CPU
-    platform reads that flag). Call it before loading a config: the presets import Keras.
-
-    Args:
-        backend: "jax" or "tensorflow"; None reads `config_file`, else keeps $KERAS_BACKEND
-            (default "tensorflow").
-        devices: data-parallel devices per process; None reads `config_file`, else one.
-        config_file: a YAML config whose `backend` and `devices` apply when the arguments are
-            None; it is checked properly later, when the config is loaded.
-
-    Returns:
-        The backend chosen.
-
-    Raises:
-        ConfigError: an unknown backend.
-    """
-    settings = _file_settings(config_file)
-    backend = backend or settings.get("backend")
-    devices = devices or settings.get("devices")
-    if backend is not None and backend not in BACKENDS:
-        raise ConfigError(f"backend must be jax or tensorflow. Received: backend={backend!r}.")
-    backend = backend or os.environ.get("KERAS_BACKEND") or "tensorflow"
-    if "keras" not in sys.modules:
-        os.environ["KERAS_BACKEND"] = backend
-    flags = os.environ.get("XLA_FLAGS", "")
-    several = isinstance(devices, int) and devices > 1
-    if backend == "jax" and several and _CPU_DEVICE_COUNT not in flags and "jax" not in sys.modules:
-        os.environ["XLA_FLAGS"] = f"{flags} {_CPU_DEVICE_COUNT}={devices}".strip()
-    return backend
-
-
-def _file_settings(path: str | None) -> dict:
-    """A YAML config's keys, or {} when it cannot be read (`load_config` reports why)."""
-    values = {}
-    with contextlib.suppress(OSError, UnicodeDecodeError, yaml.YAMLError):
-        values = yaml.safe_load(Path(path).read_text()) if path else {}
-    return {
-        str(k).replace("-", "_"): v for k, v in (values if isinstance(values, dict) else {}).items()
-    }
 
 
 def setup(config, resume: bool = False) -> Context:
@@ -225,18 +184,14 @@ def setup(config, resume: bool = False) -> Context:
         ConfigError: inconsistent settings.
     """
     global _current
-    import keras
-
     backend = keras.backend.backend()
-    if config.backend and config.backend != backend:
-        raise DistributedError(
-            f"backend {config.backend} was asked for, but Keras was already imported with "
-            f"{backend}; set KERAS_BACKEND={config.backend} before importing keras."
-        )
     num_processes, process_id, coordinator, cluster = _request(config)
     several = (num_processes or 1) > 1 or cluster is not None
-    if backend not in BACKENDS:
-        raise DistributedError(f"convnet trains with jax or tensorflow; Keras uses {backend}.")
+    if backend == "torch" and (config.devices or 1) > 1:
+        raise DistributedError(
+            f"--devices {config.devices}: the torch backend trains on one device here; pass "
+            "--backend jax (or tensorflow on one machine) for data-parallel training."
+        )
     if backend != "jax" and several:
         raise DistributedError(
             f"training on several processes needs the jax backend (received: {backend}); "
@@ -247,9 +202,11 @@ def setup(config, resume: bool = False) -> Context:
         raise DistributedError("resuming a run trained on several processes is not supported.")
     if backend == "jax":
         _current = _setup_jax(config, num_processes, process_id, coordinator, several)
-    else:
+    elif backend == "tensorflow":
         _current = _setup_tensorflow(config.devices or 1)
-    _current.local_batch(config.recipe().batch_size)  # fails before any folder is made
+    else:
+        _current = Context(backend)
+    _current.check_recipe(config.recipe())  # fails before any folder is made
     return _current
 
 
@@ -303,7 +260,6 @@ def detect_cluster() -> str | None:
 
 def _setup_jax(config, num_processes, process_id, coordinator, several: bool) -> Context:
     import jax
-    import keras
 
     if several:
         _join(jax, coordinator, num_processes, process_id, config.join_timeout)

@@ -12,10 +12,11 @@ import math
 
 import numpy as np
 
-from convnet.config import TrainConfig
-from convnet.errors import ConfigError
-from convnet.models.registry import create_model
-from convnet.training.trainer import compile_for_training, load_data, one_hot, seed_everything
+from convnet.config import TrainConfig, check_lr_range
+from convnet.data.dataset import Dataset
+from convnet.models.factory import create_model
+from convnet.training.feed import one_hot
+from convnet.training.trainer import compile_for_training, seed_everything
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
 # Stop once the smoothed loss exceeds this multiple of its minimum. fastai uses 4, but Keras clips
@@ -24,14 +25,19 @@ DIVERGED = 2.5
 
 
 def lr_range_test(
-    config: TrainConfig, steps: int = 200, min_lr: float = 1e-7, max_lr: float = 10.0
+    config: TrainConfig,
+    train_set: Dataset,
+    steps: int = 200,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
 ) -> dict:
     """Trains a fresh model of `config.preset` with an exponentially increasing learning rate.
 
     Args:
-        config: the data, preset and recipe (optimizer, batch size, weight decay, label
-            smoothing, precision), seed and `deterministic` to test; its `TRAINING_ONLY` settings
-            are ignored.
+        config: the preset and recipe (optimizer, batch size, weight decay, label smoothing,
+            precision), seed and `deterministic` to test; its `TRAINING_ONLY` settings are
+            ignored.
+        train_set: the examples `train` would fit on (`load_training_data(config).train`).
         steps: batches to run at most (defaults to 200).
         min_lr: the first learning rate (defaults to 1e-7).
         max_lr: the last learning rate (defaults to 10).
@@ -42,15 +48,10 @@ def lr_range_test(
         and steepest), "steps" (run), "diverged"}.
 
     Raises:
-        ConfigError: the steps or rates are out of range. DataError: the data cannot be read.
+        ConfigError: the steps or rates are out of range.
     """
-    if steps < 2 or not 0 < min_lr < max_lr:
-        raise ConfigError(
-            "lr-find needs steps >= 2 and 0 < min_lr < max_lr. "
-            f"Received: steps={steps}, min_lr={min_lr}, max_lr={max_lr}."
-        )
+    check_lr_range(steps, min_lr, max_lr)
     recipe = dataclasses.replace(config.recipe(), schedule="constant", learning_rate=min_lr)
-    _, _, train_set, _ = load_data(config)  # the very examples `train` would fit on
     seed_everything(config)
     model = create_model(
         config.preset, train_set.image_shape, train_set.num_classes, recipe.precision

@@ -1,0 +1,102 @@
+"""How long each command takes to answer, side by side with a bare Python start and `import keras`.
+
+    python -m bench.cli_latency              # 7 rounds, commands alternating within each round
+    python -m bench.cli_latency --rounds 3
+
+Each command runs in a fresh process; the rounds alternate the commands, so a machine that slows
+down for a while slows all of them alike. The median of the rounds is reported, with its
+difference from `python -c pass`. Results go to bench/results/cli_latency.json; the table to
+docs/benchmarks.md by hand, with the CPU it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from convnet.machine import machine
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+CONVNET = str(Path(sys.executable).with_name("convnet"))
+
+
+def commands(scratch: Path) -> dict[str, tuple[list[str], int]]:
+    """Name -> (argv, expected exit code), in the order they are reported."""
+    bad_csv = scratch / "bad.csv"
+    bad_csv.write_text("label,pixel1,pixel2,pixel3,pixel4\n0,1,2,3\n")
+    bad_yaml = scratch / "bad.yaml"
+    bad_yaml.write_text("preset: seed\nepochs: many\n")
+    (scratch / "runs").mkdir(exist_ok=True)
+    out = str(scratch / "never")
+    return {
+        "python -c pass": ([PYTHON, "-c", "pass"], 0),
+        'python -c "import keras"': ([PYTHON, "-c", "import keras"], 0),
+        "convnet --help": ([CONVNET, "--help"], 0),
+        "convnet --version": ([CONVNET, "--version"], 0),
+        "convnet presets": ([CONVNET, "presets"], 0),
+        "convnet runs (empty folder)": ([CONVNET, "runs", str(scratch / "runs")], 0),
+        "convnet train --help": ([CONVNET, "train", "--help"], 0),
+        "train: bad CSV": ([CONVNET, "train", "--train", str(bad_csv), "--out", out], 2),
+        "train: unknown preset": ([CONVNET, "train", "--preset", "nope", "--out", out], 2),
+        "train: bad YAML value": ([CONVNET, "train", "--config", str(bad_yaml), "--out", out], 2),
+    }
+
+
+def time_once(argv: list[str], expected: int, env: dict) -> float | None:
+    """Seconds to run `argv`; None when it exits otherwise than `expected` (not supported)."""
+    start = time.perf_counter()
+    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    seconds = time.perf_counter() - start
+    return seconds if done.returncode == expected else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=7)
+    args = parser.parse_args()
+    env = {**os.environ}
+    env.pop("KERAS_BACKEND", None)
+    with tempfile.TemporaryDirectory(prefix="convnet-latency-") as scratch:
+        env["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")
+        todo = commands(Path(scratch))
+        for name, (argv, expected) in list(todo.items()):  # warms the file cache; not timed
+            if time_once(argv, expected, env) is None:
+                print(f"skipped {name!r}: it does not exit {expected} on this version")
+                del todo[name]
+        times: dict[str, list[float]] = {name: [] for name in todo}
+        for _ in range(args.rounds):
+            for name, (argv, expected) in todo.items():
+                times[name].append(time_once(argv, expected, env))
+    bare = statistics.median(times["python -c pass"])
+    rows = [
+        {
+            "command": name,
+            "median_seconds": round(statistics.median(values), 3),
+            "over_bare_python": round(statistics.median(values) - bare, 3),
+            "min_seconds": round(min(values), 3),
+        }
+        for name, values in times.items()
+    ]
+    info = machine()
+    print(f"{info['cpu']}, {info['cpus']} cores; median of {args.rounds} rounds")
+    print(f"| {'command':30s} | median s | over python -c pass |")
+    print(f"| {'-' * 30} | -------- | ------------------- |")
+    for row in rows:
+        name, median, over = row["command"], row["median_seconds"], row["over_bare_python"]
+        print(f"| {name:30s} | {median:8.3f} | {over:19.3f} |")
+    results = ROOT / "bench" / "results" / "cli_latency.json"
+    results.write_text(
+        json.dumps({"machine": info, "rounds": args.rounds, "rows": rows}, indent=2) + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,56 @@
+"""What this machine and this install are, for run manifests and benchmarks. No framework import."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+PACKAGES = ("convnet", "keras", "tensorflow-cpu", "tensorflow", "jax", "torch", "numpy")
+
+
+def cpu_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> set[str]:
+    """The CPU's feature flags (Linux), or an empty set where they cannot be read."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.partition(":")[2].split())
+    return set()
+
+
+def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        text = ""
+    for line in text.splitlines():
+        if line.startswith("model name"):
+            return line.partition(":")[2].strip()
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """What this machine is: training time depends on it more than on anything else (an epoch of
+    `best` takes 23 s to 220 s on 2 cores, by CPU: docs/benchmarks.md)."""
+    return {
+        "platform": platform.platform(),
+        "processor": platform.machine(),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "hostname": platform.node(),
+    }
+
+
+def versions(backend: str | None = None) -> dict:
+    """Python's version, the Keras backend, and the versions of the packages that shape a run."""
+    found = {"python": sys.version.split()[0], "keras_backend": backend}
+    for package in PACKAGES:
+        with contextlib.suppress(PackageNotFoundError):
+            found[package] = version(package)
+    return found

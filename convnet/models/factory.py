@@ -1,0 +1,85 @@
+"""Building a preset's Keras model, and the model as a run saves and loads it."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import keras
+
+from convnet.errors import RunError
+from convnet.models.layers import FusedBatchNormalization
+from convnet.models.precision import resolve_precision
+from convnet.models.registry import get_preset
+
+
+def create_model(
+    name: str, input_shape=(28, 28, 1), num_classes: int = 10, precision: str = "float32"
+) -> keras.Model:
+    """Builds the named preset's model for raw uint8 images of `input_shape`.
+
+    Args:
+        name: a registered preset.
+        input_shape: (H, W, C) of the images. Defaults to Fashion-MNIST's (28, 28, 1).
+        num_classes: the number of outputs. Defaults to 10.
+        precision: one of `convnet.models.recipe.PRECISIONS`; "auto" picks what the device
+            computes natively. Defaults to "float32".
+
+    Raises:
+        ConfigError: unknown preset or precision.
+    """
+    build = get_preset(name).build_function()
+    policy = resolve_precision(precision)
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        return build(tuple(input_shape), num_classes)
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def portable_model(model: keras.Model) -> keras.Model:
+    """`model` as it is saved: float32 compute and Keras' own layers, with the same weights.
+
+    Mixed-precision weights are float32 already; only the compute dtype changes, so the saved
+    model predicts, serves and exports in float32 like every other preset. convnet's
+    FusedBatchNormalization becomes Keras' BatchNormalization (the same config and variables;
+    only training differs), so `keras.saving.load_model` reads the file without convnet.
+    """
+
+    def plain_float32(layer):
+        kind = type(layer)
+        if isinstance(layer, FusedBatchNormalization):
+            kind = keras.layers.BatchNormalization
+        return kind.from_config(layer.get_config() | {"dtype": "float32"})
+
+    copy = keras.models.clone_model(model, clone_function=plain_float32)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
+    """A saved `.keras` model, such as a run's `model.keras`.
+
+    Args:
+        path: the `.keras` file.
+        safe_mode: refuse models that carry code (Lambda layers); see Keras `load_model`.
+
+    Raises:
+        RunError: the file is missing, or the model cannot be loaded (safely).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise RunError(f"{path.parent}: no {path.name}; the run has not finished training.")
+    try:
+        return keras.saving.load_model(path, safe_mode=safe_mode)
+    except ValueError as error:
+        if safe_mode and "safe_mode" in str(error):
+            raise RunError(
+                f"{path}: the model carries Python code (a Lambda layer), which could do "
+                "anything when loaded; refused. `evaluate` and `predict` take --unsafe, only "
+                "for files you trust; `serve` and `export` never load such a model."
+            ) from None
+        raise RunError(f"{path}: cannot load the model ({error}).") from None
+    except (OSError, zipfile.BadZipFile, KeyError) as error:
+        raise RunError(f"{path}: cannot load the model ({error}).") from None

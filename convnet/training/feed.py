@@ -1,0 +1,101 @@
+"""The batches `fit` trains on: one endless feed per fit, each epoch's order a function of
+(seed, epoch) alone, so a resumed run sees exactly the batches an uninterrupted one would.
+
+Keras makes a new iterator every epoch for arrays and finite datasets, and the first step of
+about half the epochs then waited for it; with one endless feed and `steps_per_epoch` it keeps a
+single iterator for the whole fit (docs/benchmarks.md). TensorFlow gets a tf.data pipeline; JAX
+and torch an `EpochBatches` over NumPy, so neither imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from convnet.data.dataset import Dataset
+
+
+def one_hot(data: Dataset) -> np.ndarray:
+    return keras.utils.to_categorical(data.y, data.num_classes)
+
+
+def epoch_steps(examples: int, batch_size: int) -> int:
+    """Batches in one pass over `examples`, the last one partial."""
+    return -(-examples // batch_size)
+
+
+def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None, first_epoch: int = 0):
+    """Endless (uint8 images, one-hot labels) batches, and the number that makes one pass.
+
+    Each pass is one epoch, its last batch partial. With `shuffle_seed`, epoch e's order is a
+    stateless shuffle keyed by (seed, e): the same in every iterator, so a run resumed at
+    `first_epoch` sees the order an uninterrupted run gives that epoch (Keras' JAX trainer draws
+    a batch from one iterator before training from another, and a reshuffling iterator would
+    share its state between them).
+    """
+    steps = epoch_steps(len(data), batch_size)
+    if keras.backend.backend() == "tensorflow":
+        return _tf_batches(data, batch_size, shuffle_seed, first_epoch), steps
+    return _numpy_batches(data, batch_size, shuffle_seed, first_epoch), steps
+
+
+def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
+    """The tf.data feed. Its autotuner is off: destroying an iterator waits for the autotuner's
+    model thread, which held up the end of `fit` (docs/benchmarks.md)."""
+    import tensorflow as tf
+
+    x, y = tf.constant(data.x), tf.constant(one_hot(data))
+    indices = tf.range(len(data), dtype=tf.int64)
+
+    def epoch_batches(epoch):
+        order = indices
+        if shuffle_seed is not None:
+            seed = tf.stack([tf.constant(shuffle_seed, tf.int64), epoch])
+            order = tf.random.experimental.stateless_shuffle(indices, seed=seed)
+        return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+
+    batched = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
+    pairs = batched.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return pairs.prefetch(2).with_options(options)
+
+
+def _numpy_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
+    return EpochBatches(data, batch_size, shuffle_seed, first_epoch)
+
+
+class EpochBatches(keras.utils.PyDataset):
+    """Endless (uint8 images, one-hot labels) batches read by index: batch i is batch
+    i % steps of epoch `first_epoch + i // steps`, in that epoch's order.
+
+    Each batch is a pure function of (seed, epoch, step), with no state for Keras' epoch hooks
+    to move: Keras calls them once more per `fit` than there are epochs (it resets the feed
+    before the first), and builds the model from a batch of an iterator it then throws away.
+    """
+
+    def __init__(self, data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
+        super().__init__()  # one worker, no enqueuer: batches are made on the calling thread
+        self.data, self.targets = data, one_hot(data)
+        self.batch_size, self.shuffle_seed, self.first_epoch = batch_size, shuffle_seed, first_epoch
+        self.steps = epoch_steps(len(data), batch_size)
+        self._orders: dict[int, np.ndarray] = {}
+
+    @property
+    def num_batches(self) -> None:
+        return None  # endless: `fit` counts `steps_per_epoch`
+
+    def order(self, epoch: int) -> np.ndarray:
+        """The examples in epoch `epoch`'s order."""
+        if epoch not in self._orders:
+            self._orders = {epoch: np.arange(len(self.data))}  # only the epoch under way
+            if self.shuffle_seed is not None:
+                rng = np.random.default_rng([self.shuffle_seed, epoch])
+                self._orders[epoch] = rng.permutation(len(self.data))
+        return self._orders[epoch]
+
+    def __getitem__(self, index: int):
+        epoch, step = divmod(index, self.steps)
+        order = self.order(self.first_epoch + epoch)
+        picked = order[step * self.batch_size : (step + 1) * self.batch_size]
+        return self.data.x[picked], self.targets[picked]

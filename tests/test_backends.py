@@ -1,0 +1,109 @@
+"""Every Keras backend trains, evaluates, predicts, reports and serves, with the other frameworks
+made unimportable in its processes (tests/without_frameworks.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import make_images, run_cli
+
+WRAPPER = Path(__file__).with_name("without_frameworks.py")
+FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
+
+
+def convnet_without_others(backend: str, *args, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs `convnet ARGS` with every framework but `backend`'s blocked."""
+    others = ",".join(f for b, f in FRAMEWORKS.items() if b != backend)
+    done = subprocess.run(
+        [sys.executable, str(WRAPPER), others, "--", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.stderr.strip().endswith("blocked frameworks loaded: []"), done.stderr[-2000:]
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.mark.parametrize("backend", list(FRAMEWORKS))
+def test_train_evaluate_predict_and_report_on_each_backend(backend, tmp_path, tiny_npz):
+    if importlib.util.find_spec(FRAMEWORKS[backend]) is None:
+        pytest.fail(f"{backend} is not installed: make test installs convnet[jax,torch]")
+    run = tmp_path / "run"
+    trained = convnet_without_others(
+        backend, "train", "--backend", backend, "--train", tiny_npz, "--preset", "fast",
+        "--epochs", "2", "--batch-size", "64", "--out", run, "--json",
+    )  # fmt: skip
+    result = json.loads(trained.stdout.strip().splitlines()[-1])
+    assert result["test_accuracy"] > 0.5  # four classes: chance is 0.25
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["versions"]["keras_backend"] == backend
+    assert manifest["topology"]["backend"] == backend
+
+    evaluated = convnet_without_others(backend, "evaluate", run, "--json")
+    assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(
+        result["test_accuracy"], abs=1e-6
+    )
+    image = make_images(1, seed=5).x[0]
+    np.save(tmp_path / "one.npy", image)
+    predicted = convnet_without_others(backend, "predict", run, tmp_path / "one.npy", "--json")
+    assert json.loads(predicted.stdout)[0]["class"].startswith("bar")
+    reported = convnet_without_others(backend, "report", run)
+    assert (run / "report.html").stat().st_size > 10_000 and "report:" in reported.stdout
+
+    # Exports load the model on TensorFlow, whichever backend trained it.
+    exported = run_cli("export", run, "--format", "onnx")
+    assert exported.returncode == 0, exported.stderr[-2000:]
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(run / "model.onnx"))
+    feed = {session.get_inputs()[0].name: image[np.newaxis]}
+    probabilities = session.run(None, feed)[0][0]
+    assert json.loads(predicted.stdout)[0]["probability"] == pytest.approx(
+        float(probabilities.max()), abs=1e-4
+    )
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_run_serves_alike_on_every_backend(backend, trained_run):
+    """A run's model.keras is the same on every backend: served on JAX or torch, it answers as
+    on TensorFlow."""
+    from fastapi.testclient import TestClient
+
+    code = (
+        "import sys, json\nfrom fastapi.testclient import TestClient\n"
+        "from convnet import backend\nbackend.load(sys.argv[2])\n"
+        "from convnet.serving import create_app\n"
+        "client = TestClient(create_app(sys.argv[1]))\n"
+        "pixels = [[[0] * 28] * 28]\n"
+        "answer = client.post('/v1/predict', json={'pixels': pixels})\n"
+        "print(answer.status_code, json.dumps(answer.json()['predictions'][0]['top']))\n"
+    )
+    others = [f for b, f in FRAMEWORKS.items() if b != backend]
+    blocker = (
+        f"import sys\nsys.path.insert(0, {str(WRAPPER.parent)!r})\n"
+        "from without_frameworks import Blocker\n"
+        f"sys.meta_path.insert(0, Blocker({set(others)!r}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", blocker + code, str(trained_run), backend],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    status, top = done.stdout.strip().splitlines()[-1].split(" ", 1)
+    from convnet.serving import create_app
+
+    expected = TestClient(create_app(trained_run)).post(
+        "/v1/predict", json={"pixels": [[[0] * 28] * 28]}
+    )
+    assert status == "200"
+    for theirs, ours in zip(json.loads(top), expected.json()["predictions"][0]["top"], strict=True):
+        assert theirs["class"] == ours["class"]
+        assert theirs["probability"] == pytest.approx(ours["probability"], abs=1e-5)

@@ -1,0 +1,35 @@
+"""Runs the `convnet` command with some frameworks made unimportable, as if not installed.
+
+    python tests/without_frameworks.py tensorflow,torch -- train --backend jax ...
+
+A real import of a blocked package raises ModuleNotFoundError, so a stray `import tensorflow` in
+a JAX process fails the command. Probes by `importlib.util.find_spec` are let through (torch's
+dynamo asks whether TensorFlow is installed while Keras imports; it is, on this machine).
+Test code, kept out of convnet itself.
+"""
+
+import sys
+
+
+class Blocker:
+    def __init__(self, names: set[str]):
+        self.names = names
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] not in self.names:
+            return None
+        if sys._getframe(2).f_code.co_name == "find_spec":  # importlib.util.find_spec
+            return None
+        raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
+
+
+if __name__ == "__main__":
+    blocked, separator, *args = sys.argv[1:]
+    assert separator == "--"
+    sys.meta_path.insert(0, Blocker(set(blocked.split(","))))
+    from convnet.cli import main
+
+    code = main(args)
+    loaded = sorted(n for n in blocked.split(",") if n in sys.modules)
+    print(f"blocked frameworks loaded: {loaded}", file=sys.stderr)
+    sys.exit(code)
