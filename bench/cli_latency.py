@@ -2,6 +2,7 @@
 
     python -m bench.cli_latency              # 7 rounds, commands alternating within each round
     python -m bench.cli_latency --rounds 3
+    python -m bench.cli_latency --source /tmp/old-checkout   # another checkout's code, same venv
 
 Each command runs in a fresh process; the rounds alternate the commands, so a machine that slows
 down for a while slows all of them alike. The median of the rounds is reported, with its
@@ -28,8 +29,9 @@ PYTHON = sys.executable
 CONVNET = str(Path(sys.executable).with_name("convnet"))
 
 
-def commands(scratch: Path) -> dict[str, tuple[list[str], int]]:
-    """Name -> (argv, expected exit code), in the order they are reported."""
+def commands(scratch: Path, convnet: list[str]) -> dict[str, tuple[list[str], int]]:
+    """Name -> (argv, expected exit code), in the order they are reported; `convnet` is how the
+    command is started."""
     bad_csv = scratch / "bad.csv"
     bad_csv.write_text("label,pixel1,pixel2,pixel3,pixel4\n0,1,2,3\n")
     bad_yaml = scratch / "bad.yaml"
@@ -39,21 +41,21 @@ def commands(scratch: Path) -> dict[str, tuple[list[str], int]]:
     return {
         "python -c pass": ([PYTHON, "-c", "pass"], 0),
         'python -c "import keras"': ([PYTHON, "-c", "import keras"], 0),
-        "convnet --help": ([CONVNET, "--help"], 0),
-        "convnet --version": ([CONVNET, "--version"], 0),
-        "convnet presets": ([CONVNET, "presets"], 0),
-        "convnet runs (empty folder)": ([CONVNET, "runs", str(scratch / "runs")], 0),
-        "convnet train --help": ([CONVNET, "train", "--help"], 0),
-        "train: bad CSV": ([CONVNET, "train", "--train", str(bad_csv), "--out", out], 2),
-        "train: unknown preset": ([CONVNET, "train", "--preset", "nope", "--out", out], 2),
-        "train: bad YAML value": ([CONVNET, "train", "--config", str(bad_yaml), "--out", out], 2),
+        "convnet --help": ([*convnet, "--help"], 0),
+        "convnet --version": ([*convnet, "--version"], 0),
+        "convnet presets": ([*convnet, "presets"], 0),
+        "convnet runs (empty folder)": ([*convnet, "runs", str(scratch / "runs")], 0),
+        "convnet train --help": ([*convnet, "train", "--help"], 0),
+        "train: bad CSV": ([*convnet, "train", "--train", str(bad_csv), "--out", out], 2),
+        "train: unknown preset": ([*convnet, "train", "--preset", "nope", "--out", out], 2),
+        "train: bad YAML value": ([*convnet, "train", "--config", str(bad_yaml), "--out", out], 2),
     }
 
 
-def time_once(argv: list[str], expected: int, env: dict) -> float | None:
+def time_once(argv: list[str], expected: int, env: dict, cwd: str | None) -> float | None:
     """Seconds to run `argv`; None when it exits otherwise than `expected` (not supported)."""
     start = time.perf_counter()
-    done = subprocess.run(argv, capture_output=True, text=True, env=env)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - start
     return seconds if done.returncode == expected else None
 
@@ -61,20 +63,26 @@ def time_once(argv: list[str], expected: int, env: dict) -> float | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--source",
+        help="run `python -m convnet.cli` in this checkout instead of the installed command",
+    )
+    parser.add_argument("--out", default="cli_latency", help="results file stem in bench/results")
     args = parser.parse_args()
+    convnet = [PYTHON, "-m", "convnet.cli"] if args.source else [CONVNET]
     env = {**os.environ}
     env.pop("KERAS_BACKEND", None)
     with tempfile.TemporaryDirectory(prefix="convnet-latency-") as scratch:
         env["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")
-        todo = commands(Path(scratch))
+        todo = commands(Path(scratch), convnet)
         for name, (argv, expected) in list(todo.items()):  # warms the file cache; not timed
-            if time_once(argv, expected, env) is None:
+            if time_once(argv, expected, env, args.source) is None:
                 print(f"skipped {name!r}: it does not exit {expected} on this version")
                 del todo[name]
         times: dict[str, list[float]] = {name: [] for name in todo}
         for _ in range(args.rounds):
             for name, (argv, expected) in todo.items():
-                times[name].append(time_once(argv, expected, env))
+                times[name].append(time_once(argv, expected, env, args.source))
     bare = statistics.median(times["python -c pass"])
     rows = [
         {
@@ -92,10 +100,9 @@ def main() -> None:
     for row in rows:
         name, median, over = row["command"], row["median_seconds"], row["over_bare_python"]
         print(f"| {name:30s} | {median:8.3f} | {over:19.3f} |")
-    results = ROOT / "bench" / "results" / "cli_latency.json"
-    results.write_text(
-        json.dumps({"machine": info, "rounds": args.rounds, "rows": rows}, indent=2) + "\n"
-    )
+    results = ROOT / "bench" / "results" / f"{args.out}.json"
+    payload = {"machine": info, "rounds": args.rounds, "source": args.source, "rows": rows}
+    results.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 if __name__ == "__main__":

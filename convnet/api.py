@@ -53,10 +53,10 @@ def train(
     started = time.perf_counter()
     if resume:
         return _resume(resume, config, settings, command, verbose, started)
-    from convnet.data import load_training_data
-
     config = _config(config, settings)
     check_new_run_dir(config.out or RUNS_ROOT)  # before the data is read
+    from convnet.data import load_training_data  # the readers: NumPy and polars
+
     data = load_training_data(config)
     backend.load(config.backend, config.devices)
     from convnet.training import trainer
@@ -71,11 +71,11 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float):
             f"--resume continues {run_dir} with its own config.yaml; drop the other "
             f"settings (received: {given})."
         )
-    from convnet.data import load_training_data
-
     run = Run(run_dir)
     run.check_resumable()
     config = run.config()
+    from convnet.data import load_training_data  # the readers: NumPy and polars
+
     data = load_training_data(config)
     run.check_resumable(data.full)
     backend.load(config.backend, config.devices)
@@ -241,10 +241,10 @@ def lr_find(
     Returns:
         The result of `convnet.training.lr_find.lr_range_test`, plus "plot": the PNG's path.
     """
-    from convnet.data import load_training_data
-
     check_lr_range(steps, min_lr, max_lr)
     config = _config(config, settings)
+    from convnet.data import load_training_data  # the readers: NumPy and polars
+
     train_set = load_training_data(config).train  # the very examples `train` would fit on
     backend.load(config.backend)
     from convnet.reports.plots import lr_find_plot

@@ -71,6 +71,8 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
             framework is not installed.
     """
     wanted = select(backend, devices)
+    if _quiet:  # and TensorFlow's own log lines after its start, below warnings
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _muted_stderr(_quiet):
         try:
             keras = importlib.import_module("keras")

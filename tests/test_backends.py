@@ -38,8 +38,8 @@ def test_train_evaluate_predict_and_report_on_each_backend(backend, tmp_path, ti
         pytest.fail(f"{backend} is not installed: make test installs convnet[jax,torch]")
     run = tmp_path / "run"
     trained = convnet_without_others(
-        backend, "train", "--backend", backend, "--train", tiny_npz, "--preset", "fast",
-        "--epochs", "2", "--batch-size", "64", "--out", run, "--json",
+        backend, "train", "--backend", backend, "--train", tiny_npz, "--preset", "seed",
+        "--epochs", "3", "--batch-size", "64", "--out", run, "--json",
     )  # fmt: skip
     result = json.loads(trained.stdout.strip().splitlines()[-1])
     assert result["test_accuracy"] > 0.5  # four classes: chance is 0.25

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
         run,
     )
     assert result.returncode == 0, result.stderr
+    # TensorFlow's C++ start-up lines (oneDNN, absl, CUDA) are hidden without -v.
+    assert not re.search(r"oneDNN|absl|cuda|^[IWE]\d{4} ", result.stderr, re.M), result.stderr
     summary = json.loads(result.stdout)
     assert set(summary) == {"run", "test_loss", "test_accuracy", "wall_seconds"}
     assert summary["test_accuracy"] > 0.9  # four bar classes are easy

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 from collections import namedtuple
 from pathlib import Path
@@ -285,3 +286,23 @@ def test_corrupt_model_is_a_run_error(tmp_path, trained_run):
     with pytest.raises(RunError, match=r"cannot load the model"):
         load_model(Run(run).model_file)
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("preset: [unclosed", r"config.yaml: not valid YAML at line 1"),
+        ("", r"config.yaml: empty; expected the settings of a run"),
+        ("- seed\n- fast\n", r"config.yaml: expected a mapping of settings, got list"),
+        ("preset: seed\nepochs: many\n", r"config.yaml: 'epochs' must be int"),
+    ],
+)
+def test_an_invalid_run_config_is_one_run_error(tmp_path, text, message, capsys):
+    from convnet.cli import main
+
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(RunError, match=message):
+        Run(tmp_path).config()
+    assert main(["evaluate", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0])

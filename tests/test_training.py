@@ -82,7 +82,7 @@ def test_best_trains_jitted_on_jax():
     script = (
         "from convnet.models.factory import create_model\n"
         "from convnet.models.registry import get_preset\n"
-        "from convnet.training.trainer import compile_for_training\n"
+        "from convnet.training.keras_recipe import compile_for_training\n"
         "model = create_model('best', (28, 28, 1), 10, 'float32')\n"
         "compile_for_training(model, get_preset('best').recipe, 1e-3)\n"
         "print(model.jit_compile)\n"
@@ -163,7 +163,7 @@ def test_auto_precision_asks_the_backend_for_its_gpu(monkeypatch):
 
 def test_mixed_float16_compiles_with_loss_scaling():
     from convnet.models.factory import create_model
-    from convnet.training.trainer import compile_for_training
+    from convnet.training.keras_recipe import compile_for_training
 
     model = create_model("fast", precision="mixed_float16")
     compile_for_training(model, get_preset("fast").recipe, 1e-3)

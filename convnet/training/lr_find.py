@@ -16,7 +16,7 @@ from convnet.config import TrainConfig, check_lr_range
 from convnet.data.dataset import Dataset
 from convnet.models.factory import create_model
 from convnet.training.feed import one_hot
-from convnet.training.trainer import compile_for_training, seed_everything
+from convnet.training.keras_recipe import compile_for_training, seed_everything
 
 SMOOTHING = 0.98  # weight of the past in the loss's exponential moving average
 # Stop once the smoothed loss exceeds this multiple of its minimum. fastai uses 4, but Keras clips

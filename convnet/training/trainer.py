@@ -36,6 +36,7 @@ from convnet.training.callbacks import (
     trim_history,
 )
 from convnet.training.feed import batches, epoch_steps
+from convnet.training.keras_recipe import compile_for_training, learning_rate, seed_everything
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -91,64 +92,6 @@ class Session:
     validation: Dataset | None  # this process's share
     batch_size: int  # this process's share of the global batch
     rate: object  # a number, None (the optimizer's default) or a schedule
-
-
-def learning_rate(recipe: Recipe, steps_per_epoch: int):
-    """The recipe's learning rate: a number (None for the optimizer's default), or a schedule
-    stepped once per batch."""
-    if recipe.schedule == "constant":
-        return recipe.learning_rate
-    peak = recipe.learning_rate or 1e-3
-    warmup = int(recipe.warmup_epochs * steps_per_epoch)
-    return keras.optimizers.schedules.CosineDecay(
-        initial_learning_rate=0.0 if warmup else peak,
-        decay_steps=max(recipe.epochs * steps_per_epoch - warmup, 1),
-        warmup_target=peak if warmup else None,
-        warmup_steps=warmup,
-    )
-
-
-def make_optimizer(recipe: Recipe, rate) -> keras.optimizers.Optimizer:
-    """The recipe's optimizer, at `rate` (a number, a schedule, or None for its default)."""
-    config = {}
-    if rate is not None:
-        config["learning_rate"] = rate
-    if recipe.weight_decay:
-        config["weight_decay"] = recipe.weight_decay
-    return keras.optimizers.get({"class_name": recipe.optimizer, "config": config})
-
-
-def compile_for_training(model: keras.Model, recipe: Recipe, rate, metrics=()) -> None:
-    """Compiles `model` with the recipe's optimizer at `rate` and its label-smoothed loss.
-
-    On JAX, `RandomTranslation` is jitted: it says it does not support XLA, for TensorFlow's
-    sake (its TF kernel has none), and Keras then ran the whole JAX step eagerly, one XLA
-    compile of the learning-rate schedule per weight update.
-    """
-    if keras.backend.backend() == "jax":
-        for layer in model.layers:
-            if isinstance(layer, keras.layers.RandomTranslation):
-                layer.supports_jit = True
-    model.compile(
-        optimizer=make_optimizer(recipe, rate),
-        loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
-        metrics=list(metrics),
-    )
-
-
-def seed_everything(config: TrainConfig) -> None:
-    """Seeds Python, NumPy and the backend; with `deterministic`, also makes its ops repeatable."""
-    keras.utils.set_random_seed(config.seed)
-    if not config.deterministic:
-        return
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        tf.config.experimental.enable_op_determinism()
-    elif keras.backend.backend() == "torch":
-        import torch
-
-        torch.use_deterministic_algorithms(True)
 
 
 def train(
