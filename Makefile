@@ -8,8 +8,9 @@ DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver
 .PHONY: train test lint system data bench clean
 
 # torch for the torch backend's tests: the CPU build these machines carry on disk (any torch>=2.4
-# works; PyPI's default Linux build is the CUDA one, several GB).
+# works; PyPI's default Linux build is the CUDA one, several GB). Only `make test` installs it.
 TORCH ?= torch==2.13.0
+TEST_DEPS := $(VENV)/.test-deps
 
 $(BIN)/convnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +18,11 @@ $(BIN)/convnet: pyproject.toml
 	@# A venv made before convnet depended on `tensorflow` has `tensorflow-cpu`, whose files the
 	@# other would overwrite: remove it first.
 	$(BIN)/pip uninstall --quiet --yes tensorflow-cpu 2>/dev/null || true
+	$(BIN)/pip install --quiet -e .
+	touch $@
+
+# The tests' extras: every backend and the dev tools.
+$(TEST_DEPS): $(BIN)/convnet
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[dev,jax,torch]'
 	touch $@
@@ -36,13 +42,13 @@ data: system $(BIN)/convnet
 train: data
 	$(BIN)/convnet train --preset seed
 
-test: data
+test: data $(TEST_DEPS)
 	$(BIN)/pytest
 
-lint: $(BIN)/convnet
+lint: $(TEST_DEPS)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-bench: data
+bench: data $(TEST_DEPS)
 	$(BIN)/python -m bench.time_to_accuracy
 
 clean:

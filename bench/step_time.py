@@ -18,8 +18,8 @@ from unittest import mock
 import keras
 import numpy as np
 
-from convnet.models import presets
-from convnet.models.registry import create_model
+from convnet.models import builders
+from convnet.models.factory import create_model
 
 VARIANTS = [
     ("keras", "float32"),
@@ -42,10 +42,10 @@ class StepTimes(keras.callbacks.Callback):
 
 
 def build(preset: str, batch_norm: str, precision: str) -> keras.Model:
-    layer = presets.FusedBatchNormalization
+    layer = builders.FusedBatchNormalization
     if batch_norm == "keras":
         layer = keras.layers.BatchNormalization
-    with mock.patch.object(presets, "FusedBatchNormalization", layer):
+    with mock.patch.object(builders, "FusedBatchNormalization", layer):
         model = create_model(preset, precision=precision)
     model.compile(optimizer=keras.optimizers.AdamW(1e-3), loss="categorical_crossentropy")
     return model

@@ -162,6 +162,7 @@ def inference_throughput(runs: list[Path], test_csv: Path) -> list[dict]:
         "import json, sys, time\n"
         "from convnet.data import load_source\n"
         "from convnet.evaluation import TestTimeAugmentation, predict_proba\n"
+        "from convnet.models.factory import load_model\n"
         "from convnet.runs import Run\n"
         "x = load_source(sys.argv[1])['train'].x\n"
         "sample = x[: int(sys.argv[2])]\n"
@@ -170,7 +171,8 @@ def inference_throughput(runs: list[Path], test_csv: Path) -> list[dict]:
         "    return len(images) / (time.perf_counter() - t)\n"
         "for folder in sys.argv[3:]:\n"
         "    run = Run(folder)\n"
-        "    model, tta = run.load_model(), TestTimeAugmentation.of(run.config())\n"
+        "    model = load_model(run.model_file)\n"
+        "    tta = TestTimeAugmentation.of(run.config().recipe())\n"
         "    predict_proba(model, x)\n"
         "    single = max(rate(model, x) for _ in range(3))\n"
         "    print(json.dumps({'images_per_second': single, 'predicted_per_second': "
@@ -308,14 +310,17 @@ def main(argv: list[str] | None = None) -> dict:
     epochs = 2 if args.quick else None
     train_csv, test_csv = kaggle_csvs(*((10_000, 1_000) if args.quick else (None, None)))
 
-    from convnet.training.trainer import machine, versions
+    from convnet import framework
+    from convnet.machine import machine, versions
+    from convnet.models.precision import resolve_precision
 
+    backend = framework.load()
     results = {
         "command": "python -m bench.time_to_accuracy " + " ".join(argv or sys.argv[1:]),
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "versions": versions(),
-        "machine": "{processor}, {cpu}, {cpus} cores, auto precision {auto_precision}".format(
-            **machine()
+        "versions": versions(backend),
+        "machine": "{processor}, {cpu}, {cpus} cores, auto precision {precision}".format(
+            **machine(), precision=resolve_precision("auto")
         ),
         "csv_loading": time_csv_loading(train_csv),
         "pipelines": {},

@@ -6,13 +6,14 @@ the framework it needs: a refusal of bad input never waits for Keras.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import socket
 import time
 from pathlib import Path
 
-from convnet import backend
+from convnet import framework
 from convnet.config import TrainConfig, check_lr_range, load_config
 from convnet.errors import ConfigError
 from convnet.models.registry import Preset, get_preset, list_presets
@@ -54,11 +55,12 @@ def train(
     if resume:
         return _resume(resume, config, settings, command, verbose, started)
     config = _config(config, settings)
-    check_new_run_dir(config.out or RUNS_ROOT)  # before the data is read
+    check_new_run_dir(config.out)  # before the data is read
     from convnet.data import load_training_data  # the readers: NumPy and polars
 
     data = load_training_data(config)
-    backend.load(config.backend, config.devices)
+    # Recorded in config.yaml: evaluate, predict, report and serve use it again.
+    config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
     from convnet.training import trainer
 
     return trainer.train(config, data, command=command, verbose=verbose, started=started)
@@ -78,7 +80,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float):
 
     data = load_training_data(config)
     run.check_resumable(data.full)
-    backend.load(config.backend, config.devices)
+    framework.load(config.backend, config.devices)
     from convnet.training import trainer
 
     return trainer.resume(run, data, command=command, verbose=verbose, started=started)
@@ -106,8 +108,9 @@ def evaluate(
     """
     run = Run(run)
     config = run.config()
+    run.require_model()
     test_set = run.load_test(test)
-    backend.load(config.backend)
+    framework.load_for_run(config.backend)
     from convnet.evaluation import TestTimeAugmentation
     from convnet.evaluation import evaluate as score
     from convnet.models.factory import load_model
@@ -144,13 +147,18 @@ def predict(
         raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
     run = Run(run)
     config = run.config()
+    run.require_model()
     data = run.read_json("manifest.json").get("data", {})
-    backend.load(config.backend)
+    light = data.get("background_is_light", False)
+    if "image_shape" in data:  # the inputs are checked before the framework is imported
+        names, x = load_inputs(files, data["image_shape"], light)
+    framework.load_for_run(config.backend)
     from convnet.evaluation import TestTimeAugmentation, predict_proba, top_classes
     from convnet.models.factory import load_model
 
     model = load_model(run.model_file, safe_mode=not unsafe)
-    names, x = load_inputs(files, model.input_shape[1:], data.get("background_is_light", False))
+    if "image_shape" not in data:
+        names, x = load_inputs(files, model.input_shape[1:], light)
     views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     probabilities = predict_proba(model, x, tta=views)
     return [
@@ -164,7 +172,7 @@ def create_model(
 ):
     """A preset's Keras model for raw uint8 images (see `convnet.models.factory.create_model`)."""
     get_preset(preset)  # an unknown name is refused before Keras is imported
-    backend.load()
+    framework.load()
     from convnet.models.factory import create_model as build
 
     return build(preset, input_shape, num_classes, precision)
@@ -183,7 +191,7 @@ def summary(preset: str, input_shape=(28, 28, 1), num_classes: int = 10) -> str:
     return lines.getvalue()
 
 
-def runs(root: str | Path = "runs") -> list[dict]:
+def runs(root: str | Path = RUNS_ROOT) -> list[dict]:
     """The run folders under `root`: run, status, preset, test_accuracy, started (oldest first)."""
     return list_runs(root)
 
@@ -205,8 +213,9 @@ def fetch(data_dir: str | Path | None = None) -> Path:
 
 def report(run: str | Path) -> Path:
     """Writes a run's plots (`RUN/plots/`) and its self-contained `RUN/report.html`; returns it."""
-    config = Run(run).config()
-    backend.load(config.backend)
+    found = Run(run)
+    found.require_model()
+    framework.load_for_run(found.config().backend)
     from convnet.reports.report import write_report
 
     return write_report(run)
@@ -246,7 +255,7 @@ def lr_find(
     from convnet.data import load_training_data  # the readers: NumPy and polars
 
     train_set = load_training_data(config).train  # the very examples `train` would fit on
-    backend.load(config.backend)
+    framework.load(config.backend)
     from convnet.reports.plots import lr_find_plot
     from convnet.training.lr_find import lr_range_test
 
@@ -258,9 +267,14 @@ def serve(
     run: str | Path, host: str = "127.0.0.1", port: int = 8000, engine: str = "keras"
 ) -> None:
     """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted."""
-    config = Run(run).config()
+    found = Run(run)
+    config = found.config()
+    found.require_model()
     listening = _listen(host, port)  # before loading the model: a busy port fails at once
-    backend.load(EXPORT_BACKEND if engine == "onnx" else config.backend)
+    if engine == "onnx":
+        framework.load(EXPORT_BACKEND)
+    else:
+        framework.load_for_run(config.backend)
     import uvicorn
 
     from convnet.serving import create_app
@@ -293,8 +307,10 @@ def _listen(host: str, port: int) -> socket.socket:
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
     """Writes a run's model as ONNX or a SavedModel (see `convnet.export.export_model`), on the
     TensorFlow backend whatever backend trained the run."""
-    Run(run).config()  # a run folder with a valid config, before Keras is imported
-    backend.load(EXPORT_BACKEND)
+    found = Run(run)  # a run with a valid config and a model, before Keras is imported
+    found.config()
+    found.require_model()
+    framework.load(EXPORT_BACKEND)
     from convnet.export import export_model
 
     return export_model(run, format, out)

@@ -8,10 +8,10 @@ import sys
 import warnings
 from importlib.metadata import PackageNotFoundError, version
 
-from convnet import api, backend
+from convnet import api, backend, framework
 from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
 from convnet.errors import ConvnetError, DataMismatchWarning
-from convnet.models.recipe import OPTIMIZERS
+from convnet.runs import RUNS_ROOT
 
 # How `train --help` groups its flags; every other setting belongs to the recipe.
 FLAG_GROUPS = {
@@ -36,7 +36,6 @@ FLAG_GROUPS = {
     ),
     "output": ("out",),
 }
-CHOICES = RECIPE_CHOICES | {"optimizer": OPTIMIZERS}
 
 
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
@@ -44,7 +43,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
     apply."""
     parser.add_argument("--config", help="YAML file of settings (flags override it)")
     groups = {name: parser.add_argument_group(name) for name in FLAG_GROUPS}
-    recipe = parser.add_argument_group("model and recipe (default: the preset's)")
+    recipe = parser.add_argument_group("model and recipe (a recipe's default is the preset's)")
     for field in config_fields():
         if field.name in skip:
             continue
@@ -52,7 +51,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         kind = field_type(field.name)
         flag = "--" + field.name.replace("_", "-")
         help_text = field.metadata.get("help") or f"recipe: {field.name}"
-        choices = field.metadata.get("choices") or CHOICES.get(field.name)
+        choices = field.metadata.get("choices") or RECIPE_CHOICES.get(field.name)
         if kind is bool:
             group.add_argument(
                 flag,
@@ -63,7 +62,7 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         else:
             group.add_argument(
                 flag,
-                type=kind,
+                type=str.lower if choices else kind,  # --optimizer AdamW, as YAML allows
                 default=argparse.SUPPRESS,
                 help=help_text,
                 choices=choices,
@@ -143,7 +142,9 @@ def _add_run_commands(commands) -> None:
 
     runs = commands.add_parser("runs", help="list run folders: status, preset, accuracy, date")
     runs.set_defaults(handler=_runs)
-    runs.add_argument("dir", nargs="?", default="runs", help="folder of runs (default: runs)")
+    runs.add_argument(
+        "dir", nargs="?", default=RUNS_ROOT, help=f"folder of runs (default: {RUNS_ROOT})"
+    )
     _add_json_flag(runs)
 
 
@@ -361,7 +362,7 @@ class _Version(argparse.Action):
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
-    backend.quiet(not args.verbose)
+    framework.quiet(not args.verbose)
     try:
         args.handler(args)
     except ConvnetError as error:

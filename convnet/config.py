@@ -16,10 +16,11 @@ import yaml
 
 from convnet.backend import BACKENDS
 from convnet.errors import ConfigError
-from convnet.models.recipe import PRECISIONS, SCHEDULES, Recipe
+from convnet.models.recipe import OPTIMIZERS, PRECISIONS, SCHEDULES, Recipe
 from convnet.models.registry import get_preset
 
 FORMATS = ("csv", "npz", "idx", "folder")
+RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
 
 
 @dataclass
@@ -98,7 +99,13 @@ class TrainConfig:
                 )
 
     def recipe(self) -> Recipe:
-        """The preset's recipe with this config's overrides applied."""
+        """The preset's recipe with this config's overrides applied.
+
+        A config that sets every recipe field (a run's config.yaml) needs no preset: the run of
+        a preset registered in another process reads back without it.
+        """
+        if set(self.overrides) >= RECIPE_FIELDS:
+            return Recipe(**self.overrides)
         return dataclasses.replace(get_preset(self.preset).recipe, **self.overrides)
 
     def resolved(self) -> dict:
@@ -110,9 +117,10 @@ class TrainConfig:
 
 
 # Settings only a training run uses: where to write it, how long and at what rates to train,
-# what to keep and how to predict, and the distributed topology. `lr-find` runs one fresh model
-# in one process at rates of its own and writes no run, so it offers no flags for these; in a
-# config file they are ignored, so a training config can be reused as it is.
+# what to keep and how to predict, and the distributed topology (not the backend, which
+# `lr-find` takes too). `lr-find` runs one fresh model in one process at rates of its own and
+# writes no run, so it offers no flags for these; in a config file they are ignored, so a
+# training config can be reused as it is.
 TRAINING_ONLY = (
     "out",
     "epochs",
@@ -124,7 +132,6 @@ TRAINING_ONLY = (
     "flip_tta",
     "shift_tta",
     "calibrate",
-    "backend",
     "devices",
     "num_processes",
     "process_id",
@@ -134,7 +141,7 @@ TRAINING_ONLY = (
 
 
 # The choices of the recipe's enumerated settings, for the CLI's help and argparse's checks.
-RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS}
+RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS, "optimizer": OPTIMIZERS}
 
 
 def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:

@@ -19,5 +19,9 @@ class RunError(ConvnetError):
     """A run folder is missing, incomplete, or cannot be written."""
 
 
+class BackendError(ConvnetError):
+    """The Keras backend asked for cannot be used in this process."""
+
+
 class DataMismatchWarning(UserWarning):
     """Runs compared side by side were not trained or tested on the same data."""

@@ -45,7 +45,7 @@ def new_run_dir(
         RunError: the folder exists and is not empty, cannot be written, or its disk is full.
     """
     path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-    check_new_run_dir(path, min_free)
+    check_new_run_dir(path, min_free=min_free)
     try:
         path.mkdir(parents=True, exist_ok=True)
         probe = write_atomic(path / ".write-test", b"ok")
@@ -55,18 +55,21 @@ def new_run_dir(
     return path
 
 
-def check_new_run_dir(path: str | Path, min_free: int = MIN_FREE_BYTES) -> None:
-    """Refuses, without creating anything, a run folder that is a file, a folder that is not
-    empty, one that cannot be made or written, or one on a nearly full disk. `new_run_dir`
-    checks again as it makes the folder.
+def check_new_run_dir(
+    out: str | Path | None, root: str | Path = RUNS_ROOT, min_free: int = MIN_FREE_BYTES
+) -> None:
+    """Refuses, without creating anything, a run folder `out` that is a file, a folder that is
+    not empty, one that cannot be made or written, or one on a nearly full disk; without `out`,
+    a `root` for time-stamped folders that cannot be written or is on a nearly full disk.
+    `new_run_dir` checks again as it makes the folder.
 
     Raises:
         RunError: saying which.
     """
-    path = Path(path)
+    path = Path(out or root)
     if path.exists() and not path.is_dir():
         raise RunError(f"{path}: a file, not a folder; choose another --out.")
-    if path.exists() and any(path.iterdir()):
+    if out and path.exists() and any(path.iterdir()):
         raise RunError(f"{path}: already exists and is not empty; choose another --out.")
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
     if not existing.is_dir():
@@ -141,6 +144,16 @@ class Run:
     @property
     def model_file(self) -> Path:
         return self.path / MODEL_FILE
+
+    def require_model(self) -> Path:
+        """The run's model file.
+
+        Raises:
+            RunError: the run has none yet.
+        """
+        if not self.model_file.is_file():
+            raise RunError(f"{self.path}: no {MODEL_FILE}; the run has not finished training.")
+        return self.model_file
 
     def config(self) -> TrainConfig:
         """The settings the run was trained with, as `train` took them.
@@ -245,7 +258,7 @@ def _alive(pid) -> bool:
     return True
 
 
-def list_runs(root: str | Path = "runs") -> list[dict]:
+def list_runs(root: str | Path = RUNS_ROOT) -> list[dict]:
     """Summaries of the run folders directly under `root`, oldest first; `root` itself when it
     is a run folder.
 

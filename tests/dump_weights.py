@@ -15,9 +15,9 @@ from convnet.cli import main
 
 
 def _dump_on_finish(folder: Path) -> None:
-    from convnet import backend
+    from convnet import framework
 
-    backend.load()
+    framework.load()
     from convnet.training import distributed
 
     finish = distributed.Context.finish

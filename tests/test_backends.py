@@ -79,7 +79,7 @@ def test_a_run_serves_alike_on_every_backend(backend, trained_run):
 
     code = (
         "import sys, json\nfrom fastapi.testclient import TestClient\n"
-        "from convnet import backend\nbackend.load(sys.argv[2])\n"
+        "from convnet import framework\nframework.load(sys.argv[2])\n"
         "from convnet.serving import create_app\n"
         "client = TestClient(create_app(sys.argv[1]))\n"
         "pixels = [[[0] * 28] * 28]\n"

@@ -6,6 +6,7 @@ Each check runs in a fresh interpreter, since this one has Keras loaded already.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -65,12 +66,19 @@ def test_listing_presets_and_checking_a_config_need_no_framework(tmp_path):
         (["train", "--train", "{tmp}/bad.csv"], "bad.csv"),
         (["train", "--config", "{tmp}/bad.yaml"], "'epochs' must be int"),
         (["evaluate", "{tmp}"], "not a run folder"),
+        (["predict", "{run}", "{tmp}/missing.png"], "missing.png: file not found"),
+        (["predict", "{run}", "{tmp}/bad.csv"], "bad.csv"),
+        (["export", "{tmp}/unfinished"], "no model.keras; the run has not finished training"),
     ],
 )
-def test_bad_input_is_refused_before_any_framework_is_imported(tmp_path, args, message):
+def test_bad_input_is_refused_before_any_framework_is_imported(
+    tmp_path, trained_run, args, message
+):
     (tmp_path / "bad.csv").write_text("label,pixel1,pixel2,pixel3,pixel4\n0,1,2,3\n")
     (tmp_path / "bad.yaml").write_text("epochs: many\n")
-    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    (tmp_path / "unfinished").mkdir()
+    shutil.copy(trained_run / "config.yaml", tmp_path / "unfinished")
+    args = [a.replace("{tmp}", str(tmp_path)).replace("{run}", str(trained_run)) for a in args]
     code = (
         "import sys, contextlib, io\nfrom convnet.cli import main\n"
         "err = io.StringIO()\n"

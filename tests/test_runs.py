@@ -306,3 +306,20 @@ def test_an_invalid_run_config_is_one_run_error(tmp_path, text, message, capsys)
     assert main(["evaluate", str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0])
+
+
+def test_runs_without_out_go_side_by_side_under_runs(tmp_path, tiny_npz, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "an-earlier-run").mkdir(parents=True)
+    result = api.train(train=str(tiny_npz), epochs=1, verbose=0)
+    assert result.run.parent == Path("runs") and result.run.name.startswith("seed-")
+    assert (result.run / "model.keras").is_file()
+
+
+def test_a_run_of_a_preset_registered_elsewhere_reads_back(tmp_path, trained_run):
+    run = Run(shutil.copytree(trained_run, tmp_path / "run"))
+    settings = run.config().resolved() | {"preset": "registered-in-another-process"}
+    write_yaml(run.path / "config.yaml", settings)
+    assert run.config().recipe() == Run(trained_run).config().recipe()
+    assert api.runs(tmp_path)[0]["status"] == "complete"
+    assert api.evaluate(run.path)["test_examples"] == 200

@@ -28,7 +28,7 @@ def numbered(n: int) -> Dataset:
     return Dataset(x, np.arange(n) % 3, ("a", "b", "c"), "numbered")
 
 
-FEEDS = {"tf.data": feed._tf_batches, "numpy": feed._numpy_batches}
+FEEDS = {"tf.data": feed._tf_batches, "numpy": feed.EpochBatches}
 
 
 def batch_stream(kind: str, data: Dataset, batch_size: int, shuffle_seed=None, first_epoch=0):

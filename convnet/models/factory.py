@@ -70,7 +70,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
     """
     path = Path(path)
     if not path.is_file():
-        raise RunError(f"{path.parent}: no {path.name}; the run has not finished training.")
+        raise RunError(f"{path}: file not found.")
     try:
         return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:

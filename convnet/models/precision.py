@@ -47,7 +47,9 @@ def choose_precision(
         ConfigError: `precision` is not one of `PRECISIONS`.
     """
     if precision not in PRECISIONS:
-        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}.")
+        raise ConfigError(
+            f"precision must be one of {', '.join(PRECISIONS)}. Received: {precision!r}."
+        )
     if precision != "auto":
         return precision
     if accelerator is not None:

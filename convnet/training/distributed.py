@@ -25,9 +25,9 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
-from convnet.backend import BackendError
+from convnet.backend import CPU_DEVICE_COUNT
 from convnet.data.dataset import Dataset
-from convnet.errors import ConfigError
+from convnet.errors import BackendError, ConfigError
 from convnet.models.factory import load_model
 
 ENVIRONMENT = {
@@ -35,7 +35,6 @@ ENVIRONMENT = {
     "num_processes": "CONVNET_NUM_PROCESSES",
     "process_id": "CONVNET_PROCESS_ID",
 }
-_CPU_DEVICE_COUNT = "--xla_force_host_platform_device_count"
 
 
 class DistributedError(BackendError):
@@ -131,12 +130,6 @@ class Context:
         atexit.register(shutil.rmtree, scratch, ignore_errors=True)
         return os.path.join(scratch, "run")
 
-    def record(self, run) -> None:
-        """Adds the topology to the run's manifest."""
-        run.write_json(
-            "manifest.json", run.read_json("manifest.json") | {"topology": self.topology()}
-        )
-
     def finish(self, model):
         """Ends the distribution after `fit`; returns a model that predicts and saves locally.
 
@@ -154,14 +147,6 @@ class Context:
 
             tf.distribute.experimental_set_strategy(None)
         return model
-
-
-_current = Context("tensorflow")
-
-
-def current() -> Context:
-    """The context of the latest `setup` in this process."""
-    return _current
 
 
 def setup(config, resume: bool = False) -> Context:
@@ -183,7 +168,6 @@ def setup(config, resume: bool = False) -> Context:
             within `config.join_timeout` seconds.
         ConfigError: inconsistent settings.
     """
-    global _current
     backend = keras.backend.backend()
     num_processes, process_id, coordinator, cluster = _request(config)
     several = (num_processes or 1) > 1 or cluster is not None
@@ -201,13 +185,13 @@ def setup(config, resume: bool = False) -> Context:
     if resume and several:
         raise DistributedError("resuming a run trained on several processes is not supported.")
     if backend == "jax":
-        _current = _setup_jax(config, num_processes, process_id, coordinator, several)
+        context = _setup_jax(config, num_processes, process_id, coordinator, several)
     elif backend == "tensorflow":
-        _current = _setup_tensorflow(config.devices or 1)
+        context = _setup_tensorflow(config.devices or 1)
     else:
-        _current = Context(backend)
-    _current.check_recipe(config.recipe())  # fails before any folder is made
-    return _current
+        context = Context(backend)
+    context.check_recipe(config.recipe())  # fails before any folder is made
+    return context
 
 
 def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
@@ -268,7 +252,7 @@ def _setup_jax(config, num_processes, process_id, coordinator, several: bool) ->
     if wanted > len(local):
         raise DistributedError(
             f"--devices {wanted}: this process sees {len(local)} {local[0].platform} device(s). "
-            f"For CPU devices set XLA_FLAGS={_CPU_DEVICE_COUNT}={wanted} before JAX is imported "
+            f"For CPU devices set XLA_FLAGS={CPU_DEVICE_COUNT}={wanted} before JAX is imported "
             "(the convnet command does this)."
         )
     context = Context(

@@ -36,7 +36,7 @@ def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None, fir
     steps = epoch_steps(len(data), batch_size)
     if keras.backend.backend() == "tensorflow":
         return _tf_batches(data, batch_size, shuffle_seed, first_epoch), steps
-    return _numpy_batches(data, batch_size, shuffle_seed, first_epoch), steps
+    return EpochBatches(data, batch_size, shuffle_seed, first_epoch), steps
 
 
 def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
@@ -59,10 +59,6 @@ def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_
     options = tf.data.Options()
     options.autotune.enabled = False
     return pairs.prefetch(2).with_options(options)
-
-
-def _numpy_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
-    return EpochBatches(data, batch_size, shuffle_seed, first_epoch)
 
 
 class EpochBatches(keras.utils.PyDataset):

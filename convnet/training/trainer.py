@@ -217,7 +217,7 @@ def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> t
         (epochs trained in all, seconds of training in all): both count the earlier processes
         of a resumed run, as history.csv does.
     """
-    recipe, fit_started = session.recipe, time.perf_counter()
+    recipe = session.recipe
     if start.epoch >= (start.planned or recipe.epochs):
         return start.epoch, start.elapsed
     config = session.config
@@ -226,6 +226,7 @@ def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> t
     if session.validation is not None:
         val_batches, val_steps = batches(session.validation, session.batch_size)
     callbacks = _callbacks(session, run_dir, steps, start)
+    fit_started = time.perf_counter()
     with StopOnInterrupt() as stop:
         history = session.model.fit(
             train_batches,
@@ -260,7 +261,7 @@ def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
     run.write_json("metrics.json", metrics)
     if session.context.is_chief:  # the report reuses the test predictions above
         write_report(run.path, model, data.full, data.test, probabilities=probabilities)
-    return run.read_json("metrics.json") | metrics
+    return metrics
 
 
 def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> list:
