@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +19,16 @@ FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
 def convnet_without_others(backend: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `convnet ARGS` with every framework but `backend`'s blocked."""
+    """Runs `convnet ARGS` with every framework but `backend`'s blocked, and no $KERAS_BACKEND:
+    evaluate, predict and report take the backend the run recorded."""
     others = ",".join(f for b, f in FRAMEWORKS.items() if b != backend)
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
     done = subprocess.run(
         [sys.executable, str(WRAPPER), others, "--", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=600,
+        env=env,
     )
     assert done.stderr.strip().endswith("blocked frameworks loaded: []"), done.stderr[-2000:]
     if check:
