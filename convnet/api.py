@@ -79,7 +79,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float):
     from convnet.data import load_training_data  # the readers: NumPy and polars
 
     data = load_training_data(config)
-    run.check_resumable(data.full)
+    run.check_same_data(data.full)
     framework.load(config.backend, config.devices)
     from convnet.training import trainer
 

@@ -117,9 +117,8 @@ class Run:
         write_yaml(Path(path) / "config.yaml", settings)
         return cls(path)
 
-    def check_resumable(self, train: Dataset | None = None) -> None:
-        """Refuses to resume a run that is complete or still training, whose training data
-        changed (`train` is not what it began with), or whose disk is full.
+    def check_resumable(self) -> None:
+        """Refuses to resume a run that is complete or still training, or whose disk is full.
 
         Raises:
             RunError: saying which, and what to do.
@@ -133,13 +132,21 @@ class Run:
         if status == "running":
             pid = manifest.get("process", {}).get("pid")
             raise RunError(f"{self.path}: still being trained by process {pid}; stop it first.")
+        check_free_space(self.path)
+
+    def check_same_data(self, train: Dataset) -> None:
+        """Refuses training data other than what the run began with (by SHA-256).
+
+        Raises:
+            RunError: the data changed; start a new run instead.
+        """
+        manifest = self.read_json("manifest.json")
         recorded = manifest.get("data", {}).get("train", {}).get("sha256")
-        if train is not None and recorded and recorded != train.checksum():
+        if recorded and recorded != train.checksum():
             raise RunError(
                 f"{self.path}: the training data ({train.source}) changed since the run began; "
                 "start a new run instead."
             )
-        check_free_space(self.path)
 
     @property
     def model_file(self) -> Path:

@@ -75,7 +75,7 @@ class EpochBatches(keras.utils.PyDataset):
         self.data, self.targets = data, one_hot(data)
         self.batch_size, self.shuffle_seed, self.first_epoch = batch_size, shuffle_seed, first_epoch
         self.steps = epoch_steps(len(data), batch_size)
-        self._orders: dict[int, np.ndarray] = {}
+        self._epoch, self._order = None, None  # the epoch under way and its order
 
     @property
     def num_batches(self) -> None:
@@ -83,12 +83,12 @@ class EpochBatches(keras.utils.PyDataset):
 
     def order(self, epoch: int) -> np.ndarray:
         """The examples in epoch `epoch`'s order."""
-        if epoch not in self._orders:
-            self._orders = {epoch: np.arange(len(self.data))}  # only the epoch under way
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.arange(len(self.data))
             if self.shuffle_seed is not None:
                 rng = np.random.default_rng([self.shuffle_seed, epoch])
-                self._orders[epoch] = rng.permutation(len(self.data))
-        return self._orders[epoch]
+                self._order = rng.permutation(len(self.data))
+        return self._order
 
     def __getitem__(self, index: int):
         epoch, step = divmod(index, self.steps)
