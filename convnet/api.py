@@ -56,9 +56,10 @@ def train(
         return _resume(resume, config, settings, command, verbose, started)
     config = _config(config, settings)
     check_new_run_dir(config.out)  # before the data is read
-    from convnet.data import load_training_data  # the readers: NumPy and polars
+    from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
 
     data = load_training_data(config)
+    config = fitted_to_data(config, data)
     # Recorded in config.yaml: evaluate, predict, report and serve use it again.
     config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
     from convnet.training import trainer
@@ -141,6 +142,7 @@ def predict(
     Raises:
         ConfigError: `top_k` below 1. DataError: an input file cannot be read.
     """
+    from convnet.data.pixels import FULL_RANGE
     from convnet.inputs import load_inputs
 
     if top_k < 1:
@@ -149,16 +151,17 @@ def predict(
     config = run.config()
     run.require_model()
     data = run.read_json("manifest.json").get("data", {})
-    light = data.get("background_is_light", False)
+    reading = {"light_background": data.get("background_is_light", False)}
+    reading["pixel_range"] = config.pixel_range or FULL_RANGE  # older runs: 0-255
     if "image_shape" in data:  # the inputs are checked before the framework is imported
-        names, x = load_inputs(files, data["image_shape"], light)
+        names, x = load_inputs(files, data["image_shape"], **reading)
     framework.load_for_run(config.backend)
     from convnet.evaluation import TestTimeAugmentation, predict_proba, top_classes
     from convnet.models.factory import load_model
 
     model = load_model(run.model_file, safe_mode=not unsafe)
     if "image_shape" not in data:
-        names, x = load_inputs(files, model.input_shape[1:], light)
+        names, x = load_inputs(files, model.input_shape[1:], **reading)
     views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     probabilities = predict_proba(model, x, tta=views)
     return [
@@ -252,9 +255,11 @@ def lr_find(
     """
     check_lr_range(steps, min_lr, max_lr)
     config = _config(config, settings)
-    from convnet.data import load_training_data  # the readers: NumPy and polars
+    from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
 
-    train_set = load_training_data(config).train  # the very examples `train` would fit on
+    data = load_training_data(config)
+    config = fitted_to_data(config, data)
+    train_set = data.train  # the very examples `train` would fit on
     framework.load(config.backend)
     from convnet.reports.plots import lr_find_plot
     from convnet.training.lr_find import lr_range_test

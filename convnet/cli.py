@@ -10,7 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from convnet import api, backend, framework
 from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
-from convnet.errors import ConvnetError, DataMismatchWarning
+from convnet.errors import ConvnetError, ConvnetWarning
 from convnet.runs import RUNS_ROOT
 
 # How `train --help` groups its flags; every other setting belongs to the recipe.
@@ -25,6 +25,15 @@ FLAG_GROUPS = {
         "limit",
         "val_split",
         "stratify",
+        "test_split",
+        "pixel_range",
+        "class_weight",
+    ),
+    "augmentation in training (`flip` also mirrors among the test-time views)": (
+        "translate",
+        "flip",
+        "rotate",
+        "zoom",
     ),
     "devices and processes (docs/distributed.md)": (
         "backend",
@@ -290,13 +299,8 @@ def _predict(args) -> None:
 
 
 def _compare(args) -> None:
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", DataMismatchWarning)
-        path = api.compare(args.runs, args.out)
+    path = api.compare(args.runs, args.out)  # its warnings are also at the top of the page
     print(f"comparison: {path}")
-    for warning in caught:  # also at the top of the page's metrics
-        if issubclass(warning.category, DataMismatchWarning):
-            print(f"convnet: warning: {warning.message}", file=sys.stderr)
 
 
 def _lr_find(args) -> None:
@@ -359,12 +363,26 @@ class _Version(argparse.Action):
         parser.exit()
 
 
+_default_showwarning = warnings.showwarning
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """convnet's own warnings as one line, `convnet: warning: ...`; others as Python shows them."""
+    if issubclass(category, ConvnetWarning):
+        print(f"convnet: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _default_showwarning(message, category, filename, lineno, file, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
     framework.quiet(not args.verbose)
     try:
-        args.handler(args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always", ConvnetWarning)
+            warnings.showwarning = _show_warning
+            args.handler(args)
     except ConvnetError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2

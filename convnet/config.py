@@ -16,7 +16,7 @@ import yaml
 
 from convnet.backend import BACKENDS
 from convnet.errors import ConfigError
-from convnet.models.recipe import OPTIMIZERS, PRECISIONS, SCHEDULES, Recipe
+from convnet.models.recipe import AUGMENT_FIELDS, OPTIMIZERS, PRECISIONS, SCHEDULES, Recipe
 from convnet.models.registry import get_preset
 
 FORMATS = ("csv", "npz", "idx", "folder")
@@ -51,6 +51,27 @@ class TrainConfig:
     )
     limit: int | None = field(default=None, metadata={"help": "train on the first N examples"})
     stratify: bool = field(default=False, metadata={"help": "stratified validation split"})
+    test_split: float | None = field(
+        default=None,
+        metadata={
+            "help": "share of a source without a test set held out to test on, stratified "
+            "and seeded (default: 0.2)"
+        },
+    )
+    pixel_range: str | None = field(
+        default=None,
+        metadata={
+            "help": "LOW,HIGH that CSV, NPZ or IDX values span, scaled to 0-255: 0,255, 0,16, "
+            "0,1, -1,1 (default: detected)"
+        },
+    )
+    class_weight: str | None = field(
+        default=None,
+        metadata={
+            "help": "weigh each class's examples in the loss: balanced (inverse to its "
+            "frequency), none, or a JSON file of {class name: weight} (default: none)"
+        },
+    )
     seed: int = field(default=42, metadata={"help": "seed for the split, weights and shuffling"})
     deterministic: bool = field(
         default=False,
@@ -87,6 +108,10 @@ class TrainConfig:
     overrides: dict = field(default_factory=dict, metadata={"cli": False})
 
     def __post_init__(self):
+        if self.test_split is not None and not 0 < self.test_split < 1:
+            raise ConfigError(f"test_split must be in (0, 1). Received: {self.test_split}.")
+        if self.pixel_range is not None:
+            parse_range(self.pixel_range)
         if self.limit is not None and self.limit < 1:
             raise ConfigError(
                 f"limit must be a number of examples >= 1 (unset for all). Received: {self.limit}."
@@ -109,11 +134,14 @@ class TrainConfig:
         return dataclasses.replace(get_preset(self.preset).recipe, **self.overrides)
 
     def resolved(self) -> dict:
-        """Every setting, the recipe filled in: what a run folder's `config.yaml` holds."""
+        """Every setting, the recipe filled in: what a run folder's `config.yaml` holds, the
+        augmentation settings in an `augment` section."""
         values = {
             f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "overrides"
         }
-        return values | dataclasses.asdict(self.recipe())
+        recipe = dataclasses.asdict(self.recipe())
+        augment = {name: recipe.pop(name) for name in AUGMENT_FIELDS}
+        return values | recipe | {"augment": augment}
 
 
 # Settings only a training run uses: where to write it, how long and at what rates to train,
@@ -129,7 +157,9 @@ TRAINING_ONLY = (
     "schedule",
     "warmup_epochs",
     "restore_best",
-    "flip_tta",
+    "patience",
+    "class_weight",
+    *AUGMENT_FIELDS,
     "shift_tta",
     "calibrate",
     "devices",
@@ -142,6 +172,24 @@ TRAINING_ONLY = (
 
 # The choices of the recipe's enumerated settings, for the CLI's help and argparse's checks.
 RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS, "optimizer": OPTIMIZERS}
+
+
+def parse_range(spec: str, name: str = "pixel_range") -> tuple[float, float]:
+    """(low, high) from "LOW,HIGH", such as "0,16" or "-1,1".
+
+    Raises:
+        ConfigError: not two numbers with LOW < HIGH.
+    """
+    try:
+        low, high = (float(part) for part in spec.split(","))
+    except ValueError:
+        low = high = None
+    if low is None or not low < high:
+        raise ConfigError(
+            f"{name} must be LOW,HIGH with LOW < HIGH, such as 0,255, 0,16, 0,1 or -1,1. "
+            f"Received: {spec!r}."
+        )
+    return low, high
 
 
 def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:
@@ -199,7 +247,7 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
     hints = _hints()
     own = {f.name for f in dataclasses.fields(TrainConfig)} - {"overrides"}
     config, overrides = {}, {}
-    for key, value in values.items():
+    for key, value in _flattened(values, source).items():
         key = key.replace("-", "_")
         if key not in hints or key == "overrides":
             known = ", ".join(sorted(set(hints) - {"overrides"}))
@@ -212,6 +260,29 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
     except ConfigError as error:
         raise ConfigError(f"{source}: {error}") from None
     return result
+
+
+# Keys of earlier versions' config.yaml files, read as the settings that replaced them.
+RENAMED_KEYS = {"flip_tta": "flip"}
+
+
+def _flattened(values: dict, source: str) -> dict:
+    """`values` with an `augment:` section's keys (translate, flip, ...) at the top level, as
+    the recipe holds them, and renamed keys under their new names.
+
+    Raises:
+        ConfigError: `augment` is not a mapping of augmentation settings.
+    """
+    values = {RENAMED_KEYS.get(k, k): v for k, v in values.items()}
+    section = values.pop("augment", None)
+    if section is None:
+        return values
+    if not isinstance(section, dict) or not set(section) <= set(AUGMENT_FIELDS):
+        raise ConfigError(
+            f"{source}: 'augment' must be a mapping of {', '.join(AUGMENT_FIELDS)}. "
+            f"Received: {section!r}."
+        )
+    return values | section
 
 
 def load_config(path: str | Path | None = None, flags: dict | None = None) -> TrainConfig:

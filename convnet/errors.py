@@ -23,5 +23,10 @@ class BackendError(ConvnetError):
     """The Keras backend asked for cannot be used in this process."""
 
 
-class DataMismatchWarning(UserWarning):
+class ConvnetWarning(UserWarning):
+    """Something the user should know that does not stop the command; the CLI prints it as
+    `convnet: warning: ...`."""
+
+
+class DataMismatchWarning(ConvnetWarning):
     """Runs compared side by side were not trained or tested on the same data."""

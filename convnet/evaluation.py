@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import itertools
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.metrics import (
     accuracy_score,
+    balanced_accuracy_score,
     confusion_matrix,
     log_loss,
     precision_recall_fscore_support,
@@ -34,9 +36,9 @@ class TestTimeAugmentation:
 
     @classmethod
     def of(cls, recipe: Recipe, enabled: bool = True) -> TestTimeAugmentation:
-        """The views a recipe (`flip_tta`, `shift_tta`) asks for; the image alone when not
+        """The views a recipe (`flip`, `shift_tta`) asks for; the image alone when not
         `enabled`."""
-        return cls(recipe.flip_tta, recipe.shift_tta) if enabled else cls()
+        return cls(bool(recipe.flip), recipe.shift_tta) if enabled else cls()
 
     @property
     def count(self) -> int:
@@ -116,9 +118,14 @@ def evaluate(
 
 def test_metrics(data: Dataset, probabilities: np.ndarray) -> dict:
     """Test loss and accuracy from predictions already made on `data`."""
+    predicted = probabilities.argmax(axis=1)
+    with warnings.catch_warnings():  # a class predicted but absent from `data` is no error
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = balanced_accuracy_score(data.y, predicted)
     return {
         "test_loss": float(log_loss(data.y, probabilities, labels=range(data.num_classes))),
-        "test_accuracy": float(accuracy_score(data.y, probabilities.argmax(axis=1))),
+        "test_accuracy": float(accuracy_score(data.y, predicted)),
+        "test_balanced_accuracy": float(balanced),
         "test_examples": len(data),
         "test_data": data.source,
     }

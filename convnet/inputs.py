@@ -12,8 +12,9 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from convnet.data.csv import read_csv
-from convnet.data.dataset import as_pixels, border_is_light
+from convnet.data.dataset import border_is_light
 from convnet.data.folder import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
+from convnet.data.pixels import FULL_RANGE, to_pixels
 from convnet.errors import DataError
 
 
@@ -65,7 +66,10 @@ def image_file_to_inputs(
 
 
 def load_inputs(
-    paths: list[str | Path], input_shape, light_background: bool = False
+    paths: list[str | Path],
+    input_shape,
+    light_background: bool = False,
+    pixel_range: str = FULL_RANGE,
 ) -> tuple[list[str], np.ndarray]:
     """Reads every file into model inputs.
 
@@ -74,6 +78,8 @@ def load_inputs(
             (N, H, W, C) pixels, or CSVs of pixel rows (a `label` column is ignored).
         input_shape: the model's (H, W, C).
         light_background: whether the training images have light backgrounds.
+        pixel_range: "LOW,HIGH" of the training data's values (`convnet.data.pixels`): arrays
+            and CSV rows are read in it; image files are 0-255.
 
     Returns:
         (names, x): one name per input ("file", or "file[i]" for the i-th row or array), and
@@ -90,9 +96,9 @@ def load_inputs(
             raise DataError(f"{path}: file not found.")
         suffix = path.suffix.lower()
         if suffix == ".npy":
-            batch = npy_to_inputs(path, input_shape, str(path))
+            batch = npy_to_inputs(path, input_shape, str(path), pixel_range)
         elif suffix == ".csv":
-            batch = _csv(path, input_shape)
+            batch = _csv(path, input_shape, pixel_range)
         elif suffix in IMAGE_SUFFIXES:
             data = path.read_bytes()
             batch = image_file_to_inputs(data, input_shape, light_background, str(path))
@@ -110,7 +116,9 @@ def load_inputs(
     return names, np.concatenate(arrays)
 
 
-def npy_to_inputs(source: Path | io.BytesIO, input_shape, name: str) -> np.ndarray:
+def npy_to_inputs(
+    source: Path | io.BytesIO, input_shape, name: str, pixel_range: str = FULL_RANGE
+) -> np.ndarray:
     """A `.npy` file (a path, or its bytes) as uint8 inputs (see `pixels_to_inputs`).
 
     Raises:
@@ -125,14 +133,17 @@ def npy_to_inputs(source: Path | io.BytesIO, input_shape, name: str) -> np.ndarr
     if not isinstance(array, np.ndarray):
         array.close()
         raise DataError(f"{name}: an .npz archive; expected a single .npy array.")
-    return pixels_to_inputs(array, input_shape, name)
+    return pixels_to_inputs(array, input_shape, name, pixel_range)
 
 
-def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np.ndarray:
-    """Checks raw pixels of shape (H, W), (H, W, C), (N, H, W) or (N, H, W, C) and batches them.
+def pixels_to_inputs(
+    array: np.ndarray, input_shape, name: str = "pixels", pixel_range: str = FULL_RANGE
+) -> np.ndarray:
+    """Checks raw pixels of shape (H, W), (H, W, C), (N, H, W) or (N, H, W, C), scales them from
+    `pixel_range` (the training data's) to 0-255 and batches them.
 
     Raises:
-        DataError: naming `name`, when the shape or the values (0 to 255) are wrong.
+        DataError: naming `name`, when the shape is wrong or a value is outside `pixel_range`.
     """
     if array.shape == tuple(input_shape[:2]) or array.shape == tuple(input_shape):
         array = array[np.newaxis]
@@ -142,11 +153,11 @@ def pixels_to_inputs(array: np.ndarray, input_shape, name: str = "pixels") -> np
         raise DataError(
             f"{name}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
         )
-    return as_pixels(array, name)
+    return to_pixels(array, name, pixel_range)[0]
 
 
-def _csv(path: Path, input_shape) -> np.ndarray:
-    x = read_csv(path, labeled=False).x
+def _csv(path: Path, input_shape, pixel_range: str) -> np.ndarray:
+    x = read_csv(path, labeled=False, pixel_range=pixel_range).x
     if x.shape[1:] != tuple(input_shape):
         raise DataError(f"{path}: rows hold {x.shape[1:]} images; expected {tuple(input_shape)}.")
     return x

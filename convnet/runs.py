@@ -6,6 +6,7 @@ A run folder holds `config.yaml`, `model.keras`, `history.csv`, `metrics.json`, 
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import os
@@ -192,17 +193,12 @@ class Run:
         Args:
             test: another test set to use instead of the run's own.
         """
-        from convnet.data import load_train_test  # the readers: NumPy and polars
+        from convnet.data import load_config_data  # the readers: NumPy and polars
 
         config = self.config()
-        return load_train_test(
-            config.train,
-            test or config.test,
-            config.format,
-            config.label_column,
-            config.class_names,
-            config.data_dir,
-        )
+        if test:
+            config = dataclasses.replace(config, test=test, test_split=None)
+        return load_config_data(config)[:2]
 
     def load_test(self, test: str | None = None):
         """The run's test set, or `test` fitted to the run's classes.
@@ -222,6 +218,7 @@ class Run:
             config.format,
             config.label_column,
             config.class_names,
+            config.pixel_range,
         )
 
     def status(self) -> str:

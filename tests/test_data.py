@@ -171,8 +171,8 @@ def test_csv_not_square(tmp_path):
         (4, 784, None, "line 4 has 784 columns; expected 785"),  # None: the cell is removed
         (3, 10, "abc", "line 3, column 'pixel10': 'abc' is not a pixel value"),
         (3, 10, "\u00b2", "line 3, column 'pixel10': '\u00b2' is not a pixel value"),
-        (6, 1, "256", "line 6, column 'pixel1': pixel 256 is out of range"),
-        (6, 1, "-3", "line 6, column 'pixel1': pixel -3 is out of range"),
+        (6, 1, "256", r"values from 0 to 256 \(line 6 holds 256\); expected pixels 0-255"),
+        (6, 1, "-3", r"values from -3 to \d+ \(line 6 holds -3\)"),
         (3, 0, "", "line 3, column 'label': missing label"),
         (2, 5, "", "line 2, column 'pixel5': missing pixel"),
     ],
@@ -224,10 +224,29 @@ def test_npz_refuses_pickled_objects(tmp_path):
         read_npz(tmp_path / "d.npz")
 
 
-def test_npz_rejects_non_pixel_values(tmp_path):
-    np.savez(tmp_path / "d.npz", x_train=np.full((2, 4, 4), 0.5), y_train=np.array([0, 1]))
-    with pytest.raises(DataError, match="outside the integers 0-255"):
+def test_npz_rejects_values_in_no_pixel_range(tmp_path):
+    np.savez(tmp_path / "d.npz", x_train=np.full((2, 4, 4), 2.5), y_train=np.array([0, 1]))
+    with pytest.raises(DataError, match=r"values from 2.5 to 2.5 .*--pixel-range LOW,HIGH"):
         read_npz(tmp_path / "d.npz")
+
+
+@pytest.mark.parametrize(
+    "values, found, expected",
+    [
+        (np.array([0, 8, 16]), "0,16", [0, 128, 255]),  # scikit-learn's digits
+        (np.array([0, 1]), "0,1", [0, 255]),  # bitmaps
+        (np.array([0.0, 0.5, 1.0]), "0,1", [0, 128, 255]),
+        (np.array([-1.0, 0.0, 1.0]), "-1,1", [0, 128, 255]),
+        (np.array([0, 40, 255]), "0,255", [0, 40, 255]),
+    ],
+)
+def test_pixel_ranges_are_detected_and_scaled(tmp_path, values, found, expected):
+    x = np.resize(values, (3, 8, 8)).astype(values.dtype)
+    x[:, 0, 0] = values
+    np.savez(tmp_path / "d.npz", x_train=x, y_train=np.array([0, 1, 0]))
+    data = read_npz(tmp_path / "d.npz")["train"]
+    assert data.pixel_range == found
+    assert data.x[:, 0, 0, 0].tolist() == expected
 
 
 # --- folders of images --------------------------------------------------------------------------
@@ -274,10 +293,14 @@ def test_fashion_named_csv_gets_fashion_class_names(tmp_path, tiny):
     assert data.class_names == FASHION_MNIST_CLASSES
 
 
-def test_train_test_without_test_split_is_an_error(tmp_path, tiny):
+def test_a_source_without_test_split_holds_one_out_the_same_each_time(tmp_path, tiny):
     path = write_csv(tmp_path / "t.csv", tiny)
-    with pytest.raises(DataError, match="holds no test split; pass --test"):
-        load_train_test(str(path))
+    with pytest.warns(UserWarning, match="has no test set: holding out"):
+        train, test = load_train_test(str(path), seed=3)
+    assert len(test) == round(0.2 * len(tiny)) and len(train) + len(test) == len(tiny)
+    with pytest.warns(UserWarning):
+        again = load_train_test(str(path), seed=3)[1]
+    assert test.checksum() == again.checksum()
 
 
 def test_train_test_shape_mismatch(tmp_path, tiny):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,12 +18,22 @@ from convnet.data.idx import read_idx_dataset
 from convnet.data.npz import read_npz
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
-from convnet.errors import DataError
+from convnet.data.weights import class_weights
+from convnet.errors import ConfigError, ConvnetWarning, DataError
+from convnet.models.recipe import resolve_augment
+from convnet.models.registry import check_image_size
 
 NAMED_CLASS_SETS = {
     "fashion-mnist": FASHION_MNIST_CLASSES,
     "mnist": tuple(str(i) for i in range(10)),
 }
+
+DEFAULT_TEST_SPLIT = 0.2  # of a source without a test set, held out to test on
+
+
+class HeldOutTestWarning(ConvnetWarning):
+    """The source had no test set, so part of it is held out as one."""
+
 
 __all__ = [
     "Dataset",
@@ -76,6 +88,7 @@ def load_source(
     format: str | None = None,
     label_column: str | int | None = None,
     class_names: str | list[str] | None = None,
+    pixel_range: str | None = None,
 ) -> dict[str, Dataset]:
     """Reads a data source into its splits.
 
@@ -85,6 +98,8 @@ def load_source(
         format: one of FORMATS; guessed from `path` when None.
         label_column: for CSV, the label column's name or index.
         class_names: a named set ("fashion-mnist", "mnist"), a comma-separated list, or None.
+        pixel_range: "LOW,HIGH" of the values of array formats (CSV, NPZ, IDX), or None to
+            detect it (`convnet.data.pixels`); image files are 0-255.
 
     Returns:
         {"train": Dataset} and "test" where the source carries one.
@@ -98,12 +113,13 @@ def load_source(
     format = format or guess_format(path)
     names = resolve_class_names(class_names, path)
     if format == "csv":
-        read = lambda: read_csv(path, label_column, names)  # noqa: E731
-        return {"train": cached_read(path, read, label_column=label_column, class_names=names)}
+        read = lambda: read_csv(path, label_column, names, pixel_range=pixel_range)  # noqa: E731
+        options = {"label_column": label_column, "class_names": names, "pixel_range": pixel_range}
+        return {"train": cached_read(path, read, **options)}
     if format == "npz":
-        return read_npz(path, names)
+        return read_npz(path, names, pixel_range)
     if format == "idx":
-        return {"train": read_idx_dataset(path, names)}
+        return {"train": read_idx_dataset(path, names, pixel_range=pixel_range)}
     if format == "folder":
         if (path / "train").is_dir() and (path / "test").is_dir():
             return {split: read_folder(path / split) for split in ("train", "test")}
@@ -118,26 +134,68 @@ def load_train_test(
     label_column: str | int | None = None,
     class_names: str | list[str] | None = None,
     data_dir: str | None = None,
+    pixel_range: str | None = None,
+    test_split: float | None = None,
+    seed: int = 42,
 ) -> tuple[Dataset, Dataset]:
     """The training and test sets a run uses: Fashion-MNIST unless `train` names a source.
 
-    The test set is `test` if given, else the training source's own test split.
+    The test set is `test` if given, else the training source's own test split, else a share
+    `test_split` (default `DEFAULT_TEST_SPLIT`) of the source held out, seeded and stratified,
+    so that the same settings always hold out the same rows. The test set's pixels are read in
+    the training set's range.
 
     Raises:
-        DataError: no test set can be found, or the two sets do not fit together.
+        DataError: the sets cannot be read or do not fit together. ConfigError: `test_split`
+            given for a source that has a test set.
     """
+    train_set, test_set, _ = _train_test(
+        train, test, format, label_column, class_names, data_dir, pixel_range, test_split, seed
+    )
+    return train_set, test_set
+
+
+def _train_test(
+    train, test, format, label_column, class_names, data_dir, pixel_range, test_split, seed
+) -> tuple[Dataset, Dataset, float | None]:
+    """`load_train_test`'s sets, and the share held out to test on (None if none was)."""
     if train:
-        splits = load_source(train, format, label_column, class_names)
+        splits = load_source(train, format, label_column, class_names, pixel_range)
     else:  # its own class names unless --class-names gives others
         splits = load_fashion_mnist(data_dir, resolve_class_names(class_names, Path("fashion")))
+    train_range = splits["train"].pixel_range
     if test:
-        test_splits = load_source(test, format, label_column, class_names)
+        test_splits = load_source(test, format, label_column, class_names, train_range)
         splits["test"] = test_splits.get("test", test_splits["train"])
+    if "test" in splits and test_split is not None:
+        raise ConfigError(
+            f"test_split holds out a test set, but {test or train} has one; drop --test-split."
+        )
     if "test" not in splits:
-        raise DataError(f"{train}: holds no test split; pass --test with a test set.")
+        test_split = DEFAULT_TEST_SPLIT if test_split is None else test_split
+        splits["train"], splits["test"] = hold_out_test(splits["train"], test_split, seed)
     train_set = splits["train"]
     test_set = matched_to_training(splits["test"], train_set.image_shape, train_set.class_names)
-    return train_set, test_set
+    return train_set, test_set, test_split
+
+
+def hold_out_test(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """(train, test): a seeded, stratified share `fraction` of `data` held out as its test
+    set, for a source that carries none.
+
+    Raises:
+        DataError: too few examples to hold a test set out of.
+    """
+    rest, test = split(data, fraction, seed, stratify=True, what="test_split")
+    where = f"{data.source} (a held-out {fraction:.0%}, seed {seed})"
+    warnings.warn(
+        f"{data.source} has no test set: holding out {len(test)} of its {len(data)} examples "
+        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass --test to use "
+        "another.",
+        HeldOutTestWarning,
+        stacklevel=3,
+    )
+    return rest, dataclasses.replace(test, source=where)
 
 
 def load_test(
@@ -147,15 +205,16 @@ def load_test(
     format: str | None = None,
     label_column: str | int | None = None,
     class_names: str | list[str] | None = None,
+    pixel_range: str | None = None,
 ) -> Dataset:
     """A test set for a model trained on images of `image_shape` and `trained_classes`, without
     reading the training data: the source's test split if it has one, else all of it. The
-    other arguments are `load_source`'s.
+    other arguments are `load_source`'s; `pixel_range` should be the training data's.
 
     Raises:
         DataError: the source cannot be read, or does not fit the model.
     """
-    splits = load_source(path, format, label_column, class_names)
+    splits = load_source(path, format, label_column, class_names, pixel_range)
     return matched_to_training(splits.get("test", splits["train"]), image_shape, trained_classes)
 
 
@@ -195,7 +254,7 @@ def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
                 f"{data.source}: label {data.y.max()} is out of range; the training data has "
                 f"{len(class_names)} classes, so expected 0 to {len(class_names) - 1}."
             )
-        return Dataset(data.x, data.y, class_names, data.source)
+        return dataclasses.replace(data, class_names=class_names)
     index = {name: i for i, name in enumerate(class_names)}
     unknown = [name for name in data.class_names if name not in index]
     if unknown:
@@ -204,7 +263,7 @@ def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
             f"{len(class_names)} classes ({', '.join(class_names)})."
         )
     renumber = np.array([index[name] for name in data.class_names], dtype=data.y.dtype)
-    return Dataset(data.x, renumber[data.y], class_names, data.source)
+    return dataclasses.replace(data, y=renumber[data.y], class_names=class_names)
 
 
 @dataclass(frozen=True)
@@ -216,12 +275,32 @@ class TrainingData:
         test: the test set, relabelled to the training classes.
         train: what `fit` trains on.
         validation: the held-out part of `full`, or None when `val_split` is 0.
+        test_split: the share of the source held out as `test`, or None if it had a test set.
+        class_weight: each class index's weight in the loss, or None for equal weights.
     """
 
     full: Dataset
     test: Dataset
     train: Dataset
     validation: Dataset | None
+    test_split: float | None = None
+    class_weight: dict[int, float] | None = None
+
+
+def load_config_data(config: TrainConfig) -> tuple[Dataset, Dataset, float | None]:
+    """The whole training source, the test set that `config` names, and the share of the
+    source held out as that test set (`load_train_test`)."""
+    return _train_test(
+        config.train,
+        config.test,
+        config.format,
+        config.label_column,
+        config.class_names,
+        config.data_dir,
+        config.pixel_range,
+        config.test_split,
+        config.seed,
+    )
 
 
 def load_training_data(config: TrainConfig) -> TrainingData:
@@ -230,15 +309,28 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     Raises:
         DataError: the data cannot be read, or the sets do not fit together.
     """
-    full, test = load_train_test(
-        config.train,
-        config.test,
-        config.format,
-        config.label_column,
-        config.class_names,
-        config.data_dir,
-    )
+    full, test, test_split = load_config_data(config)
+    check_image_size(config.preset, full.image_shape, full.source)
     if config.limit:
         full = full.take(slice(0, config.limit))
     train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
-    return TrainingData(full, test, train, validation)
+    weights = class_weights(config.class_weight, train)
+    return TrainingData(full, test, train, validation, test_split, weights)
+
+
+def fitted_to_data(config: TrainConfig, data: TrainingData) -> TrainConfig:
+    """`config` with the settings the data decides written in, so that config.yaml holds them
+    and every later command reads the run's data and images alike: the pixel range found, the
+    share held out as the test set, and the augmentation left to the data (`resolve_augment`).
+    """
+    augment = resolve_augment(
+        config.recipe(),
+        data.full.image_shape,
+        mirror_symmetric=data.full.class_names == FASHION_MNIST_CLASSES,
+    )
+    return dataclasses.replace(
+        config,
+        pixel_range=data.full.pixel_range,
+        test_split=data.test_split,
+        overrides=config.overrides | augment,
+    )

@@ -15,7 +15,7 @@ import numpy as np
 from convnet.data.dataset import Dataset
 from convnet.files import cache_dir, write_atomic
 
-FORMAT_VERSION = 1  # bump when a reader's output for the same file can change
+FORMAT_VERSION = 2  # bump when a reader's output for the same file can change
 _writing: dict[Path, threading.Thread] = {}  # entries being written in the background
 
 
@@ -36,7 +36,11 @@ def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
         try:
             with np.load(entry, allow_pickle=False) as saved:
                 return Dataset(
-                    saved["x"], saved["y"], tuple(saved["class_names"].tolist()), str(path)
+                    saved["x"],
+                    saved["y"],
+                    tuple(saved["class_names"].tolist()),
+                    str(path),
+                    str(saved["pixel_range"]),
                 )
         except Exception:  # noqa: BLE001  (truncated zip, bad arrays: any damage at all)
             pass  # a damaged entry is parsed again and replaced
@@ -48,6 +52,12 @@ def cached_read(path: Path, read: Callable[[], Dataset], **options) -> Dataset:
 
 def _store(entry: Path, data: Dataset) -> None:
     buffer = io.BytesIO()
-    np.savez(buffer, x=data.x, y=data.y, class_names=np.array(data.class_names))
+    np.savez(
+        buffer,
+        x=data.x,
+        y=data.y,
+        class_names=np.array(data.class_names),
+        pixel_range=np.array(data.pixel_range),
+    )
     with contextlib.suppress(OSError):
         write_atomic(entry, buffer.getvalue())

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.data.pixels import to_pixels
 from convnet.errors import DataError
 
 
@@ -21,6 +22,7 @@ def read_csv(
     label_column: str | int | None = None,
     class_names: tuple[str, ...] | None = None,
     labeled: bool = True,
+    pixel_range: str | None = None,
 ) -> Dataset:
     """Reads a CSV of pixel rows.
 
@@ -32,6 +34,8 @@ def read_csv(
         labeled: False (as `predict` reads) to drop a column the header names "label" without
             reading it, whatever it holds, and take every other column as pixels; labels are
             then all 0.
+        pixel_range: "LOW,HIGH" of the pixel values, or None to detect it
+            (`convnet.data.pixels`).
 
     Returns:
         A Dataset of square greyscale images, the side inferred from the pixel count.
@@ -43,7 +47,7 @@ def read_csv(
     if not path.is_file():
         raise DataError(f"{path}: file not found.")
     try:
-        return _read(path, label_column, class_names, labeled)
+        return _read(path, label_column, class_names, labeled, pixel_range)
     except UnicodeDecodeError as error:
         raise DataError(
             f"{path}: not UTF-8 text (byte {error.start} is 0x{error.object[error.start]:02x}); "
@@ -53,7 +57,7 @@ def read_csv(
         raise DataError(f"{path}: not a readable CSV ({error}).") from None
 
 
-def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
+def _read(path: Path, label_column, class_names, labeled: bool, pixel_range) -> Dataset:
     header = _first_line(path)
     has_header = _looks_like_header(header)
     names = header if has_header else [f"column{i}" for i in range(len(header))]
@@ -77,28 +81,39 @@ def _read(path: Path, label_column, class_names, labeled: bool) -> Dataset:
             f"{path}: {len(pixel_names)} pixel columns is not a square image; "
             "expected H*W columns such as 784 (28x28)."
         )
-    try:
-        # polars' multi-threaded reader, straight into uint8: 1.1-3.4x faster than pandas on 2
-        # cores, by CPU (docs/benchmarks.md); pyarrow and DuckDB were slower than polars on AMD
-        # Zen 4. Values outside 0-255 and ragged rows fail the parse; the slow scan below then
-        # names the cell.
-        frame = pl.read_csv(
-            path,
-            has_header=has_header,
-            schema={n: pl.String if i == label_index else pl.UInt8 for i, n in enumerate(names)},
-            raise_if_empty=False,
-        )
-    except (pl.exceptions.PolarsError, OverflowError) as error:
+    # polars' multi-threaded reader, straight into uint8: 1.1-3.4x faster than pandas on 2 cores,
+    # by CPU (docs/benchmarks.md); pyarrow and DuckDB were slower than polars on AMD Zen 4.
+    # Fractions and values past 255 fail that parse and are read again as floats, for
+    # `to_pixels` to scale or refuse; text and ragged rows fail both, and the slow scan below
+    # then names the cell.
+    frame = None
+    for pixel_type in (pl.UInt8, pl.Float64):
+        try:
+            frame = pl.read_csv(
+                path,
+                has_header=has_header,
+                schema={
+                    n: pl.String if i == label_index else pixel_type for i, n in enumerate(names)
+                },
+                raise_if_empty=False,
+            )
+            break
+        except (pl.exceptions.PolarsError, OverflowError) as error:
+            failure = error
+    if frame is None:
         _raise_first_bad_row(path, names, has_header, label_index)
-        raise DataError(f"{path}: {str(error).splitlines()[0]}") from None
+        raise DataError(f"{path}: {str(failure).splitlines()[0]}") from None
     if frame.null_count().sum_horizontal().item():
         _raise_first_bad_row(path, names, has_header, label_index)  # a short row, if any
         frame = _without_trailing_blank_lines(frame)
     x = _pixels(path, frame, pixel_names, has_header).reshape(-1, side, side, 1)
+    x, pixel_range = to_pixels(
+        x, str(path), pixel_range, row_name=lambda i: f"line {_line(i, has_header)}"
+    )
     if not labeled:
-        return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path))
+        return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path), pixel_range)
     y, class_names = _labels(path, frame.get_column(names[label_index]), has_header, class_names)
-    return Dataset(x, y, class_names, str(path))
+    return Dataset(x, y, class_names, str(path), pixel_range)
 
 
 def _first_line(path: Path) -> list[str]:
@@ -224,13 +239,9 @@ def _raise_first_bad_row(path: Path, names: list[str], has_header: bool, label_i
                 text = cell.strip()
                 if j == label_index or not text:
                     continue
-                if not re.fullmatch(r"-?[0-9]+", text):  # isdigit() also takes "²"
+                # a plain decimal number: isdigit() also takes "²", float() "nan" and "1_0"
+                if not re.fullmatch(r"[-+]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][-+]?[0-9]+)?", text):
                     raise DataError(
                         f"{path}: line {line}, column {names[j]!r}: {cell!r} is not a pixel value; "
-                        "expected an integer from 0 to 255."
-                    )
-                if not 0 <= int(text) <= 255:
-                    raise DataError(
-                        f"{path}: line {line}, column {names[j]!r}: pixel {int(text)} is out of "
-                        "range; expected an integer from 0 to 255."
+                        "expected a number such as an integer from 0 to 255."
                     )

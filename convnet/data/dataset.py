@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 
@@ -32,12 +33,15 @@ class Dataset:
         y: int64 array of shape (N,), values in [0, len(class_names)).
         class_names: one name per class index.
         source: where the data came from, for messages and the manifest.
+        pixel_range: "LOW,HIGH" that the source's values spanned before they were scaled to
+            0-255 (`convnet.data.pixels`).
     """
 
     x: np.ndarray
     y: np.ndarray
     class_names: tuple[str, ...]
     source: str = ""
+    pixel_range: str = "0,255"
 
     def __post_init__(self) -> None:
         if self.x.dtype != np.uint8 or self.x.ndim != 4 or 0 in self.x.shape[1:]:
@@ -69,7 +73,7 @@ class Dataset:
 
     def take(self, index: np.ndarray | slice) -> Dataset:
         """Returns the examples at `index`, sharing class names and source."""
-        return Dataset(self.x[index], self.y[index], self.class_names, self.source)
+        return dataclasses.replace(self, x=self.x[index], y=self.y[index])
 
     def checksum(self) -> str:
         """SHA-256 of pixels and labels, for the manifest."""
@@ -90,29 +94,6 @@ def border_is_light(images: np.ndarray) -> bool:
 
 
 MAX_CLASSES = 10_000  # far beyond any MNIST-like task; a larger label is a corrupt file
-
-
-def as_pixels(array: np.ndarray, name: str) -> np.ndarray:
-    """`array` as uint8 pixels, if every value is an integer from 0 to 255 (of any numeric type).
-
-    Raises:
-        DataError: naming `name`, for any other value or type; a fraction is not rounded, since
-            values such as 0.8 usually mean pixels scaled to [0, 1].
-    """
-    if array.dtype == np.uint8:
-        return array
-    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
-        raise DataError(f"{name}: holds {array.dtype}; expected pixel values, integers 0-255.")
-    if array.size and (
-        not np.isfinite(array).all()
-        or array.min() < 0
-        or array.max() > 255
-        or (array != np.round(array)).any()
-    ):
-        scaled = np.isfinite(array).all() and array.min() >= 0 and array.max() <= 1
-        hint = " (not scaled to [0, 1])" if scaled else ""
-        raise DataError(f"{name}: holds values outside the integers 0-255; expected pixels{hint}.")
-    return array.astype(np.uint8)
 
 
 def numbered_class_names(labels: np.ndarray, source: str = "") -> tuple[str, ...]:

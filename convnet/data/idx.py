@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.data.pixels import to_pixels
 from convnet.errors import DataError
 
 _UBYTE = 0x08
@@ -70,6 +71,7 @@ def read_idx_dataset(
     images_path: str | Path,
     class_names: tuple[str, ...] | None = None,
     labels_path: str | Path | None = None,
+    pixel_range: str | None = None,
 ) -> Dataset:
     """Reads an IDX images file and its labels file into a Dataset.
 
@@ -77,6 +79,8 @@ def read_idx_dataset(
         images_path: images of shape (N, H, W) or (N, H, W, C).
         class_names: names for the label values; "0", "1", ... when None.
         labels_path: labels of shape (N,); defaults to the file named like the images file.
+        pixel_range: "LOW,HIGH" of the images' values, or None to detect it
+            (`convnet.data.pixels`).
 
     Raises:
         DataError: either file is invalid, or their counts differ.
@@ -102,4 +106,5 @@ def read_idx_dataset(
         raise DataError(f"{images_path}: the header declares 0 images; expected at least one.")
     y = y.astype(np.int64)
     names = class_names or numbered_class_names(y, str(images_path))
-    return Dataset(x, y, names, str(images_path))
+    x, pixel_range = to_pixels(x, str(images_path), pixel_range)
+    return Dataset(x, y, names, str(images_path), pixel_range)

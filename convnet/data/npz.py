@@ -8,17 +8,24 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.data.dataset import Dataset, as_pixels, numbered_class_names
+from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.data.pixels import to_pixels
 from convnet.errors import DataError
 
 
-def read_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> dict[str, Dataset]:
+def read_npz(
+    path: str | Path,
+    class_names: tuple[str, ...] | None = None,
+    pixel_range: str | None = None,
+) -> dict[str, Dataset]:
     """Reads the splits an archive holds.
 
     Args:
         path: an `.npz` file. Keys `x_train`/`y_train` (or `x`/`y`), and `x_test`/`y_test` if
             the archive carries a test split. Images are (N, H, W) or (N, H, W, C), values 0-255.
         class_names: names for the labels; else the archive's `class_names`, else "0", "1", ...
+        pixel_range: "LOW,HIGH" of the images' values, or None to detect it from the training
+            images (`convnet.data.pixels`); the test images are read in the same range.
 
     Returns:
         {"train": Dataset} and, where present, "test".
@@ -48,12 +55,15 @@ def read_npz(path: str | Path, class_names: tuple[str, ...] | None = None) -> di
                     f"{path}: missing array {key!r}; expected x_train, y_train (and optionally "
                     f"x_test, y_test). Found: {', '.join(sorted(arrays)) or 'nothing'}."
                 )
-        x, y = _images(path, x_key, arrays[x_key]), _labels(path, y_key, arrays[y_key])
-        splits[split] = (x, y)
+        x, pixel_range = _images(path, x_key, arrays[x_key], pixel_range)
+        splits[split] = (x, _labels(path, y_key, arrays[y_key]))
     names = class_names or numbered_class_names(
         np.concatenate([y for _, y in splits.values()]), str(path)
     )
-    return {split: Dataset(x, y, names, f"{path}:{split}") for split, (x, y) in splits.items()}
+    return {
+        split: Dataset(x, y, names, f"{path}:{split}", pixel_range)
+        for split, (x, y) in splits.items()
+    }
 
 
 def _load_arrays(path: Path) -> dict[str, np.ndarray]:
@@ -87,7 +97,7 @@ def _load_arrays(path: Path) -> dict[str, np.ndarray]:
         ) from None
 
 
-def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
+def _images(path: Path, key: str, x: np.ndarray, pixel_range: str | None):
     if x.ndim == 3:
         x = x[..., np.newaxis]
     if x.ndim != 4 or x.size == 0:
@@ -95,7 +105,7 @@ def _images(path: Path, key: str, x: np.ndarray) -> np.ndarray:
             f"{path}: {key!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) images, "
             "none of size 0."
         )
-    return as_pixels(x, f"{path}: {key!r}")
+    return to_pixels(x, f"{path}: {key!r}", pixel_range)
 
 
 def _labels(path: Path, key: str, y: np.ndarray) -> np.ndarray:

@@ -9,7 +9,11 @@ from convnet.errors import DataError
 
 
 def split(
-    data: Dataset, val_fraction: float = 0.3, seed: int = 42, stratify: bool = False
+    data: Dataset,
+    val_fraction: float = 0.3,
+    seed: int = 42,
+    stratify: bool = False,
+    what: str = "val_split",
 ) -> tuple[Dataset, Dataset | None]:
     """Splits off a validation set.
 
@@ -21,6 +25,7 @@ def split(
         val_fraction: share held out for validation, in [0, 1). 0 means no validation set.
         seed: the shuffle's random state.
         stratify: keep class proportions equal in both parts.
+        what: the setting `val_fraction` comes from, for messages.
 
     Returns:
         (train, validation); validation is None when `val_fraction` is 0.
@@ -29,7 +34,7 @@ def split(
         DataError: the fraction is out of range or leaves a part empty.
     """
     if not 0 <= val_fraction < 1:
-        raise DataError(f"val_split must be in [0, 1). Received: val_split={val_fraction}.")
+        raise DataError(f"{what} must be in [0, 1). Received: {what}={val_fraction}.")
     if val_fraction == 0:
         return data, None
     # scikit-learn takes a second or more to import: only a split pays for it.
@@ -44,5 +49,7 @@ def split(
             stratify=data.y if stratify else None,
         )
     except ValueError as error:
-        raise DataError(f"{data.source}: cannot split {len(data)} examples: {error}") from None
+        raise DataError(
+            f"{data.source}: cannot split {len(data)} examples by {what}={val_fraction}: {error}"
+        ) from None
     return data.take(train_index), data.take(val_index)

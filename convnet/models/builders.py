@@ -7,6 +7,9 @@ import keras
 from keras import layers
 
 from convnet.models.layers import FusedBatchNormalization
+from convnet.models.recipe import Augment
+
+NO_AUGMENT = Augment()
 
 # Keras' default 0.99 lags in runs of a few hundred steps (see docs/benchmarks.md, BatchNorm).
 BN_MOMENTUM = 0.9
@@ -17,16 +20,62 @@ def pixels_input(input_shape) -> keras.KerasTensor:
     return keras.Input(shape=input_shape, dtype="uint8", name="pixels")
 
 
-def seed(input_shape, num_classes):
-    """The article's network, layer for layer."""
+# The side from which the seed's and fast's unpadded 3x3 convolutions and 2x2 poolings leave
+# a feature map (28 -> 26 -> 13 -> 11 -> 5 -> 3; 18 -> 2); smaller images are padded ("same")
+# so every stage keeps at least one pixel (16 -> 8 -> 4; 8 -> 4 -> 2).
+MIN_UNPADDED_SIDE = 18
+# A feature map of at most this many pixels is flattened into the head, as at 28x28 and 32x32;
+# a larger one (from images of about 48x48 up) is averaged over space first, so the head's size
+# does not grow with the image.
+MAX_FLATTENED_PIXELS = 64
+
+
+def augmentation(x, augment: Augment, input_shape):
+    """The training augmentation (`Augment`), as Keras layers: active in fit, a no-op in
+    predict, serve and export. Zero-filled, like the test-time shifts."""
+    height, width = input_shape[:2]
+    if augment.translate:
+        # Whole-pixel shifts ("nearest"): bilinear interpolation blurs every shifted image,
+        # which test images never are (docs/benchmarks.md, whole-pixel translation).
+        x = layers.RandomTranslation(
+            augment.translate / height,
+            augment.translate / width,
+            fill_mode="constant",
+            interpolation="nearest",
+        )(x)
+    if augment.flip:
+        x = layers.RandomFlip("horizontal")(x)
+    if augment.rotate:
+        x = layers.RandomRotation(augment.rotate / 360, fill_mode="constant")(x)
+    if augment.zoom:
+        x = layers.RandomZoom(augment.zoom, fill_mode="constant")(x)
+    return x
+
+
+def head_features(x):
+    """The last feature map as the head's input: flattened while small, else averaged over
+    space (`MAX_FLATTENED_PIXELS`)."""
+    height, width = x.shape[1:3]
+    if height * width <= MAX_FLATTENED_PIXELS:
+        return layers.Flatten()(x)
+    return layers.GlobalAveragePooling2D()(x)
+
+
+def seed(input_shape, num_classes, augment: Augment = NO_AUGMENT):
+    """The article's network, layer for layer at 28x28 (and any size from 18 to 46 pixels).
+
+    Smaller images get "same" padding (`MIN_UNPADDED_SIDE`), larger ones global average pooling
+    before the head (`MAX_FLATTENED_PIXELS`).
+    """
     inputs = pixels_input(input_shape)
-    x = layers.Rescaling(1 / 255)(inputs)
-    x = layers.Conv2D(32, (3, 3), activation="relu")(x)
-    x = layers.MaxPooling2D((2, 2))(x)
-    x = layers.Conv2D(64, (3, 3), activation="relu")(x)
-    x = layers.MaxPooling2D((2, 2))(x)
-    x = layers.Conv2D(64, (3, 3), activation="relu")(x)
-    x = layers.Flatten()(x)
+    x = augmentation(layers.Rescaling(1 / 255)(inputs), augment, input_shape)
+    padding = "valid" if min(input_shape[:2]) >= MIN_UNPADDED_SIDE else "same"
+    x = layers.Conv2D(32, (3, 3), activation="relu", padding=padding)(x)
+    x = layers.MaxPooling2D((2, 2), padding=padding)(x)
+    x = layers.Conv2D(64, (3, 3), activation="relu", padding=padding)(x)
+    x = layers.MaxPooling2D((2, 2), padding=padding)(x)
+    x = layers.Conv2D(64, (3, 3), activation="relu", padding=padding)(x)
+    x = head_features(x)
     x = layers.Dense(64, activation="relu")(x)
     outputs = layers.Dense(num_classes, activation="softmax")(x)
     return keras.Model(inputs, outputs, name="seed")
@@ -56,34 +105,32 @@ def conv_bn(x, filters: int, padding: str = "same", pool: str | None = None):
     return layers.Activation("relu")(x)
 
 
-def fast(input_shape, num_classes):
-    """The seed's size with BatchNorm and a dropout before the head."""
+def fast(input_shape, num_classes, augment: Augment = NO_AUGMENT):
+    """The seed's size with BatchNorm and a dropout before the head; adapts to the image size
+    as the seed does."""
     inputs = pixels_input(input_shape)
-    x = layers.Rescaling(1 / 255)(inputs)
-    x = conv_bn(x, 32, padding="valid", pool="valid")  # 26x26 -> 13x13
-    x = conv_bn(x, 64, padding="valid", pool="valid")  # 11x11 -> 5x5
-    x = conv_bn(x, 128, padding="valid")  # 3x3
-    x = layers.Flatten()(x)
+    x = augmentation(layers.Rescaling(1 / 255)(inputs), augment, input_shape)
+    padding = "valid" if min(input_shape[:2]) >= MIN_UNPADDED_SIDE else "same"
+    x = conv_bn(x, 32, padding=padding, pool=padding)  # 28x28: 26x26 -> 13x13
+    x = conv_bn(x, 64, padding=padding, pool=padding)  # 11x11 -> 5x5
+    x = conv_bn(x, 128, padding=padding)  # 3x3
+    x = head_features(x)
     x = layers.Dropout(0.2)(x)
     outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="fast")
 
 
-def best(input_shape, num_classes):
-    """A VGG-style net with its augmentation inside: active in fit, a no-op in predict, serve
-    and export."""
+def best(input_shape, num_classes, augment: Augment = NO_AUGMENT):
+    """A VGG-style net with its augmentation inside. Its "same" convolutions take any size; the
+    last pooling keeps an odd row and column (7x7 -> 4x4; 8x8 images end at 1x1)."""
     inputs = pixels_input(input_shape)
-    x = layers.Rescaling(1 / 255)(inputs)
-    # Whole-pixel shifts ("nearest"): bilinear interpolation blurs every shifted image, which test
-    # images never are (docs/benchmarks.md, whole-pixel translation).
-    x = layers.RandomTranslation(0.1, 0.1, fill_mode="constant", interpolation="nearest")(x)
-    x = layers.RandomFlip("horizontal")(x)
-    x = conv_bn(x, 32, pool="valid")  # 14x14
+    x = augmentation(layers.Rescaling(1 / 255)(inputs), augment, input_shape)
+    x = conv_bn(x, 32, pool="same")  # 28x28: 14x14
     x = conv_bn(x, 96)
-    x = conv_bn(x, 96, pool="valid")  # 7x7
+    x = conv_bn(x, 96, pool="same")  # 7x7
     x = conv_bn(x, 192)
     x = conv_bn(x, 192, pool="same")  # 4x4: "same" keeps the 7th row and column
-    x = layers.Flatten()(x)
+    x = head_features(x)
     x = layers.Dropout(0.1)(x)
     outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="best")

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import zipfile
 from pathlib import Path
 
 import keras
 
-from convnet.errors import RunError
+from convnet.errors import ConfigError, RunError
 from convnet.models.layers import FusedBatchNormalization
 from convnet.models.precision import resolve_precision
+from convnet.models.recipe import Augment, resolve_augment
 from convnet.models.registry import get_preset
 
 
 def create_model(
-    name: str, input_shape=(28, 28, 1), num_classes: int = 10, precision: str = "float32"
+    name: str,
+    input_shape=(28, 28, 1),
+    num_classes: int = 10,
+    precision: str = "float32",
+    augment: Augment | None = None,
 ) -> keras.Model:
     """Builds the named preset's model for raw uint8 images of `input_shape`.
 
@@ -24,16 +31,33 @@ def create_model(
         num_classes: the number of outputs. Defaults to 10.
         precision: one of `convnet.models.recipe.PRECISIONS`; "auto" picks what the device
             computes natively. Defaults to "float32".
+        augment: the training augmentation; None for the preset's own, resolved for images
+            of `input_shape` whose classes are not known to be mirror-symmetric.
 
     Raises:
-        ConfigError: unknown preset or precision.
+        ConfigError: unknown preset or precision, or augmentation for a builder that takes none.
     """
-    build = get_preset(name).build_function()
+    preset = get_preset(name)
+    build = preset.build_function()
+    if augment is None:
+        recipe = dataclasses.replace(
+            preset.recipe, **resolve_augment(preset.recipe, input_shape, mirror_symmetric=False)
+        )
+        augment = recipe.augment()
+    kwargs = {}
+    if "augment" in inspect.signature(build).parameters:
+        kwargs["augment"] = augment
+    elif augment:
+        raise ConfigError(
+            f"preset {name!r} builds its model without augmentation settings; drop translate, "
+            f"flip, rotate and zoom, or give its builder an `augment` argument. "
+            f"Received: {augment}."
+        )
     policy = resolve_precision(precision)
     previous = keras.config.dtype_policy()
     keras.config.set_dtype_policy(policy)
     try:
-        return build(tuple(input_shape), num_classes)
+        return build(tuple(input_shape), num_classes, **kwargs)
     finally:
         keras.config.set_dtype_policy(previous)
 

@@ -41,9 +41,18 @@ class Recipe:
         label_smoothing: in [0, 1), for categorical cross-entropy.
         val_split: share of the training data held out for validation.
         restore_best: keep the weights of the epoch with the lowest validation loss.
-        flip_tta: average predictions over the image and its horizontal mirror.
-        shift_tta: also average over copies shifted by up to this many pixels each way (see
-            `convnet.evaluation.TestTimeAugmentation`); 0 for none.
+        patience: stop when the validation loss has not improved for this many epochs, keeping
+            the best epoch's weights; 0 never stops early.
+        translate: random shifts of up to this many whole pixels each way in training; None
+            for a tenth of the image's side.
+        flip: random horizontal mirrors in training, and the mirror among the test-time views;
+            None mirrors only data known to be mirror-symmetric (Fashion-MNIST's classes):
+            a mirrored digit or letter is another character, or none.
+        rotate: random rotations of up to this many degrees each way in training.
+        zoom: random zoom in or out by up to this fraction in training.
+        shift_tta: average predictions over copies shifted by up to this many pixels each way
+            (and their mirrors, with `flip`; see `convnet.evaluation.TestTimeAugmentation`);
+            0 for none.
         calibrate: after training, fit a temperature on the validation split that makes the
             probabilities (averaged over the test-time views) match accuracy, and fold it into
             the softmax layer (`convnet.training.calibration`). Like restore_best, it is
@@ -67,7 +76,11 @@ class Recipe:
     label_smoothing: float = 0.0
     val_split: float = 0.3
     restore_best: bool = False
-    flip_tta: bool = False
+    patience: int = 0
+    translate: float | None = 0.0
+    flip: bool | None = False
+    rotate: float = 0.0
+    zoom: float = 0.0
     shift_tta: int = 0
     calibrate: bool = False
     time_budget: float = 0.0
@@ -89,6 +102,10 @@ class Recipe:
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, "in [0, 1)"),
             ("val_split", 0 <= self.val_split < 1, "in [0, 1)"),
+            ("patience", self.patience >= 0, "an integer >= 0 (epochs; 0 for none)"),
+            ("translate", self.translate is None or self.translate >= 0, ">= 0 (pixels)"),
+            ("rotate", 0 <= self.rotate <= 180, "in [0, 180] (degrees)"),
+            ("zoom", 0 <= self.zoom < 1, "in [0, 1) (a fraction of the image)"),
             ("shift_tta", self.shift_tta >= 0, "an integer >= 0 (pixels)"),
             ("time_budget", self.time_budget >= 0, ">= 0 seconds (0 for none)"),
             ("precision", self.precision in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
@@ -96,3 +113,40 @@ class Recipe:
         for name, ok, expected in checks:
             if not ok:
                 raise ConfigError(f"{name} must be {expected}. Received: {getattr(self, name)!r}.")
+
+    def augment(self) -> Augment:
+        """The training augmentation, `translate` and `flip` resolved (`resolve_augment`)."""
+        if self.translate is None or self.flip is None:
+            raise ValueError("resolve the recipe's translate and flip first (resolve_augment)")
+        return Augment(self.translate, self.flip, self.rotate, self.zoom)
+
+
+AUGMENT_FIELDS = ("translate", "flip", "rotate", "zoom")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes to each training image, inside the model: active in `fit`, a no-op in
+    predict, serve and export. See `Recipe` for each field."""
+
+    translate: float = 0.0
+    flip: bool = False
+    rotate: float = 0.0
+    zoom: float = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.translate or self.flip or self.rotate or self.zoom)
+
+
+def resolve_augment(
+    recipe: Recipe, image_shape: tuple[int, ...], mirror_symmetric: bool
+) -> dict[str, float | bool]:
+    """The values of the recipe's "None" augmentation settings for this data: `translate` a
+    tenth of the image's shorter side, `flip` whether the classes are mirror-symmetric. Returns
+    the settings to override, none if the recipe sets both."""
+    resolved = {}
+    if recipe.translate is None:
+        resolved["translate"] = round(0.1 * min(image_shape[:2]), 3)
+    if recipe.flip is None:
+        resolved["flip"] = mirror_symmetric
+    return resolved

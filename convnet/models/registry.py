@@ -17,10 +17,13 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, DataError
 from convnet.models.recipe import Recipe
 
 Builder = Callable  # (input_shape, num_classes) -> keras.Model
+# The built-in presets pool 2x2 two or three times, and adapt their padding and head to any size
+# from this up (`convnet.models.builders`); below it, their last feature map is a single pixel.
+MIN_IMAGE_SIZE = 8
 
 
 @dataclass(frozen=True)
@@ -33,12 +36,14 @@ class Preset:
             only when a model is built.
         description: one line for `convnet presets`.
         recipe: the training recipe, whose every field a config may override.
+        min_size: the smallest image height and width the network takes, in pixels.
     """
 
     name: str
     builder: Builder | str
     description: str
     recipe: Recipe = field(default_factory=Recipe)
+    min_size: int = MIN_IMAGE_SIZE
 
     def build_function(self) -> Builder:
         """The builder itself, imported if it was given by name."""
@@ -91,6 +96,21 @@ def get_preset(name: str) -> Preset:
     return _PRESETS[name]
 
 
+def check_image_size(name: str, image_shape: tuple[int, ...], source: str) -> None:
+    """Refuses images smaller than preset `name` takes, before any framework is imported.
+
+    Raises:
+        DataError: naming `source`, the size found and the smallest accepted.
+    """
+    smallest = get_preset(name).min_size
+    height, width = image_shape[:2]
+    if min(height, width) < smallest:
+        raise DataError(
+            f"{source}: images of {height}x{width} pixels are too small for preset {name!r}; "
+            f"the smallest it takes is {smallest}x{smallest}."
+        )
+
+
 def list_presets(pattern: str = "*") -> list[str]:
     """Names of the registered presets matching a shell-style pattern, sorted."""
     return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
@@ -128,8 +148,8 @@ register_preset(
 
 register_preset(
     "best",
-    "VGG-style net with BatchNorm, translation + flip augmentation, bfloat16 compute where the "
-    "CPU has it, restore-best, flip + 1-pixel shift TTA.",
+    "VGG-style net with BatchNorm, translation (+ flip for mirror-symmetric classes) "
+    "augmentation, bfloat16 compute where the CPU has it, restore-best, 1-pixel shift TTA.",
     builder=f"{BUILDERS}:best",
     # 24 epochs fit the budget on a CPU with AMX; where they do not, the budget plans fewer and
     # the schedule ends with them, so `best` stays a 10-minute preset on any machine (epoch
@@ -145,7 +165,8 @@ register_preset(
     label_smoothing=0.1,
     val_split=0.1,
     restore_best=True,
-    flip_tta=True,
+    translate=None,  # a tenth of the side: 2.8 pixels at 28x28
+    flip=None,  # mirrors Fashion-MNIST, not digits or letters
     shift_tta=1,  # 18 views with the flip: +0.33 points of validation accuracy on average
     calibrate=True,
     precision="auto",

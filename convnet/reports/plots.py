@@ -38,8 +38,18 @@ def read_history(path: str | Path) -> dict[str, list[float]]:
     }
 
 
-def learning_curves(history: dict[str, list[float]], path: str | Path) -> Path:
-    """The seed's two panels: accuracy and loss per epoch, training against validation."""
+def learning_curves(
+    history: dict[str, list[float]],
+    path: str | Path,
+    best_epoch: int | None = None,
+    stopped_early: bool = False,
+) -> Path:
+    """The seed's two panels: accuracy and loss per epoch, training against validation.
+
+    Args:
+        best_epoch: the epoch whose weights the run kept, marked with a line, if not the last.
+        stopped_early: whether early stopping ended training, which the line's label says.
+    """
     epochs = range(1, len(history["loss"]) + 1)
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
     for ax, metric, title in zip(axes, ("accuracy", "loss"), ("Accuracy", "Loss"), strict=True):
@@ -52,6 +62,9 @@ def learning_curves(history: dict[str, list[float]], path: str | Path) -> Path:
                 color="tab:orange",
                 label=f"Validation {metric}",
             )
+        if best_epoch and (stopped_early or best_epoch != len(epochs)):
+            label = f"Kept: epoch {best_epoch}" + (" (stopped early)" if stopped_early else "")
+            ax.axvline(best_epoch, color="tab:green", linestyle="--", label=label)
         ax.set_title(f"Training & validation {metric}", fontsize=13)
         ax.set_xlabel("Epoch")
         ax.set_ylabel(title)

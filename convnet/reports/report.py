@@ -79,8 +79,14 @@ def _draw(folder: Path, found: dict, train: Dataset, test: Dataset) -> dict[str,
     names = list(test.class_names)
     matrix = np.asarray(found["confusion_matrix"])
     history = folder.parent / "history.csv"
+    metrics = Run(folder.parent).read_json("metrics.json")
     return {
-        "curves": plots.learning_curves(plots.read_history(history), folder / "learning_curves.png")
+        "curves": plots.learning_curves(
+            plots.read_history(history),
+            folder / "learning_curves.png",
+            metrics.get("best_epoch"),
+            "stopped_early_at" in metrics,
+        )
         if history.is_file()
         else None,
         "counts": plots.confusion_matrix_plot(matrix, names, folder / "confusion_matrix.png"),
@@ -104,6 +110,7 @@ def _cards(metrics: dict, recipe: Recipe) -> str:
     return html.cards(
         [
             ("Test accuracy", number("test_accuracy")),
+            ("Balanced accuracy", number("test_balanced_accuracy")),
             ("Test loss", number("test_loss")),
             ("Macro F1", number("test_macro_f1")),
             ("Calibration error (ECE)", number("test_ece")),
@@ -116,6 +123,11 @@ def _cards(metrics: dict, recipe: Recipe) -> str:
 def _epochs(metrics: dict, recipe: Recipe) -> str:
     """Epochs trained; with a time budget, also the cap and the budget."""
     trained = metrics.get("epochs", recipe.epochs)  # older runs: the recipe's
+    if "stopped_early_at" in metrics:
+        return (
+            f"{trained} of {recipe.epochs}: stopped early (patience {recipe.patience}), "
+            f"kept epoch {metrics.get('best_epoch')}"
+        )
     if recipe.time_budget:
         return f"{trained} of {recipe.epochs} in {recipe.time_budget:.0f} s"
     return str(trained)
@@ -311,6 +323,7 @@ def _labels(paths: list[Path]) -> list[str]:
 
 COMPARED = (  # (metrics.json key or history column, heading, higher is better)
     ("test_accuracy", "Test accuracy", True),
+    ("test_balanced_accuracy", "Balanced accuracy", True),
     ("test_loss", "Test loss", False),
     ("test_macro_f1", "Macro F1", True),
     ("test_ece", "ECE", False),

@@ -23,6 +23,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 
+from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
 from convnet.evaluation import top_classes
 from convnet.runs import Run
@@ -101,6 +102,7 @@ def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> N
     info = app.state.model_info
     class_names = info["class_names"]
     light = info["background_is_light"]
+    pixel_range = info["pixel_range"]
 
     @app.post("/v1/predict", openapi_extra=PREDICT_BODY, summary="Classify images")
     async def predict(
@@ -109,7 +111,7 @@ def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> N
         return_input: bool = Query(False, description="add each preprocessed input as a PNG"),
     ) -> Response:
         """Top-k classes and probabilities for each uploaded image, `.npy` array or pixels."""
-        names, x = await parse_request(request, model.input_shape, light, limits)
+        names, x = await parse_request(request, model.input_shape, light, limits, pixel_range)
         probabilities = await batcher.predict(x)
         results = []
         for name, p, pixels in zip(names, probabilities, x, strict=True):
@@ -164,6 +166,7 @@ def _model_info(run: Run, model) -> dict:
         "input_shape": list(model.input_shape),
         "input_dtype": "uint8",
         "background_is_light": bool(data.get("background_is_light", False)),
+        "pixel_range": run.config().pixel_range or FULL_RANGE,
         "flip_tta": model.tta.flip,
         "shift_tta": model.tta.shift,
         "metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},

@@ -19,6 +19,7 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
+from convnet.data.pixels import FULL_RANGE
 from convnet.errors import DataError
 from convnet.inputs import image_file_to_inputs, npy_to_inputs, pixels_to_inputs
 
@@ -90,9 +91,14 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
 
 
 async def parse_request(
-    request: Request, input_shape, light_background: bool, limits: Limits
+    request: Request,
+    input_shape,
+    light_background: bool,
+    limits: Limits,
+    pixel_range: str = FULL_RANGE,
 ) -> tuple[list[str], np.ndarray]:
-    """Names and uint8 model inputs (N, H, W, C) for every file or array in the request.
+    """Names and uint8 model inputs (N, H, W, C) for every file or array in the request; arrays
+    hold values in `pixel_range`, the training data's (`convnet.data.pixels`).
 
     Raises:
         DataError: (or a subclass) naming what is wrong.
@@ -113,9 +119,11 @@ async def parse_request(
     names, arrays = [], []
     for name, data, media in files:
         if isinstance(data, np.ndarray):
-            batch = pixels_to_inputs(data, input_shape, name)
+            batch = pixels_to_inputs(data, input_shape, name, pixel_range)
         else:
-            batch = decode_file(name, data, media, input_shape, light_background, limits)
+            batch = decode_file(
+                name, data, media, input_shape, light_background, limits, pixel_range
+            )
         names += [name] if len(batch) == 1 else [f"{name}[{i}]" for i in range(len(batch))]
         arrays.append(batch)
         if len(names) > limits.max_images:
@@ -124,7 +132,13 @@ async def parse_request(
 
 
 def decode_file(
-    name: str, data: bytes, media: str | None, input_shape, light_background: bool, limits: Limits
+    name: str,
+    data: bytes,
+    media: str | None,
+    input_shape,
+    light_background: bool,
+    limits: Limits,
+    pixel_range: str = FULL_RANGE,
 ) -> np.ndarray:
     """One uploaded file (an image or a `.npy` array) as uint8 inputs (N, H, W, C).
 
@@ -133,7 +147,7 @@ def decode_file(
         DataError: the file cannot be read, or is too large once decoded.
     """
     if data.startswith(NPY_MAGIC):
-        return npy_to_inputs(io.BytesIO(data), input_shape, name)
+        return npy_to_inputs(io.BytesIO(data), input_shape, name, pixel_range)
     if media and not media.startswith("image/") and media != "application/octet-stream":
         raise UnsupportedMedia(f"{name}: type {media!r} is not an image or a .npy array.")
     return image_file_to_inputs(data, input_shape, light_background, name, limits.max_pixels)

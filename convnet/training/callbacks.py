@@ -9,12 +9,13 @@ import math
 import os
 import signal
 import time
+import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from convnet.errors import RunError
+from convnet.errors import ConvnetWarning, RunError
 from convnet.files import write_atomic
 
 
@@ -228,6 +229,70 @@ class EpochBackup(keras.callbacks.Callback):
         generators = [keras.ops.convert_to_numpy(v).tolist() for v in _random_states(self.model)]
         state = {"epoch": epoch + 1, "random_states": generators}
         _save_weights(self.model, self.backup_dir, _STATE_FILE, "epoch", state)
+
+
+class EarlyStop(keras.callbacks.EarlyStopping):
+    """Keras' `EarlyStopping` on the validation loss, which a resumed run continues: the epochs
+    before it (their validation losses, from history.csv) count towards its patience. The best
+    weights are kept by `BestWeights` in the backup, not in memory.
+
+    Args:
+        patience: epochs without improvement before training stops.
+        previous: the validation losses of the epochs already trained.
+    """
+
+    def __init__(self, patience: int, previous: list[float] = ()):
+        super().__init__(monitor="val_loss", patience=patience, restore_best_weights=False)
+        self.previous = list(previous)
+
+    def on_train_begin(self, logs=None):
+        super().on_train_begin(logs)
+        for epoch, value in enumerate(self.previous):  # as `on_epoch_end` counts, min_delta 0
+            self.wait += 1
+            if self.best is None or value < self.best:
+                self.best, self.best_epoch, self.wait = value, epoch, 0
+
+
+class NearChanceWarning(ConvnetWarning):
+    """Training accuracy climbed while validation accuracy stayed near chance."""
+
+
+class ChanceWatch(keras.callbacks.Callback):
+    """Warns at the end of training when training accuracy has left chance and validation
+    accuracy has not: the net learnt something that does not carry over to held-out images
+    (mismatched splits, a bad pixel range, too few steps for BatchNorm's statistics).
+
+    Args:
+        chance: the accuracy of always guessing the validation set's most common class.
+    """
+
+    LEFT = 0.3  # training accuracy this share of the way from chance to 1 has left chance
+    NEAR = 0.1  # validation accuracy within this share of the way is still near chance
+
+    def __init__(self, chance: float):
+        super().__init__()
+        self.chance = chance
+
+    def on_train_begin(self, logs=None):
+        self.last = {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.last = dict(logs or {})
+
+    def on_train_end(self, logs=None):
+        train, val = self.last.get("accuracy"), self.last.get("val_accuracy")
+        if train is None or val is None:
+            return
+        room = 1 - self.chance
+        if train >= self.chance + self.LEFT * room and val <= self.chance + self.NEAR * room:
+            warnings.warn(
+                f"validation accuracy {val:.3f} stayed near chance ({self.chance:.3f}) while "
+                f"training accuracy reached {train:.3f}: the model does not carry over to "
+                "held-out images. Check that the training and test data are alike (the same "
+                "pixel range, --pixel-range) and try more epochs or a smaller --batch-size.",
+                NearChanceWarning,
+                stacklevel=2,
+            )
 
 
 class BestWeights(keras.callbacks.Callback):

@@ -34,16 +34,39 @@ def make_optimizer(recipe: Recipe, rate) -> keras.optimizers.Optimizer:
     return keras.optimizers.get({"class_name": recipe.optimizer, "config": config})
 
 
+# Keras' augmentation layers that say they cannot be XLA-compiled, for TensorFlow's kernels' sake.
+JAX_JITTABLE = (
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+)
+# What is left of the BatchNorm moving averages' initial values (mean 0, variance 1) by the end
+# of training, at most.
+BN_FORGOTTEN = 0.01
+
+
+def fit_batch_norm_momentum(model: keras.Model, total_steps: int) -> None:
+    """Lowers each BatchNorm layer's momentum where the run is too short for its moving averages
+    to forget their initial values (`BN_FORGOTTEN`): with momentum 0.9, 18 steps leave 15% of
+    them, and inference then normalises with statistics the net never trained on; on 1,437
+    images of 8x8 that kept `best` at chance (docs/benchmarks.md, small datasets).
+    """
+    ceiling = BN_FORGOTTEN ** (1 / max(total_steps, 1))
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = min(layer.momentum, ceiling)
+
+
 def compile_for_training(model: keras.Model, recipe: Recipe, rate, metrics=()) -> None:
     """Compiles `model` with the recipe's optimizer at `rate` and its label-smoothed loss.
 
-    On JAX, `RandomTranslation` is jitted: it says it does not support XLA, for TensorFlow's
+    On JAX, the augmentation layers are jitted: it says it does not support XLA, for TensorFlow's
     sake (its TF kernel has none), and Keras then ran the whole JAX step eagerly, one XLA
     compile of the learning-rate schedule per weight update.
     """
     if keras.backend.backend() == "jax":
         for layer in model.layers:
-            if isinstance(layer, keras.layers.RandomTranslation):
+            if isinstance(layer, JAX_JITTABLE):
                 layer.supports_jit = True
     model.compile(
         optimizer=make_optimizer(recipe, rate),

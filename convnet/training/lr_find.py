@@ -54,7 +54,11 @@ def lr_range_test(
     recipe = dataclasses.replace(config.recipe(), schedule="constant", learning_rate=min_lr)
     seed_everything(config)
     model = create_model(
-        config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
+        config.preset,
+        train_set.image_shape,
+        train_set.num_classes,
+        recipe.precision,
+        recipe.augment(),
     )
     compile_for_training(model, recipe, min_lr)
     targets = one_hot(train_set)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
@@ -20,6 +21,7 @@ from convnet.machine import machine, versions
 from convnet.models.factory import create_model, portable_model
 from convnet.models.precision import resolve_precision
 from convnet.models.recipe import Recipe
+from convnet.reports.plots import read_history
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, new_run_dir, process_record
 from convnet.training import distributed
@@ -27,6 +29,8 @@ from convnet.training.calibration import calibrate, softmax_head
 from convnet.training.callbacks import (
     BACKUP_DIR,
     BestWeights,
+    ChanceWatch,
+    EarlyStop,
     EpochBackup,
     EpochTimer,
     StopOnInterrupt,
@@ -36,7 +40,12 @@ from convnet.training.callbacks import (
     trim_history,
 )
 from convnet.training.feed import batches, epoch_steps
-from convnet.training.keras_recipe import compile_for_training, learning_rate, seed_everything
+from convnet.training.keras_recipe import (
+    compile_for_training,
+    fit_batch_norm_momentum,
+    learning_rate,
+    seed_everything,
+)
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -71,12 +80,14 @@ class Start:
         elapsed: seconds of training already spent, from history.csv.
         planned: the time budget's plan so far, from history.csv.
         resumed: whether history.csv is continued rather than begun.
+        val_losses: the validation loss of each epoch already trained, for early stopping.
     """
 
     epoch: int = 0
     elapsed: float = 0.0
     planned: int | None = None
     resumed: bool = False
+    val_losses: tuple[float, ...] = ()
 
 
 @dataclass
@@ -162,6 +173,7 @@ def resume(
         float(last.get("elapsed_seconds") or 0.0),
         int(last["planned_epochs"]) if last.get("planned_epochs") else None,
         resumed=True,
+        val_losses=_val_losses(run.path),
     )
     if run.read_json("manifest.json"):
         _mark_resumed(run, command, session.context)
@@ -176,12 +188,18 @@ def _session(config: TrainConfig, data: TrainingData, context: distributed.Conte
     train_set, validation = context.shard(data.train), context.shard(data.validation)
     seed_everything(config)
     model = create_model(
-        config.preset, train_set.image_shape, train_set.num_classes, recipe.precision
+        config.preset,
+        train_set.image_shape,
+        train_set.num_classes,
+        recipe.precision,
+        recipe.augment(),
     )
     if recipe.calibrate:
         softmax_head(model)  # fails here, before training, if there is nothing to scale
     batch_size = context.local_batch(recipe.batch_size)
-    rate = learning_rate(recipe, epoch_steps(len(train_set), batch_size))
+    steps = epoch_steps(len(train_set), batch_size)
+    fit_batch_norm_momentum(model, recipe.epochs * steps)
+    rate = learning_rate(recipe, steps)
     compile_for_training(model, recipe, rate, metrics=["accuracy"])
     return Session(config, recipe, data, context, model, train_set, validation, batch_size, rate)
 
@@ -218,7 +236,7 @@ def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> t
         of a resumed run, as history.csv does.
     """
     recipe = session.recipe
-    if start.epoch >= (start.planned or recipe.epochs):
+    if start.epoch >= (start.planned or recipe.epochs) or _stopped_early(recipe, start.val_losses):
         return start.epoch, start.elapsed
     config = session.config
     train_batches, steps = batches(session.train, session.batch_size, config.seed, start.epoch)
@@ -238,6 +256,7 @@ def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> t
             callbacks=[*callbacks, stop],
             verbose=verbose,
             shuffle=False,  # `batches` shuffles
+            class_weight=session.data.class_weight,
         )
     return start.epoch + len(history.epoch), start.elapsed + time.perf_counter() - fit_started
 
@@ -248,8 +267,10 @@ def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
     earlier processes' training counted."""
     recipe, data, model = session.recipe, session.data, session.model
     extra = {}
-    if recipe.restore_best and session.validation is not None:
+    if _keeps_best(recipe, session.validation):
         extra["best_epoch"] = load_best(model, run.path / BACKUP_DIR)
+        if _stopped_early(recipe, _val_losses(run.path)) and timings["epochs"] < recipe.epochs:
+            extra["stopped_early_at"] = timings["epochs"]
     model = portable_model(session.context.finish(model))
     tta = TestTimeAugmentation.of(recipe)
     if recipe.calibrate and data.validation is not None:
@@ -277,10 +298,35 @@ def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> lis
         )
     # After the clocks: it writes the times and the plan they add to the logs.
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=start.resumed))
-    if recipe.restore_best and session.validation is not None:
+    if session.validation is not None:
+        counts = np.bincount(session.validation.y, minlength=session.validation.num_classes)
+        callbacks.append(ChanceWatch(counts.max() / counts.sum()))
+    if recipe.patience and session.validation is not None:
+        callbacks.append(EarlyStop(recipe.patience, start.val_losses))
+    if _keeps_best(recipe, session.validation):
         callbacks.append(BestWeights(run_dir / BACKUP_DIR))
     callbacks.append(EpochBackup(run_dir / BACKUP_DIR))  # after CSVLogger; see EpochBackup
     return callbacks
+
+
+def _keeps_best(recipe: Recipe, validation: Dataset | None) -> bool:
+    """Whether the run ends with its best epoch's weights: with `restore_best` or early
+    stopping, given a validation set to tell the best by."""
+    return bool(recipe.restore_best or recipe.patience) and validation is not None
+
+
+def _stopped_early(recipe: Recipe, val_losses) -> bool:
+    """Whether `patience` epochs have passed since the lowest of `val_losses`."""
+    if not recipe.patience or not len(val_losses):
+        return False
+    losses = np.nan_to_num(np.asarray(val_losses, dtype=float), nan=np.inf)
+    return len(losses) - 1 - int(np.argmin(losses)) >= recipe.patience
+
+
+def _val_losses(run_dir: Path) -> tuple[float, ...]:
+    """The validation loss of each epoch in the run's history.csv, if it has one."""
+    history = run_dir / "history.csv"
+    return tuple(read_history(history).get("val_loss", [])) if history.is_file() else ()
 
 
 def _save_model(model: keras.Model, run_dir: Path) -> None:

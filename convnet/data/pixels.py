@@ -1,0 +1,99 @@
+"""Pixel value ranges: what a source's numbers mean, and turning them into uint8 0-255.
+
+Every model takes uint8 pixels 0-255 (its own Rescaling layer scales them), so a source holding
+other numbers, such as scikit-learn's digits (0-16), binary bitmaps (0-1) or normalised floats
+([0, 1], [-1, 1]), is scaled to 0-255 as it is read. The range is detected from the training
+data, recorded in the run's config.yaml (`pixel_range`), and applied again to the test set and
+to the arrays that `predict` and `serve` receive, so the model always sees what it trained on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from convnet.config import parse_range
+from convnet.errors import DataError
+
+FULL_RANGE = "0,255"
+# Integer data whose maximum is at most this is taken as 0..max (4-bit images, scikit-learn's
+# 0-16 digits, 0/1 bitmaps); above it, as 0-255 pixels.
+SMALL_MAX = 16
+
+
+def format_range(low: float, high: float) -> str:
+    return f"{low:g},{high:g}"
+
+
+def detect_range(
+    array: np.ndarray, name: str, row_name: Callable[[int], str] = lambda i: f"image {i}"
+) -> str:
+    """The value range of pixels `array` holds: "0,255", "0,MAX" for small integers, "0,1" or
+    "-1,1" for floats.
+
+    Raises:
+        DataError: naming `name`, with the values found and what to pass, when no usual range fits.
+    """
+    if array.size == 0 or array.dtype == np.uint8 and array.max() > SMALL_MAX:
+        return FULL_RANGE
+    low, high = float(array.min()), float(array.max())
+    if not (np.isfinite(low) and np.isfinite(high)):
+        raise DataError(f"{name}: holds NaN or infinite values; expected pixel values.")
+    whole = bool(np.issubdtype(array.dtype, np.integer) or (array == np.round(array)).all())
+    if whole and low >= 0 and SMALL_MAX < high <= 255:
+        return FULL_RANGE
+    if whole and low >= 0 and 1 <= high <= SMALL_MAX:
+        return format_range(0, high)
+    if low >= 0 and high <= 1:
+        return "0,1"
+    if low >= -1 and high <= 1:
+        return "-1,1"
+    extreme = int(np.argmin(array) if low < 0 else np.argmax(array))
+    where = row_name(int(np.unravel_index(extreme, array.shape)[0]))
+    found = f"values from {low:g} to {high:g} ({where} holds {array.flat[extreme]:g})"
+    raise DataError(
+        f"{name}: holds {found}; expected pixels 0-255, small integers 0-{SMALL_MAX}, or floats "
+        f"in [0, 1] or [-1, 1]. Pass --pixel-range LOW,HIGH (such as 0,{high:g}) to scale them."
+    )
+
+
+def to_pixels(
+    array: np.ndarray,
+    name: str,
+    pixel_range: str | None = None,
+    row_name: Callable[[int], str] = lambda i: f"image {i}",
+) -> tuple[np.ndarray, str]:
+    """`array`'s values as uint8 pixels 0-255, scaled from `pixel_range`.
+
+    Args:
+        array: numbers of any real type, images along the first axis.
+        name: the source, for messages.
+        pixel_range: "LOW,HIGH" the values span, or None to detect it (`detect_range`).
+        row_name: names the image at an index, for messages (a CSV names its line).
+
+    Returns:
+        (pixels, the range used).
+
+    Raises:
+        DataError: naming `name`, for values that are not numbers or fall outside the range.
+    """
+    if not np.issubdtype(array.dtype, np.number) or np.issubdtype(array.dtype, np.complexfloating):
+        raise DataError(f"{name}: holds {array.dtype}; expected pixel values, integers 0-255.")
+    pixel_range = pixel_range or detect_range(array, name, row_name)
+    if pixel_range == FULL_RANGE and array.dtype == np.uint8:
+        return array, pixel_range
+    low, high = parse_range(pixel_range)
+    outside = ~((array >= low) & (array <= high))  # NaN is outside too
+    if outside.any():
+        first = np.unravel_index(np.argmax(outside), array.shape)
+        raise DataError(
+            f"{name}: {row_name(int(first[0]))} holds {array[first]!r}, outside the pixel range "
+            f"{low:g} to {high:g} (pixel_range {pixel_range}); pass the data's own --pixel-range."
+        )
+    if (low, high) == (0, 255):
+        if (array != np.round(array)).any():  # 0.5 between two levels is not a pixel value
+            raise DataError(f"{name}: holds fractions; expected integer pixels 0-255.")
+        return array.astype(np.uint8), pixel_range
+    scaled = (array.astype(np.float32) - low) * np.float32(255 / (high - low))
+    return np.rint(scaled).astype(np.uint8), pixel_range
