@@ -153,7 +153,8 @@ def pixels_to_inputs(
         raise DataError(
             f"{name}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
         )
-    return to_pixels(array, name, pixel_range)[0]
+    remedy = f"the model takes the range of the data it trained on, {pixel_range}"
+    return to_pixels(array, name, pixel_range, remedy=remedy)[0]
 
 
 def _csv(path: Path, input_shape, pixel_range: str) -> np.ndarray:

@@ -70,7 +70,7 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
         "2",
         "--batch-size",
         "32",
-        "--flip-tta",
+        "--flip",
         "--shift-tta",
         "1",
         "--json",

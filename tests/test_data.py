@@ -234,7 +234,7 @@ def test_npz_rejects_values_in_no_pixel_range(tmp_path):
     "values, found, expected",
     [
         (np.array([0, 8, 16]), "0,16", [0, 128, 255]),  # scikit-learn's digits
-        (np.array([0, 1]), "0,1", [0, 255]),  # bitmaps
+        (np.array([0, 1, 1]), "0,1", [0, 255, 255]),  # bitmaps
         (np.array([0.0, 0.5, 1.0]), "0,1", [0, 128, 255]),
         (np.array([-1.0, 0.0, 1.0]), "-1,1", [0, 128, 255]),
         (np.array([0, 40, 255]), "0,255", [0, 40, 255]),

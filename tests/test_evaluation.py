@@ -162,7 +162,7 @@ def test_tta_settings_come_from_a_recipe():
     from convnet.models.recipe import Recipe
 
     assert TestTimeAugmentation.of(Recipe()) == TestTimeAugmentation(False, 0)
-    assert TestTimeAugmentation.of(Recipe(flip_tta=True, shift_tta=1)) == (
+    assert TestTimeAugmentation.of(Recipe(flip=True, shift_tta=1)) == (
         TestTimeAugmentation(True, 1)
     )
-    assert TestTimeAugmentation.of(Recipe(flip_tta=True), enabled=False).count == 1
+    assert TestTimeAugmentation.of(Recipe(flip=True), enabled=False).count == 1

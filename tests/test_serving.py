@@ -137,9 +137,13 @@ def test_model_health_and_docs(client):
         (
             {"json": {"pixels": [[[300] * 28] * 28]}},
             422,
-            r"outside the integers 0-255; .*pixels\.$",
+            r"image 0 holds 300, outside the pixel range 0 to 255 .*trained on, 0,255\.$",
         ),
-        ({"json": {"pixels": [[[0.8] * 28] * 28]}}, 422, r"not scaled to \[0, 1\]"),
+        (
+            {"json": {"pixels": [[[0.8] * 28] * 28]}},
+            422,
+            r"fractions \(they look scaled to \[0, 1\]: multiply by 255\)",
+        ),
         ({"json": {"images": ["data:image/png;base64"]}}, 422, "data: URL without a comma"),
         (
             {"files": {"files": ("huge.npy", npy_header((10**11,)), "application/octet-stream")}},

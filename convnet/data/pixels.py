@@ -63,6 +63,7 @@ def to_pixels(
     name: str,
     pixel_range: str | None = None,
     row_name: Callable[[int], str] = lambda i: f"image {i}",
+    remedy: str = "pass the data's own --pixel-range",
 ) -> tuple[np.ndarray, str]:
     """`array`'s values as uint8 pixels 0-255, scaled from `pixel_range`.
 
@@ -71,6 +72,7 @@ def to_pixels(
         name: the source, for messages.
         pixel_range: "LOW,HIGH" the values span, or None to detect it (`detect_range`).
         row_name: names the image at an index, for messages (a CSV names its line).
+        remedy: what a message about values outside `pixel_range` tells the user to do.
 
     Returns:
         (pixels, the range used).
@@ -88,12 +90,13 @@ def to_pixels(
     if outside.any():
         first = np.unravel_index(np.argmax(outside), array.shape)
         raise DataError(
-            f"{name}: {row_name(int(first[0]))} holds {array[first]!r}, outside the pixel range "
-            f"{low:g} to {high:g} (pixel_range {pixel_range}); pass the data's own --pixel-range."
+            f"{name}: {row_name(int(first[0]))} holds {array[first].item():g}, outside the pixel "
+            f"range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy}."
         )
     if (low, high) == (0, 255):
         if (array != np.round(array)).any():  # 0.5 between two levels is not a pixel value
-            raise DataError(f"{name}: holds fractions; expected integer pixels 0-255.")
+            looks = " (they look scaled to [0, 1]: multiply by 255)" if array.max() <= 1 else ""
+            raise DataError(f"{name}: holds fractions{looks}; expected integer pixels 0-255.")
         return array.astype(np.uint8), pixel_range
     scaled = (array.astype(np.float32) - low) * np.float32(255 / (high - low))
     return np.rint(scaled).astype(np.uint8), pixel_range
