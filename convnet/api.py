@@ -17,7 +17,7 @@ from convnet import framework
 from convnet.config import TrainConfig, check_lr_range, load_config
 from convnet.errors import ConfigError
 from convnet.models.registry import Preset, get_preset, list_presets
-from convnet.runs import RUNS_ROOT, Run, check_new_run_dir, list_runs
+from convnet.runs import RUNS_ROOT, Run, check_new_run_dir, claimed, list_runs
 
 # Keras writes a SavedModel only through TensorFlow, and ONNX on JAX needs jax2onnx, which cannot
 # convert max-pooling; a run's model.keras is the same on every backend, so exports (and the
@@ -75,16 +75,17 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float):
             f"settings (received: {given})."
         )
     run = Run(run_dir)
-    run.check_resumable()
-    config = run.config()
-    from convnet.data import load_training_data  # the readers: NumPy and polars
+    with claimed(run.path):  # held until the run ends, so no other process trains it meanwhile
+        run.check_resumable()
+        config = run.config()
+        from convnet.data import load_training_data  # the readers: NumPy and polars
 
-    data = load_training_data(config)
-    run.check_same_data(data.full)
-    framework.load(config.backend, config.devices)
-    from convnet.training import trainer
+        data = load_training_data(config)
+        run.check_same_data(data.full)
+        framework.load(config.backend, config.devices)
+        from convnet.training import trainer
 
-    return trainer.resume(run, data, command=command, verbose=verbose, started=started)
+        return trainer.resume(run, data, command=command, verbose=verbose, started=started)
 
 
 def _config(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:

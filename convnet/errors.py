@@ -19,6 +19,11 @@ class RunError(ConvnetError):
     """A run folder is missing, incomplete, or cannot be written."""
 
 
+class DiskFull(RunError):
+    """The disk of a run folder filled up; the run is left "interrupted", to resume once space is
+    freed."""
+
+
 class BackendError(ConvnetError):
     """The Keras backend asked for cannot be used in this process."""
 

@@ -6,6 +6,7 @@ A run folder holds `config.yaml`, `model.keras`, `history.csv`, `metrics.json`, 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -13,8 +14,11 @@ import os
 import platform
 import shutil
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import filelock
 
 from convnet.config import TrainConfig, make_config, read_settings
 from convnet.errors import ConvnetError, RunError
@@ -24,17 +28,24 @@ if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs n
     from convnet.data.dataset import Dataset
 
 MODEL_FILE = "model.keras"
+# Held by the one process that trains a run, for as long as it does. An OS lock (flock), not a
+# marker file: the kernel releases it when the process ends however it ends, so a killed run
+# never leaves a stale claim behind.
+LOCK_FILE = ".lock"
 RUNS_ROOT = "runs"  # where a run goes without --out: RUNS_ROOT/PRESET-YYYYmmdd-HHMMSS
 MIN_FREE_BYTES = 100 * 2**20  # a run writes a few MB; refuse to start on a nearly full disk
 
 
+@contextlib.contextmanager
 def new_run_dir(
     out: str | Path | None,
     preset: str,
     root: str | Path = RUNS_ROOT,
     min_free: int = MIN_FREE_BYTES,
-) -> Path:
-    """Creates an empty, writable run folder: `out`, or `root/PRESET-YYYYmmdd-HHMMSS`.
+) -> Iterator[Path]:
+    """Creates an empty, writable run folder, `out` or `root/PRESET-YYYYmmdd-HHMMSS`, and holds
+    it (`claimed`) for the block. A block that fails before writing anything but the claim
+    removes the folder again, so no empty run is left behind.
 
     Args:
         out: the folder to create, or None for a time-stamped one under `root`.
@@ -43,7 +54,8 @@ def new_run_dir(
         min_free: bytes that must be free on the folder's disk.
 
     Raises:
-        RunError: the folder exists and is not empty, cannot be written, or its disk is full.
+        RunError: the folder exists and is not empty, is claimed by another process, cannot be
+            written, or its disk is full.
     """
     path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
     check_new_run_dir(path, min_free=min_free)
@@ -53,7 +65,50 @@ def new_run_dir(
         probe.unlink()
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
-    return path
+    with claimed(path):
+        _check_empty(path, held=True)  # again: another process may have used it since
+        try:
+            yield path
+        except BaseException:
+            if [p.name for p in path.iterdir()] == [LOCK_FILE]:
+                with contextlib.suppress(OSError):
+                    (path / LOCK_FILE).unlink()
+                    path.rmdir()
+            raise
+
+
+def _check_empty(path: Path, held: bool = False) -> None:
+    """Refuses a folder with anything in it but a claim: this process's (`held`), or one left
+    by a process that ended before writing anything."""
+    if any(p.name != LOCK_FILE for p in path.iterdir()):
+        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
+    if not held and (path / LOCK_FILE).exists():
+        with claimed(path):
+            pass
+
+
+@contextlib.contextmanager
+def claimed(path: Path) -> Iterator[None]:
+    """Holds run folder `path` for this process alone during the block: a second `train`,
+    `--resume` or `tune` trial aimed at it is refused until the block ends or the process dies.
+
+    Raises:
+        RunError: another process holds it.
+    """
+    lock = filelock.FileLock(path / LOCK_FILE)
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        raise RunError(
+            f"{path}: in use by another convnet process that is training it; wait for that "
+            "process to end, or choose another --out."
+        ) from None
+    except OSError as error:
+        raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def check_new_run_dir(
@@ -70,8 +125,8 @@ def check_new_run_dir(
     path = Path(out or root)
     if path.exists() and not path.is_dir():
         raise RunError(f"{path}: a file, not a folder; choose another --out.")
-    if out and path.exists() and any(path.iterdir()):
-        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
+    if out and path.exists():
+        _check_empty(path)
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
     if not existing.is_dir():
         reason = os.strerror(errno.ENOTDIR)
@@ -181,8 +236,21 @@ class Run:
             raise RunError(str(error)) from None
 
     def read_json(self, name: str) -> dict:
+        """The JSON object in the run's file `name`; {} when there is no such file.
+
+        Raises:
+            RunError: the file is not a JSON object (damaged, or not written by convnet).
+        """
         path = self.path / name
-        return json.loads(path.read_text()) if path.is_file() else {}
+        if not path.is_file():
+            return {}
+        try:
+            data = json.loads(path.read_bytes())
+        except (ValueError, OSError) as error:
+            raise RunError(f"{path}: damaged; not readable JSON ({error}).") from None
+        if not isinstance(data, dict):
+            raise RunError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+        return data
 
     def write_json(self, name: str, data) -> Path:
         return write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
@@ -273,5 +341,16 @@ def list_runs(root: str | Path = RUNS_ROOT) -> list[dict]:
     if not root.is_dir():
         raise RunError(f"{root}: no such folder of runs.")
     folders = [root] if (root / "config.yaml").is_file() else sorted(root.iterdir())
-    runs = [Run(p).summary() for p in folders if (p / "config.yaml").is_file()]
+    runs = [_summary(p) for p in folders if (p / "config.yaml").is_file()]
     return sorted(runs, key=lambda r: (r["started"] or "", r["run"]))
+
+
+def _summary(path: Path) -> dict:
+    """A run's line in the list; a damaged run is listed as such, not a reason to list none."""
+    try:
+        return Run(path).summary()
+    except RunError:
+        return dict.fromkeys(("preset", "test_accuracy", "started")) | {
+            "run": str(path),
+            "status": "damaged",
+        }

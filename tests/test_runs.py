@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import os
 import re
 import shutil
+import subprocess
+import sys
+import time
 from collections import namedtuple
 from pathlib import Path
 
 import keras
 import numpy as np
 import pytest
-from conftest import make_images, run_cli, write_csv, write_npz
+from conftest import CONVNET, make_images, run_cli, write_csv, write_npz
 
 import convnet
 from convnet import api, runs
@@ -66,8 +70,73 @@ def test_bad_data_leaves_no_run_folder(tmp_path):
 def test_not_empty_output_is_refused(tmp_path):
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "x").write_text("")
-    with pytest.raises(RunError, match=r"already exists and is not empty"):
-        new_run_dir(tmp_path / "run", "seed")
+    with (
+        pytest.raises(RunError, match=r"already exists and is not empty"),
+        new_run_dir(tmp_path / "run", "seed"),
+    ):
+        pass
+
+
+def test_a_folder_claimed_by_another_process_is_refused(tmp_path, tiny_npz, trained_run):
+    """The window the claim closes: a folder another process made and holds, still empty."""
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_CLAIM, str(tmp_path / "run")], stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline() == b"claimed\n"
+        with pytest.raises(RunError, match=r"run: in use by another convnet process"):
+            convnet.train(train=str(tiny_npz), out=str(tmp_path / "run"))
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed without writing anything: the claim went with it and the folder is free again.
+    with new_run_dir(tmp_path / "run", "seed") as path:
+        assert [p.name for p in path.iterdir()] == [runs.LOCK_FILE]
+
+    resumable = shutil.copytree(trained_run, tmp_path / "interrupted")
+    Run(resumable).write_json("manifest.json", {"status": "interrupted"})
+    with (
+        runs.claimed(resumable),  # as a training process holds it
+        pytest.raises(RunError, match=r"interrupted: in use by another convnet process"),
+    ):
+        api.train(resume=resumable)
+
+
+HOLD_CLAIM = """
+import sys, time
+from convnet.runs import new_run_dir
+with new_run_dir(sys.argv[1], "seed"):
+    print("claimed", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path, tiny_npz):
+    out = tmp_path / "same"
+    args = ["--train", tiny_npz, "--epochs", "2", "--batch-size", "32", "--out", out]
+    processes = [
+        subprocess.Popen(
+            [CONVNET, "train", *map(str, args), "--seed", str(seed)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for seed in (1, 2)
+    ]
+    results = [(p.wait(timeout=600), *p.communicate()) for p in processes]
+    assert sorted(code for code, _, _ in results) == [0, 2], results
+    winner = 1 + [code for code, _, _ in results].index(0)
+    loser_err = next(err for code, _, err in results if code == 2).strip().splitlines()
+    assert len(loser_err) == 1, loser_err
+    assert re.search(
+        r"same: (in use by another convnet process|already exists and is not "
+        r"empty)",
+        loser_err[0],
+    )
+    manifest = Run(out).read_json("manifest.json")
+    assert manifest["status"] == "complete" and manifest["seed"] == winner
+    assert Run(out).config().seed == winner
+    assert len((out / "history.csv").read_text().strip().splitlines()) == 3  # header, 2 epochs
 
 
 # --- status and `convnet runs` ---------------------------------------------------------------
@@ -279,13 +348,65 @@ def test_model_with_lambda_is_refused_unless_unsafe(lambda_run):
     )
 
 
-def test_corrupt_model_is_a_run_error(tmp_path, trained_run):
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (
+            lambda data: b"not a zip",
+            r"damaged; a .keras model is a zip archive and this file of 9 ",
+        ),
+        (lambda data: data[: len(data) // 2], r"damaged; a .keras model is a zip archive"),
+        (  # a whole zip whose weights are cut short
+            lambda data: _rezipped(data, "model.weights.h5", lambda w: w[: len(w) // 2]),
+            r"damaged or not a model this Keras can rebuild \(",
+        ),
+    ],
+)
+def test_a_damaged_model_says_damaged(tmp_path, trained_run, damage, message):
     run = tmp_path / "broken"
     shutil.copytree(trained_run, run)
-    (run / "model.keras").write_bytes(b"not a zip")
-    with pytest.raises(RunError, match=r"cannot load the model"):
+    model = run / "model.keras"
+    model.write_bytes(damage(model.read_bytes()))
+    with pytest.raises(RunError, match=message):
         load_model(Run(run).model_file)
+    result = run_cli("evaluate", run)
+    assert result.returncode == 2
+    assert re.search(message, result.stderr.strip().splitlines()[-1])
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
+
+
+def test_unsafe_model_keras_cannot_rebuild_is_one_line(lambda_run):
+    """`--unsafe` on a Lambda whose Python code does not load here (bytecode of another Python,
+    or damaged): one line, exit 2."""
+    model = lambda_run / "model.keras"
+
+    def garble_code(text: bytes) -> bytes:
+        config = json.loads(text)
+        for layer in config["config"]["layers"]:
+            if layer["class_name"] == "Lambda":
+                layer["config"]["function"]["config"]["code"] = "AAAA"
+        return json.dumps(config).encode()
+
+    model.write_bytes(_rezipped(model.read_bytes(), "config.json", garble_code))
+    images = make_images(2)
+    np.save(lambda_run / "x.npy", images.x)
+    result = run_cli("predict", lambda_run, lambda_run / "x.npy", "--unsafe")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "not a model this Keras can rebuild" in lines[0], lines
+
+
+def _rezipped(data: bytes, member: str, change) -> bytes:
+    """A copy of zip archive `data` with `member`'s bytes passed through `change`."""
+    import io
+    import zipfile
+
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as source, zipfile.ZipFile(out, "w") as target:
+        for info in source.infolist():
+            content = source.read(info)
+            target.writestr(info, change(content) if info.filename == member else content)
+    return out.getvalue()
 
 
 @pytest.mark.parametrize(
@@ -297,15 +418,62 @@ def test_corrupt_model_is_a_run_error(tmp_path, trained_run):
         ("preset: seed\nepochs: many\n", r"config.yaml: 'epochs' must be int"),
     ],
 )
-def test_an_invalid_run_config_is_one_run_error(tmp_path, text, message, capsys):
+def test_an_invalid_run_config_is_one_line_on_every_command(
+    tmp_path, trained_run, text, message, capsys
+):
     from convnet.cli import main
 
-    (tmp_path / "config.yaml").write_text(text)
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    (run / "config.yaml").write_text(text)
+    Run(run).write_json(
+        "manifest.json", Run(run).read_json("manifest.json") | {"status": "interrupted"}
+    )
     with pytest.raises(RunError, match=message):
-        Run(tmp_path).config()
-    assert main(["evaluate", str(tmp_path)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and re.search(message, err[0])
+        Run(run).config()
+    np.save(tmp_path / "x.npy", make_images(1).x)
+    for command in RUN_COMMANDS:
+        argv = [arg.format(run=run, other=trained_run, tmp=tmp_path) for arg in command]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(message, err[0]), (argv, err)
+    assert not (tmp_path / "exported").exists() and not (tmp_path / "c.html").exists()
+
+
+RUN_COMMANDS = [
+    ["evaluate", "{run}"],
+    ["predict", "{run}", "{tmp}/x.npy"],
+    ["serve", "{run}", "--port", "0"],
+    ["export", "{run}", "--out", "{tmp}/exported"],
+    ["report", "{run}"],
+    ["train", "--resume", "{run}"],
+    ["compare", "{other}", "{run}", "--out", "{tmp}/c.html"],
+]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("manifest.json", '{"status": "runn', r"manifest.json: damaged; not readable JSON"),
+        ("manifest.json", "[1, 2]", r"manifest.json: expected a JSON object, got list"),
+    ],
+)
+def test_a_damaged_json_file_of_a_run_is_one_line(
+    tmp_path, trained_run, name, text, message, capsys
+):
+    from convnet.cli import main
+
+    run = shutil.copytree(trained_run, tmp_path / "runs" / "run")
+    (run / name).write_text(text)
+    np.save(tmp_path / "x.npy", make_images(1).x)
+    for command in (["evaluate", "{run}"], ["predict", "{run}", "{tmp}/x.npy"]):
+        argv = [arg.format(run=run, tmp=tmp_path) for arg in command]
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and re.search(message, err[0]), (argv, err)
+    shutil.copytree(trained_run, tmp_path / "runs" / "whole")
+    assert main(["runs", str(tmp_path / "runs")]) == 0  # the others are still listed
+    listed = capsys.readouterr().out
+    assert re.search(r"runs/run +damaged", listed) and re.search(r"whole +complete", listed)
 
 
 def test_runs_without_out_go_side_by_side_under_runs(tmp_path, tiny_npz, monkeypatch):
@@ -323,3 +491,57 @@ def test_a_run_of_a_preset_registered_elsewhere_reads_back(tmp_path, trained_run
     assert run.config().recipe() == Run(trained_run).config().recipe()
     assert api.runs(tmp_path)[0]["status"] == "complete"
     assert api.evaluate(run.path)["test_examples"] == 200
+
+
+# --- a disk that fills up mid-training ----------------------------------------------------------
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 120 MB tmpfs of its own (a run needs 100 MB free to start), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=120m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode:
+        pytest.skip(f"cannot mount a small filesystem here: {made.stderr.strip()}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(small_disk, tiny_npz):
+    run = small_disk / "run"
+    args = ["--train", tiny_npz, "--epochs", "40", "--batch-size", "16", "--out", run]
+    training = subprocess.Popen(
+        [CONVNET, "train", *map(str, args)], stderr=subprocess.PIPE, text=True
+    )
+    history = run / "history.csv"
+    while training.poll() is None and not (
+        history.is_file() and len(history.read_text().splitlines()) > 1
+    ):
+        time.sleep(0.05)
+    filler = small_disk / "filler"
+    # Leave 64 KB: room for the manifest, not for a backup. The run writes meanwhile.
+    with filler.open("wb") as f, contextlib.suppress(OSError):
+        while (free := shutil.disk_usage(small_disk).free) > 64 * 1024:
+            f.write(b"\0" * min(free - 64 * 1024, 2**20))
+            f.flush()
+    _, err = training.communicate(timeout=600)
+    lines = err.strip().splitlines()
+    assert training.returncode == 2, err
+    assert len(lines) == 1 and re.search(
+        rf"run: its disk is full \(.* MB free .*\); free at least \d+ MB there, then resume "
+        rf"with: convnet train --resume {run}$",
+        lines[0],
+    ), lines
+    assert Run(run).status() == "interrupted"
+    assert not list(run.rglob(".tmp*")) and not list(run.rglob("*.tmp"))
+
+    filler.unlink()
+    resumed = run_cli("train", "--resume", run)
+    assert resumed.returncode == 0, resumed.stderr
+    assert Run(run).status() == "complete"
+    assert len(history.read_text().strip().splitlines()) == 41  # header and 40 epochs, once each

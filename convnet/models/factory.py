@@ -95,6 +95,11 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: file not found.")
+    if not zipfile.is_zipfile(path):  # Keras would call it "File not found"
+        raise RunError(
+            f"{path}: damaged; a .keras model is a zip archive and this file of "
+            f"{path.stat().st_size:,} bytes is not one. Train the run again or restore the file."
+        )
     try:
         return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:
@@ -104,6 +109,16 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
                 "anything when loaded; refused. `evaluate` and `predict` take --unsafe, only "
                 "for files you trust; `serve` and `export` never load such a model."
             ) from None
-        raise RunError(f"{path}: cannot load the model ({error}).") from None
-    except (OSError, zipfile.BadZipFile, KeyError) as error:
-        raise RunError(f"{path}: cannot load the model ({error}).") from None
+        raise _damaged(path, error) from None
+    # The file is the user's: whatever Keras fails with while rebuilding it (a truncated
+    # member, a config it has no class for, Python code this interpreter cannot run under
+    # --unsafe) is one line about the file, not a traceback.
+    except Exception as error:  # noqa: BLE001
+        raise _damaged(path, error) from None
+
+
+def _damaged(path: Path, error: Exception) -> RunError:
+    reason = (str(error).strip().splitlines() or [""])[0][:300]
+    return RunError(
+        f"{path}: damaged or not a model this Keras can rebuild ({type(error).__name__}: {reason})."
+    )

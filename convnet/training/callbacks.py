@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import json
 import math
-import os
+import shutil
 import signal
 import time
 import warnings
@@ -15,7 +16,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convnet.errors import ConvnetWarning, RunError
+from convnet.errors import ConvnetWarning, DiskFull, RunError
 from convnet.files import write_atomic
 
 
@@ -231,6 +232,43 @@ class EpochBackup(keras.callbacks.Callback):
         _save_weights(self.model, self.backup_dir, _STATE_FILE, "epoch", state)
 
 
+class DiskRoom(keras.callbacks.Callback):
+    """Stops training, before an epoch's files are written, when the run folder's disk has no
+    room for them: the history row, a backup beside the one it replaces, and the final model.
+    A full disk otherwise surfaces as an error deep inside h5py or the CSV logger, and a weights
+    file half-written by h5py has crashed the process. Place it first.
+
+    Args:
+        run_dir: the run folder.
+    """
+
+    MARGIN = 4 * 2**20  # bytes, for history.csv, the manifest and the backup's state file
+
+    def __init__(self, run_dir: str | Path):
+        super().__init__()
+        self.run_dir = Path(run_dir)
+
+    def on_train_begin(self, logs=None):
+        variables = [*self.model.variables, *getattr(self.model.optimizer, "variables", [])]
+        state = sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize for v in variables)
+        self.needed = 3 * state + self.MARGIN
+
+    def on_epoch_end(self, epoch, logs=None):
+        free = shutil.disk_usage(self.run_dir).free
+        if free < self.needed:
+            raise disk_full(self.run_dir, free, self.needed, f"before saving epoch {epoch + 1}")
+
+
+def disk_full(run_dir: Path, free: int, needed: int, when: str) -> DiskFull:
+    """The error for a run whose disk filled up, saying what to free and how to resume."""
+    mb = 2**20
+    return DiskFull(
+        f"{run_dir}: its disk is full ({free / mb:.1f} MB free {when}); free at least "
+        f"{max(needed - free, mb) / mb:.0f} MB there, then resume with: convnet train --resume "
+        f"{run_dir}"
+    )
+
+
 class EarlyStop(keras.callbacks.EarlyStopping):
     """Keras' `EarlyStopping` on the validation loss, which a resumed run continues: the epochs
     before it (their validation losses, from history.csv) count towards its patience. The best
@@ -324,15 +362,26 @@ class BestWeights(keras.callbacks.Callback):
         )
 
 
+class _WeightsFile(io.BytesIO):
+    """An in-memory `.weights.h5` (Keras checks the name's ending; h5py writes into memory).
+
+    h5py writing to a full disk leaves HDF5 handles that crash the process at exit; written
+    here, the bytes reach the disk through `write_atomic`, whose failure is a plain OSError.
+    """
+
+    def __str__(self) -> str:
+        return "backup.weights.h5"
+
+
 def _save_weights(model: keras.Model, backup_dir: Path, state_file: str, kind: str, state: dict):
-    """Writes `KIND-EPOCH.weights.h5` under a temporary name and renames it, then points
-    `state_file` at it (also renamed into place), then deletes older files of its kind: a kill
-    at any moment leaves the state file pointing at a complete file."""
+    """Writes `KIND-EPOCH.weights.h5` atomically, then points `state_file` at it (also written
+    atomically), then deletes older files of its kind: a kill at any moment leaves the state
+    file pointing at a complete file."""
     backup_dir.mkdir(parents=True, exist_ok=True)
     name = f"{kind}-{state['epoch']}.weights.h5"
-    tmp = backup_dir / f".tmp-{name}"
-    model.save_weights(tmp, overwrite=True)
-    os.replace(tmp, backup_dir / name)
+    buffer = _WeightsFile()
+    model.save_weights(buffer)
+    write_atomic(backup_dir / name, buffer.getvalue())
     write_atomic(backup_dir / state_file, json.dumps(state | {"weights": name}))
     for old in backup_dir.glob(f"{kind}-*.weights.h5"):
         if old.name != name:

@@ -4,6 +4,7 @@ finish (calibration, the saved model, test metrics, the report, the manifest).""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 import time
@@ -16,6 +17,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
+from convnet.errors import DiskFull
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.machine import machine, versions
 from convnet.models.factory import create_model, portable_model
@@ -30,11 +32,13 @@ from convnet.training.callbacks import (
     BACKUP_DIR,
     BestWeights,
     ChanceWatch,
+    DiskRoom,
     EarlyStop,
     EpochBackup,
     EpochTimer,
     StopOnInterrupt,
     TimeBudget,
+    disk_full,
     load_best,
     restore_backup,
     trim_history,
@@ -134,11 +138,10 @@ def train(
     """
     started = started or time.perf_counter()
     context = distributed.setup(config)
-    run_dir = new_run_dir(context.out(config.out), config.preset)
-    with _removed_on_error(run_dir):
+    with new_run_dir(context.out(config.out), config.preset) as run_dir:
         session = _session(config, data, context)
-    run = _begin_run(run_dir, config, command, data, context)
-    return _fit_and_finish(session, run, Start(), started, verbose)
+        run = _begin_run(run_dir, config, command, data, context)
+        return _fit_and_finish(session, run, Start(), started, verbose)
 
 
 def resume(
@@ -288,7 +291,7 @@ def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
 def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> list:
     """The callbacks of `fit`. A resumed run continues its clock and time budget plan."""
     recipe, rate = session.recipe, session.rate
-    callbacks = [EpochTimer(start.elapsed)]
+    callbacks = [DiskRoom(run_dir), EpochTimer(start.elapsed)]
     if recipe.time_budget:
         schedule = rate if isinstance(rate, keras.optimizers.schedules.CosineDecay) else None
         callbacks.append(
@@ -331,8 +334,12 @@ def _val_losses(run_dir: Path) -> tuple[float, ...]:
 
 def _save_model(model: keras.Model, run_dir: Path) -> None:
     tmp = run_dir / f".tmp-{MODEL_FILE}"
-    model.save(tmp)
-    os.replace(tmp, run_dir / MODEL_FILE)
+    try:
+        model.save(tmp)
+        os.replace(tmp, run_dir / MODEL_FILE)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _begin_run(
@@ -392,17 +399,6 @@ def _mark_resumed(run: Run, command, context: distributed.Context) -> None:
 
 
 @contextlib.contextmanager
-def _removed_on_error(run_dir: Path):
-    """Removes the (still empty) new run folder if the block fails, so no partial run remains."""
-    try:
-        yield
-    except BaseException:
-        with contextlib.suppress(OSError):
-            run_dir.rmdir()
-        raise
-
-
-@contextlib.contextmanager
 def _recording_status(run: Run):
     """Marks the manifest "interrupted" on Ctrl-C and "failed" on an error, then re-raises."""
     try:
@@ -412,6 +408,16 @@ def _recording_status(run: Run):
         raise TrainingInterrupted(
             f"interrupted; resume with: convnet train --resume {run.path}"
         ) from None
+    except DiskFull:
+        _set_status(run, "interrupted")
+        raise
+    except OSError as error:
+        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+            _set_status(run, "failed", error=f"{type(error).__name__}: {error}")
+            raise
+        _set_status(run, "interrupted")
+        free = shutil.disk_usage(run.path).free
+        raise disk_full(run.path, free, free + DiskRoom.MARGIN, "when a write failed") from None
     except BaseException as error:
         _set_status(run, "failed", error=f"{type(error).__name__}: {error}")
         raise
