@@ -311,12 +311,12 @@ def _listen(host: str, port: int) -> socket.socket:
 
 
 def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
-    """Writes a run's model as ONNX or a SavedModel (see `convnet.export.export_model`), on the
+    """Writes a run's model as ONNX or a SavedModel (see `convnet.exporter.export_model`), on the
     TensorFlow backend whatever backend trained the run."""
     found = Run(run)  # a run with a valid config and a model, before Keras is imported
     found.config()
     found.require_model()
     framework.load(EXPORT_BACKEND)
-    from convnet.export import export_model
+    from convnet.exporter import export_model
 
     return export_model(run, format, out)

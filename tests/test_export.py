@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from conftest import make_images, run_cli
 
-from convnet.export import ExportError, export_model
+from convnet.exporter import ExportError, export_model
 from convnet.models.factory import load_model
 from convnet.runs import Run
 
@@ -132,3 +132,12 @@ def test_a_model_with_augmentation_exports_its_inference_graph(augmenting_run, t
     np.testing.assert_allclose(served, expected, atol=1e-4)
     loaded = tf.saved_model.load(str(export_model(augmenting_run, "savedmodel", tmp_path / "sm")))
     np.testing.assert_allclose(loaded.serve(tf.constant(x)).numpy(), expected, atol=1e-4)
+
+
+def test_the_public_export_function_survives_its_own_use(trained_run, tmp_path):
+    """`convnet.export` stays the function after the exporting module has been imported (a
+    submodule of that name used to replace it on the package after the first call)."""
+    import convnet
+
+    assert convnet.export(trained_run, "onnx", tmp_path / "a.onnx") == tmp_path / "a.onnx"
+    assert convnet.export(trained_run, "onnx", tmp_path / "b.onnx") == tmp_path / "b.onnx"

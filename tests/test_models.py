@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, DataError
 from convnet.models import get_preset, list_presets, register_preset, registry
 from convnet.models.factory import create_model, portable_model
 from convnet.models.recipe import OPTIMIZERS, Recipe
@@ -89,9 +89,23 @@ def test_every_preset_maps_uint8_pixels_to_probabilities(name):
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
 
 
-def test_presets_adapt_to_other_shapes_and_class_counts():
-    model = create_model("seed", (32, 32, 3), 4)
-    assert model.output_shape == (None, 4)
+@pytest.mark.parametrize("shape", [(8, 8, 1), (16, 16, 1), (32, 32, 3), (64, 64, 1), (9, 13, 1)])
+@pytest.mark.parametrize("name", list_presets())
+def test_every_preset_adapts_to_other_shapes_and_class_counts(name, shape):
+    model = create_model(name, shape, 4)
+    x = np.random.default_rng(0).integers(0, 256, (2, *shape), dtype=np.uint8)
+    probabilities = model.predict(x, verbose=0)
+    assert probabilities.shape == (2, 4) and not np.isnan(probabilities).any()
+
+
+@pytest.mark.parametrize("name", list_presets())
+def test_images_too_small_for_a_preset_are_refused_before_keras(name):
+    with pytest.raises(
+        DataError,
+        match=rf"d.npz: images of 3x3 pixels are too small for preset "
+        rf"'{name}'; the smallest it takes is \d+x\d+",
+    ):
+        registry.check_image_size(name, (3, 3, 1), "d.npz")
 
 
 def test_fused_batch_norm_trains_like_keras_batch_norm():

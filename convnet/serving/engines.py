@@ -118,7 +118,7 @@ def load_engine(run: Run, engine: str = "keras") -> Engine:
     keras_file = run.path / MODEL_FILE
     if onnx_file.is_file() and onnx_file.stat().st_mtime >= keras_file.stat().st_mtime:
         return OnnxEngine(onnx_file, tta)
-    from convnet.export import export_model
+    from convnet.exporter import export_model
 
     with tempfile.TemporaryDirectory(prefix="convnet-onnx-") as tmp:
         return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"), tta)
