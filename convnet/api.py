@@ -270,9 +270,33 @@ def lr_find(
 
 
 def serve(
-    run: str | Path, host: str = "127.0.0.1", port: int = 8000, engine: str = "keras"
+    run: str | Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    engine: str = "keras",
+    *,
+    header_timeout: float = 10.0,
+    body_timeout: float = 30.0,
+    max_connections: int = 256,
 ) -> None:
-    """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted."""
+    """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted.
+
+    Args:
+        header_timeout: seconds for a request's headers to arrive; slower connections are
+            closed. Defaults to 10.
+        body_timeout: seconds for a request's whole body to arrive; slower ones get a 408.
+            Defaults to 30.
+        max_connections: open connections past which requests get a 503. Defaults to 256.
+
+    Raises:
+        ConfigError: a timeout or `max_connections` not above 0, or the address is in use.
+    """
+    guards = dict(
+        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections
+    )
+    for name, value in guards.items():
+        if not value > 0:  # also refuses NaN
+            raise ConfigError(f"{name} must be above 0; received {value!r}.")
     found = Run(run)
     config = found.config()
     found.require_model()
@@ -281,14 +305,14 @@ def serve(
         framework.load(EXPORT_BACKEND)
     else:
         framework.load_for_run(config.backend)
-    import uvicorn
-
     from convnet.serving import create_app
+    from convnet.serving.payloads import Limits
+    from convnet.serving.server import build_server
 
-    app = create_app(run, engine=engine)
+    app = create_app(run, engine=engine, limits=Limits(body_timeout=body_timeout))
     port = listening.getsockname()[1]  # the port chosen, for --port 0
     print(f"convnet: serving {run} with {engine} at http://{host}:{port}/", flush=True)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
+    server = build_server(app, header_timeout=header_timeout, max_connections=max_connections)
     server.run(sockets=[listening])
 
 

@@ -211,7 +211,15 @@ def _add_serving_commands(commands) -> None:
     """serve, export."""
     serve = commands.add_parser("serve", help="HTTP prediction service and web page for a run")
     serve.set_defaults(
-        handler=lambda args: api.serve(args.run, args.host, args.port, engine=args.engine)
+        handler=lambda args: api.serve(
+            args.run,
+            args.host,
+            args.port,
+            engine=args.engine,
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            max_connections=args.max_connections,
+        )
     )
     serve.add_argument("run")
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
@@ -221,6 +229,24 @@ def _add_serving_commands(commands) -> None:
         choices=["keras", "onnx"],
         default="keras",
         help="what computes the probabilities: keras or onnx (default: keras)",
+    )
+    serve.add_argument(
+        "--header-timeout",
+        type=float,
+        default=10.0,
+        help="seconds for a request's headers to arrive before the connection closes (default: 10)",
+    )
+    serve.add_argument(
+        "--body-timeout",
+        type=float,
+        default=30.0,
+        help="seconds for a request's whole body to arrive before a 408 (default: 30)",
+    )
+    serve.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections past which requests get a 503 (default: 256)",
     )
 
     export = commands.add_parser("export", help="write a run's model as ONNX or a SavedModel")

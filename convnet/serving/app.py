@@ -4,24 +4,29 @@
 
 Routes: `POST /v1/predict`, `GET /v1/model`, `GET /healthz`, `GET /` (the web page, from
 `static/`), and FastAPI's OpenAPI docs at `/docs`. Refused requests get a 4xx JSON error
-`{"detail": ...}`; the server never answers a bad request with a 500.
+`{"detail": ...}`; the server never answers a bad request with a 500. A client that goes away
+mid-request is one info line in the log. `/v1/model` names the run's files and their SHA-256,
+never a path on the server.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import io
 import json
 import logging
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.requests import ClientDisconnect
 
 from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
@@ -60,6 +65,7 @@ def create_app(
     engine: str = "keras",
     limits: Limits | None = None,
     max_batch: int = 64,
+    decode_threads: int = 2,
 ) -> FastAPI:
     """Loads a run's model once and returns the app that serves it.
 
@@ -68,6 +74,8 @@ def create_app(
         engine: "keras" (the `.keras` model) or "onnx" (ONNX Runtime). Defaults to "keras".
         limits: request limits. Defaults to `Limits()`.
         max_batch: the most images the micro-batcher joins into one model call. Defaults to 64.
+        decode_threads: worker threads parsing and decoding request bodies, off the event loop;
+            further requests wait for one. Defaults to 2, the cores of a small server.
 
     Returns:
         A FastAPI app; run it with any ASGI server (`convnet serve` uses uvicorn).
@@ -93,12 +101,15 @@ def create_app(
     app.state.model_info = _model_info(run, model)
     app.state.batcher = batcher
     _add_error_handlers(app)
-    _add_routes(app, model, batcher, limits or Limits())
+    decoders = anyio.CapacityLimiter(decode_threads)
+    _add_routes(app, model, batcher, limits or Limits(), decoders)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app
 
 
-def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> None:
+def _add_routes(
+    app: FastAPI, model, batcher: MicroBatcher, limits: Limits, decoders: anyio.CapacityLimiter
+) -> None:
     info = app.state.model_info
     class_names = info["class_names"]
     light = info["background_is_light"]
@@ -111,7 +122,9 @@ def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> N
         return_input: bool = Query(False, description="add each preprocessed input as a PNG"),
     ) -> Response:
         """Top-k classes and probabilities for each uploaded image, `.npy` array or pixels."""
-        names, x = await parse_request(request, model.input_shape, light, limits, pixel_range)
+        names, x = await parse_request(
+            request, model.input_shape, light, limits, pixel_range, decoders
+        )
         probabilities = await batcher.predict(x)
         results = []
         for name, p, pixels in zip(names, probabilities, x, strict=True):
@@ -124,7 +137,7 @@ def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> N
 
     @app.get("/v1/model", summary="The served model")
     async def model_info() -> dict:
-        """Preset, class names, input shape, test metrics and versions."""
+        """Preset, class names, input shape, test metrics, data and model checksums, versions."""
         return info
 
     @app.get("/healthz", summary="Liveness")
@@ -139,7 +152,15 @@ def _add_routes(app: FastAPI, model, batcher: MicroBatcher, limits: Limits) -> N
 def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def data_error(request: Request, error: DataError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, getattr(error, "status_code", 422))
+        status = getattr(error, "status_code", 422)
+        # Refused before its body was read whole: reading the rest would only cost time.
+        close = {"connection": "close"} if status in (408, 413) else None
+        return JSONResponse({"detail": str(error)}, status, headers=close)
+
+    @app.exception_handler(ClientDisconnect)
+    async def disconnected(request: Request, error: ClientDisconnect) -> Response:
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
     @app.exception_handler(ConvnetError)
     async def convnet_error(request: Request, error: ConvnetError) -> JSONResponse:
@@ -154,7 +175,13 @@ def _add_error_handlers(app: FastAPI) -> None:
 def _model_info(run: Run, model) -> dict:
     manifest = run.read_json("manifest.json")
     data = manifest.get("data", {})
-    metrics = run.read_json("metrics.json")
+    metrics = {
+        k: v
+        for k, v in run.read_json("metrics.json").items()
+        if k.startswith("test_") and isinstance(v, int | float)
+    }
+    if "test" in data:
+        metrics["test_data"] = _file_name(data["test"].get("source"))
     versions = dict(manifest.get("versions", {}))
     for package in ("fastapi", "uvicorn", "onnxruntime"):
         versions[f"serving_{package}"] = _version(package)
@@ -169,9 +196,33 @@ def _model_info(run: Run, model) -> dict:
         "pixel_range": run.config().pixel_range or FULL_RANGE,
         "flip_tta": model.tta.flip,
         "shift_tta": model.tta.shift,
-        "metrics": {k: v for k, v in metrics.items() if k.startswith("test_")},
+        "metrics": metrics,
+        "model_file": {"name": run.model_file.name, "sha256": _sha256(run.model_file)},
+        "data": {
+            split: {
+                "name": _file_name(data[split].get("source")),
+                "examples": data[split].get("examples"),
+                "sha256": data[split].get("sha256"),
+            }
+            for split in ("train", "test")
+            if isinstance(data.get(split), dict)
+        },
         "versions": versions,
     }
+
+
+def _file_name(source: str | None) -> str | None:
+    """A data source without its folder ("/data/fm.npz:test" -> "fm.npz:test"): the server's
+    paths are no business of its clients."""
+    if not source:
+        return source
+    # The shorter of the two readings also strips a folder written with backslashes (Windows).
+    return min(PurePath(source).name, PureWindowsPath(source).name, key=len)
+
+
+def _sha256(path: Path) -> str:
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _version(package: str) -> str | None:

@@ -3,6 +3,9 @@
 A request is multipart files (images or `.npy` arrays) or JSON (`images`: base64 files,
 `pixels`: raw 0-255 arrays). Images go through `convnet.inputs`, the same preprocessing as
 `convnet predict`. Every problem is a `DataError` subclass carrying its HTTP status.
+
+The body is read on the event loop; parsing and decoding it run in a worker thread, so one
+heavy request cannot stall `/healthz` or the other requests.
 """
 
 from __future__ import annotations
@@ -11,17 +14,19 @@ import base64
 import binascii
 import io
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+import anyio
 import numpy as np
+from PIL import Image
 from pydantic import BaseModel, Field, ValidationError
-from starlette.datastructures import UploadFile
-from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from convnet.data.pixels import FULL_RANGE
 from convnet.errors import DataError
 from convnet.inputs import image_file_to_inputs, npy_to_inputs, pixels_to_inputs
+from convnet.serving.multipart import multipart_files
 
 NPY_MAGIC = b"\x93NUMPY"
 
@@ -30,6 +35,12 @@ class PayloadTooLarge(DataError):
     """The request is over the size or image-count limit (HTTP 413)."""
 
     status_code = 413
+
+
+class RequestTimeout(DataError):
+    """The request body did not arrive in time (HTTP 408)."""
+
+    status_code = 408
 
 
 class UnsupportedMedia(DataError):
@@ -48,11 +59,20 @@ class Limits:
         max_pixels: pixels of one decoded image (width x height); bigger ones are refused before
             decoding, so a small file cannot unpack into gigabytes. Defaults to 36 million.
         max_images: images in one request. Defaults to 16,384.
+        max_request_pixels: pixels of all the image files of one request together, read from
+            their headers before any is decoded. Defaults to 100 million, about 1 s of decoding:
+            a request of 200 blank 6000 x 6000 PNGs (1 MB) took 60 s. Raw arrays (`.npy`, JSON
+            pixels) hold at most `max_bytes` values and are not counted.
+        body_timeout: seconds for the whole body to arrive; slower clients get a 408. A
+            deadline for the whole body rather than for each chunk, which a client sending a
+            byte at a time would meet forever. Defaults to 30 (16 MiB then needs 4.5 Mbit/s).
     """
 
     max_bytes: int = 16 * 1024 * 1024
     max_pixels: int = 36_000_000
     max_images: int = 16_384
+    max_request_pixels: int = 100_000_000
+    body_timeout: float = 30.0
 
 
 class PredictJSON(BaseModel):
@@ -70,23 +90,33 @@ class PredictJSON(BaseModel):
     )
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The request body, refused as soon as it is known to exceed `max_bytes`.
+async def read_body(request: Request, limits: Limits) -> bytes:
+    """The request body, refused as soon as it is known to exceed `limits.max_bytes`.
 
     Raises:
         PayloadTooLarge: the declared or received length is over the limit.
+        RequestTimeout: the body took longer than `limits.body_timeout` seconds.
+        ClientDisconnect: the client went away before sending the whole body.
     """
+    max_bytes = limits.max_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes:
         raise PayloadTooLarge(
             f"request body of {int(declared):,} bytes; the limit is {max_bytes:,}."
         )
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge(f"request body over the limit of {max_bytes:,} bytes.")
-        chunks.append(chunk)
+    try:
+        with anyio.fail_after(limits.body_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise PayloadTooLarge(f"request body over the limit of {max_bytes:,} bytes.")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"request body incomplete after {limits.body_timeout:g} s ({size:,} bytes "
+            "received); send the whole body at once."
+        ) from None
     return b"".join(chunks)
 
 
@@ -96,26 +126,49 @@ async def parse_request(
     light_background: bool,
     limits: Limits,
     pixel_range: str = FULL_RANGE,
+    limiter: anyio.CapacityLimiter | None = None,
 ) -> tuple[list[str], np.ndarray]:
     """Names and uint8 model inputs (N, H, W, C) for every file or array in the request; arrays
     hold values in `pixel_range`, the training data's (`convnet.data.pixels`).
 
+    Args:
+        limiter: the worker threads that parse and decode bodies, shared by all requests; the
+            ones waiting for a thread hold only their body. Defaults to anyio's (40 threads).
+
     Raises:
         DataError: (or a subclass) naming what is wrong.
     """
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    body = await read_body(request, limits.max_bytes)
-    if content_type == "multipart/form-data":
-        files = await _multipart_files(request, body, limits)
-    elif content_type == "application/json":
-        files = _json_files(body, input_shape)
-    else:
+    content_type = request.headers.get("content-type", "")
+    media = _media_type(content_type)
+    if media not in ("multipart/form-data", "application/json"):
         raise UnsupportedMedia(
-            f"content type {content_type or 'none'!r}; send multipart/form-data files or "
-            "application/json."
+            f"content type {media or 'none'!r}; send multipart/form-data files or application/json."
         )
+    body = await read_body(request, limits)
+    decode = partial(
+        decode_body, content_type, body, input_shape, light_background, limits, pixel_range
+    )
+    return await anyio.to_thread.run_sync(decode, limiter=limiter)
+
+
+def decode_body(
+    content_type: str,
+    body: bytes,
+    input_shape,
+    light_background: bool,
+    limits: Limits,
+    pixel_range: str = FULL_RANGE,
+) -> tuple[list[str], np.ndarray]:
+    """`parse_request`'s work after the body has arrived; blocking, for a worker thread."""
+    if _media_type(content_type) == "multipart/form-data":
+        files = multipart_files(content_type, body)
+    else:
+        files = _json_files(body, input_shape)
     if not files:
         raise DataError("no images in the request; send at least one file, image or pixel array.")
+    if len(files) > limits.max_images:
+        raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
+    _check_total_pixels(files, limits)
     names, arrays = [], []
     for name, data, media in files:
         if isinstance(data, np.ndarray):
@@ -129,6 +182,37 @@ async def parse_request(
         if len(names) > limits.max_images:
             raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
     return names, np.concatenate(arrays) if len(arrays) > 1 else arrays[0]
+
+
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
+def _check_total_pixels(files: list, limits: Limits) -> None:
+    """Refuses a request whose image files together decode into too many pixels.
+
+    Raises:
+        PayloadTooLarge: the sum of the images' width x height is over `max_request_pixels`.
+    """
+    counts = (_image_pixels(data) for _, data, _ in files if isinstance(data, bytes))
+    # An image over max_pixels is left to decode_file, which refuses it by name.
+    total = sum(n for n in counts if n <= limits.max_pixels)
+    if total > limits.max_request_pixels:
+        raise PayloadTooLarge(
+            f"the images hold {total:,} pixels in all; the limit is "
+            f"{limits.max_request_pixels:,} pixels per request."
+        )
+
+
+def _image_pixels(data: bytes) -> int:
+    """Width x height from an image file's header (no decoding); 0 for other files."""
+    if data.startswith(NPY_MAGIC):
+        return 0
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.width * image.height
+    except Exception:  # Pillow's many errors for a bad file; decode_file reports them by name
+        return 0
 
 
 def decode_file(
@@ -151,23 +235,6 @@ def decode_file(
     if media and not media.startswith("image/") and media != "application/octet-stream":
         raise UnsupportedMedia(f"{name}: type {media!r} is not an image or a .npy array.")
     return image_file_to_inputs(data, input_shape, light_background, name, limits.max_pixels)
-
-
-async def _multipart_files(request: Request, body: bytes, limits: Limits) -> list:
-    async def stream():
-        yield body
-
-    parser = MultiPartParser(request.headers, stream(), max_files=limits.max_images, max_fields=100)
-    try:
-        form = await parser.parse()
-    except MultiPartException as error:
-        raise DataError(f"malformed multipart body ({error}).") from None
-    files = []
-    for field, value in form.multi_items():
-        if isinstance(value, UploadFile):
-            files.append((value.filename or field, await value.read(), value.content_type))
-    await form.close()
-    return files
 
 
 def _json_files(body: bytes, input_shape) -> list:
