@@ -31,6 +31,7 @@ def train(
     command: list[str] | None = None,
     verbose: int | str = "auto",
     resume: str | Path | None = None,
+    callbacks: list | tuple = (),
     **settings,
 ):
     """Trains a preset and writes a run folder.
@@ -41,6 +42,8 @@ def train(
         verbose: Keras' fit verbosity.
         resume: an interrupted run folder to continue from its last completed epoch, with its own
             `config.yaml`; `config` and `settings` must then be empty.
+        callbacks: Keras callbacks of your own, run in `fit` after convnet's (which write the
+            history, backups and timings): logging, pruning, stopping.
         **settings: any config or recipe key (`preset="fast"`, `epochs=3`, `train="a.csv"`, ...),
             applied over `config`.
 
@@ -53,7 +56,7 @@ def train(
     """
     started = time.perf_counter()
     if resume:
-        return _resume(resume, config, settings, command, verbose, started)
+        return _resume(resume, config, settings, command, verbose, started, callbacks)
     config = _config(config, settings)
     check_new_run_dir(config.out)  # before the data is read
     from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
@@ -64,10 +67,12 @@ def train(
     config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
     from convnet.training import trainer
 
-    return trainer.train(config, data, command=command, verbose=verbose, started=started)
+    return trainer.train(
+        config, data, command=command, verbose=verbose, started=started, callbacks=callbacks
+    )
 
 
-def _resume(run_dir, config, settings: dict, command, verbose, started: float):
+def _resume(run_dir, config, settings: dict, command, verbose, started: float, callbacks=()):
     if config is not None or settings:
         given = ", ".join(["config"] * (config is not None) + sorted(settings))
         raise ConfigError(
@@ -85,7 +90,9 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float):
         framework.load(config.backend, config.devices)
         from convnet.training import trainer
 
-        return trainer.resume(run, data, command=command, verbose=verbose, started=started)
+        return trainer.resume(
+            run, data, command=command, verbose=verbose, started=started, callbacks=callbacks
+        )
 
 
 def _config(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import os
 import subprocess
 import sys
@@ -215,3 +216,25 @@ def test_ctrl_c_stops_a_real_fit_between_batches():
             callbacks=[SendCtrlC(), stop],
         )
     assert batches == [0, 1, 2]  # batch 2 finished, batch 3 never began
+
+
+def test_a_users_own_callbacks_run_in_fit(tmp_path, tiny_npz):
+    import convnet
+
+    class Recorder(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.epochs = []
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.epochs.append((epoch, set(logs)))
+
+    recorder = Recorder()
+    result = convnet.train(
+        train=str(tiny_npz), epochs=2, out=str(tmp_path / "run"), verbose=0, callbacks=[recorder]
+    )
+    assert [epoch for epoch, _ in recorder.epochs] == [0, 1]
+    # After convnet's own callbacks: the epoch's timings are in the logs it sees.
+    assert {"val_accuracy", "elapsed_seconds"} <= recorder.epochs[0][1]
+    metrics = json.loads((result.run / "metrics.json").read_text())
+    assert metrics["parameters"] == convnet.create_model("seed", (28, 28, 1), 4).count_params()

@@ -115,6 +115,7 @@ def train(
     command: list[str] | None = None,
     verbose: int | str = "auto",
     started: float | None = None,
+    callbacks: list | tuple = (),
 ) -> TrainResult:
     """Trains `config.preset` on `data` and writes a complete run folder.
 
@@ -127,6 +128,7 @@ def train(
         command: the command line, recorded in the manifest.
         verbose: Keras' fit verbosity (0 silent, 1 progress bars, 2 one line per epoch).
         started: `time.perf_counter()` when the command began, for the wall time; now if None.
+        callbacks: Keras callbacks of the caller's, run after convnet's own in `fit`.
 
     Returns:
         The run folder and test metrics.
@@ -141,7 +143,7 @@ def train(
     with new_run_dir(context.out(config.out), config.preset) as run_dir:
         session = _session(config, data, context)
         run = _begin_run(run_dir, config, command, data, context)
-        return _fit_and_finish(session, run, Start(), started, verbose)
+        return _fit_and_finish(session, run, Start(), started, verbose, callbacks)
 
 
 def resume(
@@ -150,6 +152,7 @@ def resume(
     command: list[str] | None = None,
     verbose: int | str = "auto",
     started: float | None = None,
+    callbacks: list | tuple = (),
 ) -> TrainResult:
     """Continues an interrupted run from its last completed epoch, with its own config.
 
@@ -162,6 +165,7 @@ def resume(
         command: the command line, recorded in the manifest's `resumes`.
         verbose: Keras' fit verbosity.
         started: `time.perf_counter()` when the command began; now if None.
+        callbacks: Keras callbacks of the caller's, run after convnet's own in `fit`.
 
     Raises:
         RunError: the backup cannot be read.
@@ -182,7 +186,7 @@ def resume(
         _mark_resumed(run, command, session.context)
     else:  # killed before the manifest was written: it begins now
         _begin_run(run.path, config, command, data, session.context)
-    return _fit_and_finish(session, run, start, started, verbose)
+    return _fit_and_finish(session, run, start, started, verbose, callbacks)
 
 
 def _session(config: TrainConfig, data: TrainingData, context: distributed.Context) -> Session:
@@ -208,12 +212,17 @@ def _session(config: TrainConfig, data: TrainingData, context: distributed.Conte
 
 
 def _fit_and_finish(
-    session: Session, run: Run, start: Start, started: float, verbose: int | str
+    session: Session,
+    run: Run,
+    start: Start,
+    started: float,
+    verbose: int | str,
+    callbacks: list | tuple = (),
 ) -> TrainResult:
     """Trains from `start`, then finishes the run; everything up to "complete" is recorded, so
     a run stopped anywhere resumes."""
     with _recording_status(run):
-        epochs, fit_seconds = _fit(session, run.path, start, verbose)
+        epochs, fit_seconds = _fit(session, run.path, start, verbose, callbacks)
         timings = {"epochs": epochs, "fit_seconds": fit_seconds}
         metrics = _finish(session, run, started - start.elapsed, timings)
         manifest = run.read_json("manifest.json") | {
@@ -231,7 +240,9 @@ def _fit_and_finish(
     )
 
 
-def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> tuple[int, float]:
+def _fit(
+    session: Session, run_dir: Path, start: Start, verbose: int | str, extra: list | tuple = ()
+) -> tuple[int, float]:
     """Runs `fit` from `start` to the recipe's (or the time budget's) last epoch.
 
     Returns:
@@ -256,7 +267,7 @@ def _fit(session: Session, run_dir: Path, start: Start, verbose: int | str) -> t
             validation_steps=val_steps,
             epochs=recipe.epochs,
             initial_epoch=start.epoch,
-            callbacks=[*callbacks, stop],
+            callbacks=[*callbacks, *extra, stop],
             verbose=verbose,
             shuffle=False,  # `batches` shuffles
             class_weight=session.data.class_weight,
@@ -281,6 +292,7 @@ def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
     _save_model(model, run.path)
     probabilities = predict_proba(model, data.test.x, tta=tta)
     metrics = test_metrics(data.test, probabilities) | extra | timings
+    metrics["parameters"] = model.count_params()
     metrics["wall_seconds"] = time.perf_counter() - started
     run.write_json("metrics.json", metrics)
     if session.context.is_chief:  # the report reuses the test predictions above
