@@ -48,7 +48,11 @@ def test_rgb_model_gets_the_colours_inverted_like_grey():
     [
         ("empty.npy", b"", "empty.npy: not a plain .npy array"),
         ("archive.npy", "npz", "archive.npy: an .npz archive; expected a single .npy array"),
-        ("scaled.npy", "scaled", r"scaled.npy: holds fractions; expected integer pixels 0-255"),
+        (
+            "scaled.npy",
+            "scaled",
+            r"scaled.npy: holds fractions \(they look scaled to \[0, 1\]: multiply by 255",
+        ),
         ("latin1.csv", "caf\xe9,1\n".encode("latin-1"), "latin1.csv: not UTF-8 text"),
     ],
 )

@@ -15,7 +15,7 @@ from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_folder
 from convnet.data.idx import read_idx_dataset
-from convnet.data.npz import read_npz
+from convnet.data.npz import has_test_split, read_npz
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
 from convnet.data.weights import class_weights
@@ -89,6 +89,7 @@ def load_source(
     label_column: str | int | None = None,
     class_names: str | list[str] | None = None,
     pixel_range: str | None = None,
+    limit: int | None = None,
 ) -> dict[str, Dataset]:
     """Reads a data source into its splits.
 
@@ -100,12 +101,16 @@ def load_source(
         class_names: a named set ("fashion-mnist", "mnist"), a comma-separated list, or None.
         pixel_range: "LOW,HIGH" of the values of array formats (CSV, NPZ, IDX), or None to
             detect it (`convnet.data.pixels`); image files are 0-255.
+        limit: read only the first `limit` training examples where the format allows it (NPZ,
+            IDX, folders; a CSV is read whole), or all when None; a test split is read whole.
+            The pixel range detected and the classes found are still those of every example.
 
     Returns:
         {"train": Dataset} and "test" where the source carries one.
 
     Raises:
-        DataError: the path is missing, of an unknown format, or its content is invalid.
+        DataError: the path is missing, of an unknown format, its content is invalid, or an
+            array's declared size is more than memory can hold.
     """
     path = Path(path)
     if not path.exists():
@@ -117,14 +122,25 @@ def load_source(
         options = {"label_column": label_column, "class_names": names, "pixel_range": pixel_range}
         return {"train": cached_read(path, read, **options)}
     if format == "npz":
-        return read_npz(path, names, pixel_range)
+        return read_npz(path, names, pixel_range, limit)
     if format == "idx":
-        return {"train": read_idx_dataset(path, names, pixel_range=pixel_range)}
+        return {"train": read_idx_dataset(path, names, pixel_range=pixel_range, limit=limit)}
     if format == "folder":
-        if (path / "train").is_dir() and (path / "test").is_dir():
-            return {split: read_folder(path / split) for split in ("train", "test")}
-        return {"train": read_folder(path)}
+        if carries_test_set(path, format):
+            return {"train": read_folder(path / "train", limit), "test": read_folder(path / "test")}
+        return {"train": read_folder(path, limit)}
     raise DataError(f"format {format!r} is not supported; expected one of {', '.join(FORMATS)}.")
+
+
+def carries_test_set(path: Path, format: str | None = None) -> bool:
+    """Whether the source holds a test split of its own (an NPZ's `x_test`, a folder's `test/`),
+    so that none is held out of its training examples."""
+    if not path.exists():
+        return False
+    format = format or guess_format(path)
+    if format == "folder":
+        return (path / "train").is_dir() and (path / "test").is_dir()
+    return format == "npz" and has_test_split(path)
 
 
 def load_train_test(
@@ -156,11 +172,28 @@ def load_train_test(
 
 
 def _train_test(
-    train, test, format, label_column, class_names, data_dir, pixel_range, test_split, seed
+    train,
+    test,
+    format,
+    label_column,
+    class_names,
+    data_dir,
+    pixel_range,
+    test_split,
+    seed,
+    limit=None,
 ) -> tuple[Dataset, Dataset, float | None]:
-    """`load_train_test`'s sets, and the share held out to test on (None if none was)."""
+    """`load_train_test`'s sets, and the share held out to test on (None if none was).
+
+    With `limit`, only the source's first `limit` training examples are read, the ones a run
+    trains on, unless a test set is held out of the source: that is a seeded sample of all its
+    examples and the training examples are what is left, so the source is read whole then (and
+    the caller cuts the training set to `limit` afterwards).
+    """
     if train:
-        splits = load_source(train, format, label_column, class_names, pixel_range)
+        whole = limit and not test and not carries_test_set(Path(train), format)
+        first = None if whole else limit
+        splits = load_source(train, format, label_column, class_names, pixel_range, first)
     else:  # its own class names unless --class-names gives others
         splits = load_fashion_mnist(data_dir, resolve_class_names(class_names, Path("fashion")))
     train_range = splits["train"].pixel_range
@@ -287,9 +320,12 @@ class TrainingData:
     class_weight: dict[int, float] | None = None
 
 
-def load_config_data(config: TrainConfig) -> tuple[Dataset, Dataset, float | None]:
-    """The whole training source, the test set that `config` names, and the share of the
-    source held out as that test set (`load_train_test`)."""
+def load_config_data(
+    config: TrainConfig, limit: int | None = None
+) -> tuple[Dataset, Dataset, float | None]:
+    """The training source, the test set that `config` names, and the share of the source held
+    out as that test set (`load_train_test`). With `limit`, the training set may be cut to its
+    first `limit` examples, and only those read (`_train_test` says when); else it is whole."""
     return _train_test(
         config.train,
         config.test,
@@ -300,6 +336,7 @@ def load_config_data(config: TrainConfig) -> tuple[Dataset, Dataset, float | Non
         config.pixel_range,
         config.test_split,
         config.seed,
+        limit,
     )
 
 
@@ -309,9 +346,9 @@ def load_training_data(config: TrainConfig) -> TrainingData:
     Raises:
         DataError: the data cannot be read, or the sets do not fit together.
     """
-    full, test, test_split = load_config_data(config)
+    full, test, test_split = load_config_data(config, config.limit)
     check_image_size(config.preset, full.image_shape, full.source)
-    if config.limit:
+    if config.limit:  # read whole when a test set was held out of it (`_train_test`)
         full = full.take(slice(0, config.limit))
     train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
     weights = class_weights(config.class_weight, train)

@@ -99,6 +99,8 @@ MAX_CLASSES = 10_000  # far beyond any MNIST-like task; a larger label is a corr
 def numbered_class_names(labels: np.ndarray, source: str = "") -> tuple[str, ...]:
     """Class names "0", "1", ... for integer labels that come without names.
 
+    Only the greatest label counts, so `labels` may be just the greatest of each part.
+
     Raises:
         DataError: a label of MAX_CLASSES or more (which would make that many classes).
     """

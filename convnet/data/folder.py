@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import math
 import struct
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from convnet.data.arrays import check_fits_in_memory
 from convnet.data.dataset import Dataset
 from convnet.errors import DataError
 
@@ -26,14 +30,21 @@ _UNREADABLE = (
 )
 
 
-def read_folder(root: str | Path) -> Dataset:
+def read_folder(root: str | Path, limit: int | None = None) -> Dataset:
     """Reads `root/<class name>/<image file>`.
 
     Images are converted to greyscale when every file is greyscale, else to RGB, and resized to
-    the most common size among them.
+    the most common size among them. Both are judged from every file's header before any image
+    is decoded, so that a set memory cannot hold is refused first.
+
+    Args:
+        root: the folder of class folders.
+        limit: decode only the first `limit` images (classes by name, then files by name); all
+            when None. Greyscale and size are still judged over every file.
 
     Raises:
-        DataError: no class folders, an empty class, or an unreadable image (named).
+        DataError: no class folders, an empty class, an unreadable image (named), or more
+            pixels than memory can hold.
     """
     root = Path(root)
     if not root.is_dir():
@@ -48,11 +59,31 @@ def read_folder(root: str | Path) -> Dataset:
             raise DataError(f"{root / name}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         files += found
         labels += [index] * len(found)
-    images = [decode_image(path.read_bytes(), str(path)) for path in files]
-    grey = all(image.mode in GREY_MODES for image in images)
-    size = Counter(image.size for image in images).most_common(1)[0][0]
-    pixels = [_to_array(image, size, grey, path) for image, path in zip(images, files, strict=True)]
-    return Dataset(np.stack(pixels), np.array(labels, np.int64), tuple(classes), str(root))
+    headers = [_header(path) for path in files]
+    grey = all(mode in GREY_MODES for _, mode in headers)
+    size = Counter(size for size, _ in headers).most_common(1)[0][0]
+    files = files[:limit]
+    x = _pixels(root, len(files), size, grey)
+    for i, path in enumerate(files):  # one decoded image at a time
+        x[i] = _to_array(decode_image(path.read_bytes(), str(path)), size, grey, path)
+    return Dataset(x, np.array(labels[: len(files)], np.int64), tuple(classes), str(root))
+
+
+def _pixels(root: Path, count: int, size: tuple[int, int], grey: bool) -> np.ndarray:
+    """The empty array of `count` images, refused when memory cannot hold it."""
+    shape = (count, size[1], size[0], 1 if grey else 3)
+    what = f"{root}: {count:,} images of {size[0]} x {size[1]} {'grey' if grey else 'RGB'} pixels"
+    check_fits_in_memory(math.prod(shape), what)
+    try:
+        return np.empty(shape, np.uint8)
+    except MemoryError:  # the process's own limit (ulimit -v) is below what the machine has
+        raise DataError(f"{what}: more than fits in this process's memory.") from None
+
+
+def _header(path: Path) -> tuple[tuple[int, int], str]:
+    """An image file's size and mode, from its header alone."""
+    with _named(str(path)), _open(path, str(path), MAX_PIXELS) as image:
+        return image.size, image.mode
 
 
 def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS) -> Image.Image:
@@ -66,15 +97,29 @@ def decode_image(data: bytes, name: str = "image", max_pixels: int = MAX_PIXELS)
     Raises:
         DataError: naming `name` and what is wrong.
     """
-    try:
-        image = Image.open(io.BytesIO(data))
-        if image.width * image.height > max_pixels:
-            raise DataError(
-                f"{name}: image too large ({image.width} x {image.height} pixels); "
-                f"expected at most {max_pixels:,} pixels."
-            )
+    with _named(name):
+        image = _open(io.BytesIO(data), name, max_pixels)
         image.load()
         return image
+
+
+def _open(file, name: str, max_pixels: int) -> Image.Image:
+    """The image with only its header read, refused when it declares over `max_pixels`."""
+    image = Image.open(file)
+    if image.width * image.height > max_pixels:
+        image.close()
+        raise DataError(
+            f"{name}: image too large ({image.width} x {image.height} pixels); "
+            f"expected at most {max_pixels:,} pixels."
+        )
+    return image
+
+
+@contextlib.contextmanager
+def _named(name: str) -> Iterator[None]:
+    """Pillow's errors as DataErrors that name the file."""
+    try:
+        yield
     except DataError:
         raise
     except Image.DecompressionBombError as error:

@@ -1,64 +1,116 @@
-"""IDX files (the original MNIST / Fashion-MNIST format), raw or gzipped."""
+"""IDX files (the original MNIST / Fashion-MNIST format), raw or gzipped.
+
+The header declares the dimensions, so the size is checked before any data is read, and `limit`
+reads no more rows than it keeps (from a gzipped file too: it is inflated as it is read).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import math
+import os
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
+from convnet.data.arrays import CHUNK_BYTES, greatest_label, read_pixels, read_rows
 from convnet.data.dataset import Dataset, numbered_class_names
-from convnet.data.pixels import to_pixels
 from convnet.errors import DataError
 
-_UBYTE = 0x08
+_UBYTE = np.dtype(np.uint8)
+_UBYTE_CODE = 0x08
 
 
-def read_idx(path: str | Path) -> np.ndarray:
+def read_idx(path: str | Path, limit: int | None = None) -> np.ndarray:
     """Reads one IDX file of unsigned bytes.
 
     Args:
         path: an `.idx*-ubyte` file, optionally gzipped (`.gz`).
+        limit: read only the first `limit` rows (along the first dimension); all when None.
 
     Returns:
-        A uint8 array with the dimensions the header declares.
+        A uint8 array with the dimensions the header declares, the first cut to `limit`.
 
     Raises:
-        DataError: the file is missing, truncated, not IDX, or not of unsigned bytes.
+        DataError: the file is missing, truncated, not IDX, not of unsigned bytes, or larger
+            than memory can hold.
     """
     path = Path(path)
+    with _opened(path) as (stream, shape):
+        rows = _kept(shape, limit)
+        array = read_rows(stream, _UBYTE, shape, rows, str(path))
+        _check_end(path, stream, shape, rows)
+        return array
+
+
+def _kept(shape: tuple[int, ...], limit: int | None) -> int:
+    return min(limit or shape[0], shape[0])
+
+
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[tuple[BinaryIO, tuple[int, ...]]]:
+    """The file's data, just past its header, and the shape that header declares; a raw
+    file's size is checked against it first. Errors of a gzip stream, which any read may
+    raise, are named as such."""
+    gzipped = path.suffix == ".gz"
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file, gzip.GzipFile(fileobj=file) if gzipped else file as stream:
+            shape = _header(path, stream)
+            if not gzipped:
+                _check_size(path, shape, os.fstat(file.fileno()).st_size)
+            yield stream, shape
     except FileNotFoundError:
         raise DataError(f"{path}: file not found.") from None
-    except OSError as error:  # a folder, no permission
-        raise DataError(f"{path}: cannot read the file ({error.strerror}).") from None
-    if path.suffix == ".gz":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as error:
+    except (OSError, EOFError, zlib.error) as error:
+        if gzipped and not isinstance(error, IsADirectoryError | PermissionError):
             raise DataError(f"{path}: not a readable gzip file ({error}).") from None
-    if len(raw) < 4 or raw[0:2] != b"\x00\x00":
+        reason = getattr(error, "strerror", None) or error  # a folder, no permission
+        raise DataError(f"{path}: cannot read the file ({reason}).") from None
+
+
+def _declared(path: Path) -> tuple[int, ...]:
+    """The shape the file's header declares, checked against a raw file's size."""
+    with _opened(path) as (_, shape):
+        return shape
+
+
+def _header(path: Path, stream: BinaryIO) -> tuple[int, ...]:
+    start = stream.read(4)
+    if len(start) < 4 or start[0:2] != b"\x00\x00":
         raise DataError(f"{path}: not an IDX file; expected magic bytes 00 00 at the start.")
-    dtype_code, ndim = raw[2], raw[3]
-    if dtype_code != _UBYTE:
+    dtype_code, ndim = start[2], start[3]
+    if dtype_code != _UBYTE_CODE:
         raise DataError(
             f"{path}: IDX data type 0x{dtype_code:02x} is not supported; "
             "expected 0x08 (unsigned byte)."
         )
-    header_size = 4 + 4 * ndim
-    if ndim == 0 or len(raw) < header_size:
+    sizes = stream.read(4 * ndim)
+    if ndim == 0 or len(sizes) < 4 * ndim:
         raise DataError(f"{path}: truncated IDX header; expected {ndim} dimension sizes.")
-    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    expected = header_size + math.prod(shape)
-    if len(raw) != expected:
+    return tuple(int.from_bytes(sizes[4 * i : 4 * i + 4], "big") for i in range(ndim))
+
+
+def _check_size(path: Path, shape: tuple[int, ...], holds: int) -> None:
+    expected = 4 + 4 * len(shape) + math.prod(shape)
+    if holds != expected:
         raise DataError(
             f"{path}: IDX header declares shape {shape} ({expected} bytes) "
-            f"but the file holds {len(raw)} bytes."
+            f"but the file holds {holds} bytes."
         )
-    return np.frombuffer(raw, dtype=np.uint8, offset=header_size).reshape(shape)
+
+
+def _check_end(path: Path, stream: BinaryIO, shape: tuple[int, ...], rows: int) -> None:
+    """Refuses a gzipped file read whole that holds more than its header declares (a raw
+    file's size was checked before reading)."""
+    if rows == shape[0] and isinstance(stream, gzip.GzipFile) and stream.read(1):
+        more = 1
+        while chunk := stream.read(CHUNK_BYTES):  # counted, not kept
+            more += len(chunk)
+        _check_size(path, shape, 4 + 4 * len(shape) + math.prod(shape) + more)
 
 
 def labels_path_for(images_path: Path) -> Path:
@@ -72,6 +124,7 @@ def read_idx_dataset(
     class_names: tuple[str, ...] | None = None,
     labels_path: str | Path | None = None,
     pixel_range: str | None = None,
+    limit: int | None = None,
 ) -> Dataset:
     """Reads an IDX images file and its labels file into a Dataset.
 
@@ -81,30 +134,40 @@ def read_idx_dataset(
         labels_path: labels of shape (N,); defaults to the file named like the images file.
         pixel_range: "LOW,HIGH" of the images' values, or None to detect it
             (`convnet.data.pixels`).
+        limit: read only the first `limit` examples; all when None. The range detected and the
+            classes numbered are still those of every example, as when the files are read whole.
 
     Raises:
-        DataError: either file is invalid, or their counts differ.
+        DataError: either file is invalid or larger than memory can hold, or their counts differ.
     """
     images_path = Path(images_path)
     labels_path = Path(labels_path) if labels_path else labels_path_for(images_path)
-    x = read_idx(images_path)
-    y = read_idx(labels_path)
-    if x.ndim == 3:
-        x = x[..., np.newaxis]
-    if x.ndim != 4:
+    x_shape, y_shape = _declared(images_path), _declared(labels_path)
+    _check_shapes(images_path, labels_path, x_shape, y_shape)
+    rows = _kept(x_shape, limit)
+    with _opened(images_path) as (images, _):  # one at a time, so errors name the right file
+        x, pixel_range = read_pixels(images, _UBYTE, x_shape, rows, str(images_path), pixel_range)
+        _check_end(images_path, images, x_shape, rows)
+    with _opened(labels_path) as (labels, _):
+        y = read_rows(labels, _UBYTE, y_shape, rows, str(labels_path))
+        top = None if class_names else greatest_label(y, labels, y_shape, str(labels_path))
+        _check_end(labels_path, labels, y_shape, rows)
+    names = class_names or numbered_class_names(np.array([top]), str(images_path))
+    x = x[..., np.newaxis] if x.ndim == 3 else x
+    return Dataset(x, y.astype(np.int64), names, str(images_path), pixel_range)
+
+
+def _check_shapes(images_path: Path, labels_path: Path, x_shape, y_shape) -> None:
+    if len(x_shape) not in (3, 4):
         raise DataError(
-            f"{images_path}: expected images of 3 or 4 dimensions, got shape {x.shape}."
+            f"{images_path}: expected images of 3 or 4 dimensions, got shape {x_shape}."
         )
-    if y.ndim != 1:
-        raise DataError(f"{labels_path}: expected labels of 1 dimension, got shape {y.shape}.")
-    if len(x) != len(y):
+    if len(y_shape) != 1:
+        raise DataError(f"{labels_path}: expected labels of 1 dimension, got shape {y_shape}.")
+    if x_shape[0] != y_shape[0]:
         raise DataError(
-            f"{images_path}: {len(x)} images but {labels_path.name} has {len(y)} labels; "
+            f"{images_path}: {x_shape[0]} images but {labels_path.name} has {y_shape[0]} labels; "
             "expected the same count."
         )
-    if not len(x):
+    if not x_shape[0]:
         raise DataError(f"{images_path}: the header declares 0 images; expected at least one.")
-    y = y.astype(np.int64)
-    names = class_names or numbered_class_names(y, str(images_path))
-    x, pixel_range = to_pixels(x, str(images_path), pixel_range)
-    return Dataset(x, y, names, str(images_path), pixel_range)
