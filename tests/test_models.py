@@ -175,3 +175,12 @@ def test_saved_presets_load_with_bare_keras_in_a_fresh_process(tmp_path, name):
     subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, capture_output=True)
     loaded = np.load(tmp_path / "p.npy")
     np.testing.assert_allclose(loaded, model.predict(x, verbose=0), atol=1e-6)
+
+
+def test_width_and_dropout_reach_the_builders_that_take_them():
+    narrow = create_model("fast", (28, 28, 1), 10, width=0.5, dropout=0.35)
+    convolutions = [layer.filters for layer in narrow.layers if hasattr(layer, "filters")]
+    assert convolutions == [16, 32, 64]
+    assert [layer.rate for layer in narrow.layers if hasattr(layer, "rate")] == [0.35]
+    with pytest.raises(ConfigError, match=r"preset 'seed' builds its model without width"):
+        create_model("seed", (28, 28, 1), 10, width=2.0)

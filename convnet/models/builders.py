@@ -105,32 +105,50 @@ def conv_bn(x, filters: int, padding: str = "same", pool: str | None = None):
     return layers.Activation("relu")(x)
 
 
-def fast(input_shape, num_classes, augment: Augment = NO_AUGMENT):
-    """The seed's size with BatchNorm and a dropout before the head; adapts to the image size
-    as the seed does."""
+def filters(base: int, width: float) -> int:
+    """`base` filters scaled by `width`, at least 8."""
+    return max(8, round(base * width))
+
+
+def fast(
+    input_shape,
+    num_classes,
+    augment: Augment = NO_AUGMENT,
+    width: float = 1.0,
+    dropout: float | None = None,
+):
+    """The seed's size with BatchNorm and a dropout (0.2) before the head; adapts to the image
+    size as the seed does. `width` scales the filters."""
     inputs = pixels_input(input_shape)
     x = augmentation(layers.Rescaling(1 / 255)(inputs), augment, input_shape)
     padding = "valid" if min(input_shape[:2]) >= MIN_UNPADDED_SIDE else "same"
-    x = conv_bn(x, 32, padding=padding, pool=padding)  # 28x28: 26x26 -> 13x13
-    x = conv_bn(x, 64, padding=padding, pool=padding)  # 11x11 -> 5x5
-    x = conv_bn(x, 128, padding=padding)  # 3x3
+    x = conv_bn(x, filters(32, width), padding=padding, pool=padding)  # 28x28: 26 -> 13
+    x = conv_bn(x, filters(64, width), padding=padding, pool=padding)  # 11x11 -> 5x5
+    x = conv_bn(x, filters(128, width), padding=padding)  # 3x3
     x = head_features(x)
-    x = layers.Dropout(0.2)(x)
+    x = layers.Dropout(0.2 if dropout is None else dropout)(x)
     outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="fast")
 
 
-def best(input_shape, num_classes, augment: Augment = NO_AUGMENT):
-    """A VGG-style net with its augmentation inside. Its "same" convolutions take any size; the
-    last pooling keeps an odd row and column (7x7 -> 4x4; 8x8 images end at 1x1)."""
+def best(
+    input_shape,
+    num_classes,
+    augment: Augment = NO_AUGMENT,
+    width: float = 1.0,
+    dropout: float | None = None,
+):
+    """A VGG-style net with its augmentation inside and a dropout (0.1) before the head. Its
+    "same" convolutions take any size; the last pooling keeps an odd row and column (7x7 ->
+    4x4; 8x8 images end at 1x1). `width` scales the filters."""
     inputs = pixels_input(input_shape)
     x = augmentation(layers.Rescaling(1 / 255)(inputs), augment, input_shape)
-    x = conv_bn(x, 32, pool="same")  # 28x28: 14x14
-    x = conv_bn(x, 96)
-    x = conv_bn(x, 96, pool="same")  # 7x7
-    x = conv_bn(x, 192)
-    x = conv_bn(x, 192, pool="same")  # 4x4: "same" keeps the 7th row and column
+    x = conv_bn(x, filters(32, width), pool="same")  # 28x28: 14x14
+    x = conv_bn(x, filters(96, width))
+    x = conv_bn(x, filters(96, width), pool="same")  # 7x7
+    x = conv_bn(x, filters(192, width))
+    x = conv_bn(x, filters(192, width), pool="same")  # 4x4: "same" keeps the 7th row and column
     x = head_features(x)
-    x = layers.Dropout(0.1)(x)
+    x = layers.Dropout(0.1 if dropout is None else dropout)(x)
     outputs = probabilities(x, num_classes)
     return keras.Model(inputs, outputs, name="best")

@@ -12,8 +12,11 @@ import keras
 from convnet.errors import ConfigError, RunError
 from convnet.models.layers import FusedBatchNormalization
 from convnet.models.precision import resolve_precision
-from convnet.models.recipe import Augment, resolve_augment
+from convnet.models.recipe import Augment, Recipe, resolve_augment
 from convnet.models.registry import get_preset
+
+# What a builder is built with when a setting is not its to take.
+BUILDER_DEFAULTS = {"augment": Augment(), "width": 1.0, "dropout": None}
 
 
 def create_model(
@@ -22,6 +25,8 @@ def create_model(
     num_classes: int = 10,
     precision: str = "float32",
     augment: Augment | None = None,
+    width: float = 1.0,
+    dropout: float | None = None,
 ) -> keras.Model:
     """Builds the named preset's model for raw uint8 images of `input_shape`.
 
@@ -33,9 +38,11 @@ def create_model(
             computes natively. Defaults to "float32".
         augment: the training augmentation; None for the preset's own, resolved for images
             of `input_shape` whose classes are not known to be mirror-symmetric.
+        width: a factor on the filters. Defaults to 1.
+        dropout: the rate of the dropout before the head; None for the preset's own.
 
     Raises:
-        ConfigError: unknown preset or precision, or augmentation for a builder that takes none.
+        ConfigError: unknown preset or precision, or a setting its builder does not take.
     """
     preset = get_preset(name)
     build = preset.build_function()
@@ -44,14 +51,14 @@ def create_model(
             preset.recipe, **resolve_augment(preset.recipe, input_shape, mirror_symmetric=False)
         )
         augment = recipe.augment()
-    kwargs = {}
-    if "augment" in inspect.signature(build).parameters:
-        kwargs["augment"] = augment
-    elif augment:
+    given = {"augment": augment, "width": width, "dropout": dropout}
+    takes = inspect.signature(build).parameters
+    kwargs = {key: value for key, value in given.items() if key in takes}
+    refused = {k: v for k, v in given.items() if k not in takes and v != BUILDER_DEFAULTS[k]}
+    if refused:
         raise ConfigError(
-            f"preset {name!r} builds its model without augmentation settings; drop translate, "
-            f"flip, rotate and zoom, or give its builder an `augment` argument. "
-            f"Received: {augment}."
+            f"preset {name!r} builds its model without {' or '.join(refused)} settings; drop "
+            f"them, or give its builder those arguments. Received: {refused}."
         )
     policy = resolve_precision(precision)
     previous = keras.config.dtype_policy()
@@ -60,6 +67,20 @@ def create_model(
         return build(tuple(input_shape), num_classes, **kwargs)
     finally:
         keras.config.set_dtype_policy(previous)
+
+
+def model_for_recipe(name: str, data_shape, num_classes: int, recipe: Recipe) -> keras.Model:
+    """The preset's model as `recipe` (resolved for the data) has it built: precision,
+    augmentation, width and dropout."""
+    return create_model(
+        name,
+        data_shape,
+        num_classes,
+        recipe.precision,
+        recipe.augment(),
+        recipe.width,
+        recipe.dropout,
+    )
 
 
 def portable_model(model: keras.Model) -> keras.Model:

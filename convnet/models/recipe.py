@@ -50,6 +50,10 @@ class Recipe:
             a mirrored digit or letter is another character, or none.
         rotate: random rotations of up to this many degrees each way in training.
         zoom: random zoom in or out by up to this fraction in training.
+        width: a factor on every convolution's filters (0.5 halves them); for presets whose
+            builder takes it (`fast`, `best`), which tuning searches over.
+        dropout: the rate of the dropout before the head; None for the preset's own. For
+            presets whose builder takes it.
         shift_tta: average predictions over copies shifted by up to this many pixels each way
             (and their mirrors, with `flip`; see `convnet.evaluation.TestTimeAugmentation`);
             0 for none.
@@ -81,6 +85,8 @@ class Recipe:
     flip: bool | None = False
     rotate: float = 0.0
     zoom: float = 0.0
+    width: float = 1.0
+    dropout: float | None = None
     shift_tta: int = 0
     calibrate: bool = False
     time_budget: float = 0.0
@@ -106,6 +112,8 @@ class Recipe:
             ("translate", self.translate is None or self.translate >= 0, ">= 0 (pixels)"),
             ("rotate", 0 <= self.rotate <= 180, "in [0, 180] (degrees)"),
             ("zoom", 0 <= self.zoom < 1, "in [0, 1) (a fraction of the image)"),
+            ("width", 0 < self.width <= 8, "in (0, 8] (a factor on the filters)"),
+            ("dropout", self.dropout is None or 0 <= self.dropout < 1, "in [0, 1)"),
             ("shift_tta", self.shift_tta >= 0, "an integer >= 0 (pixels)"),
             ("time_budget", self.time_budget >= 0, ">= 0 seconds (0 for none)"),
             ("precision", self.precision in PRECISIONS, " or ".join(map(repr, PRECISIONS))),
