@@ -2,8 +2,9 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages used when apt-get is usable: the Fashion-MNIST IDX files, and a browser for page tests.
-DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver
+# Debian packages used when apt-get is usable: the Fashion-MNIST IDX files, a browser for page
+# tests, and PostgreSQL for the tests of tune studies shared through a database.
+DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
 
 .PHONY: train test lint system data bench clean
 

@@ -17,6 +17,7 @@ _EXPORTS = {
     "report": "convnet.api",
     "compare": "convnet.api",
     "lr_find": "convnet.api",
+    "tune": "convnet.api",
     "export": "convnet.api",
     "serve": "convnet.api",
     "create_model": "convnet.api",

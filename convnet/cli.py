@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import warnings
@@ -12,6 +13,7 @@ from convnet import api, backend, framework
 from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
 from convnet.errors import ConvnetError, ConvnetWarning
 from convnet.runs import RUNS_ROOT
+from convnet.tuning.space import OBJECTIVES, PRUNERS
 
 # How `train --help` groups its flags; every other setting belongs to the recipe.
 FLAG_GROUPS = {
@@ -99,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     for add_commands in (
         _add_run_commands,
+        _add_tune_command,
         _add_data_commands,
         _add_report_commands,
         _add_serving_commands,
@@ -155,6 +158,48 @@ def _add_run_commands(commands) -> None:
         "dir", nargs="?", default=RUNS_ROOT, help=f"folder of runs (default: {RUNS_ROOT})"
     )
     _add_json_flag(runs)
+
+
+def _add_tune_command(commands) -> None:
+    tune = commands.add_parser(
+        "tune",
+        help="search a preset's recipe with Optuna; run it again on its --out to continue",
+    )
+    tune.set_defaults(handler=_tune)
+    search = tune.add_argument_group("search")
+    search.add_argument(
+        "--trials", type=int, help="finished trials to stop at (default: 20, or the tune's own)"
+    )
+    search.add_argument("--space", help="YAML file replacing or adding to the preset's space")
+    search.add_argument(
+        "--objective",
+        choices=list(OBJECTIVES),
+        help="what to optimize (default: val_accuracy)",
+    )
+    search.add_argument(
+        "--objectives",
+        help="two objectives, comma-separated, for a Pareto front: val_accuracy,train_seconds",
+    )
+    search.add_argument(
+        "--time-budget", type=float, help="seconds each worker searches for at most"
+    )
+    search.add_argument("--pruner", choices=PRUNERS, help="(default: median)")
+    where = tune.add_argument_group("workers and storage (docs/tuning.md)")
+    where.add_argument("--workers", type=int, default=1, help="worker processes here (default: 1)")
+    where.add_argument(
+        "--storage", help="database URL shared by machines (default: study.db in --out)"
+    )
+    where.add_argument("--study", help="the study's name (default: convnet)")
+    where.add_argument(
+        "--heartbeat",
+        type=int,
+        default=30,
+        help="seconds between a trial's heartbeats; a killed worker's trial is run again "
+        "after twice that (default: 30)",
+    )
+    where.add_argument("--out", help="tune folder (default: tunes/PRESET-TIME)")
+    _add_config_flags(tune, skip=("out", "time_budget"))
+    _add_json_flag(tune)
 
 
 def _add_data_commands(commands) -> None:
@@ -296,6 +341,37 @@ def _train(args) -> None:
             f"{result.wall_seconds:.1f} s"
         )
         print(f"run folder: {result.run if result.is_chief else '(written by process 0)'}")
+
+
+def _tune(args) -> None:
+    own = ("trials", "space", "objective", "objectives", "time_budget", "pruner", "workers")
+    flags = _config_flags(args, *own, "storage", "study", "heartbeat", "out")
+    objectives = args.objectives.split(",") if args.objectives else [args.objective]
+    objectives = [o for o in objectives if o] or None
+    result = api.tune(
+        args.config,
+        trials=args.trials,
+        space=args.space,
+        objectives=objectives,
+        time_budget=args.time_budget,
+        workers=args.workers,
+        storage=args.storage,
+        study=args.study,
+        pruner=args.pruner,
+        heartbeat=args.heartbeat,
+        out=args.out,
+        **flags,
+    )
+    if args.json:
+        print(json.dumps(dataclasses.asdict(result), default=str))
+        return
+    print(f"study {result.study}: {result.finished} trials finished")
+    for best in result.best:
+        values = ", ".join(f"{v:.4g}" for v in best["values"])
+        print(f"best trial {best['trial']}: {values}  ({result.folder / best['run']})")
+    if result.best_run:
+        print(f"best run: {result.best_run}")
+    print(f"tune folder: {result.folder} (tune.html, trials.csv)")
 
 
 def _evaluate(args) -> None:

@@ -7,6 +7,7 @@ A run folder holds `config.yaml`, `model.keras`, `history.csv`, `metrics.json`, 
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import errno
 import json
@@ -28,6 +29,7 @@ if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs n
     from convnet.data.dataset import Dataset
 
 MODEL_FILE = "model.keras"
+TUNE_PLAN = "tune.json"  # marks a tune folder (`convnet tune`), listed beside run folders
 # Held by the one process that trains a run, for as long as it does. An OS lock (flock), not a
 # marker file: the kernel releases it when the process ends however it ends, so a killed run
 # never leaves a stale claim behind.
@@ -241,16 +243,7 @@ class Run:
         Raises:
             RunError: the file is not a JSON object (damaged, or not written by convnet).
         """
-        path = self.path / name
-        if not path.is_file():
-            return {}
-        try:
-            data = json.loads(path.read_bytes())
-        except (ValueError, OSError) as error:
-            raise RunError(f"{path}: damaged; not readable JSON ({error}).") from None
-        if not isinstance(data, dict):
-            raise RunError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-        return data
+        return read_json_object(self.path / name)
 
     def write_json(self, name: str, data) -> Path:
         return write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
@@ -318,6 +311,44 @@ class Run:
         }
 
 
+def _tune_summary(path: Path) -> dict:
+    """A tune folder's line: trials finished of those planned, the best run's test accuracy.
+
+    Raises:
+        RunError: its tune.json is damaged.
+    """
+    plan = read_json_object(path / TUNE_PLAN)
+    trials = path / "trials.csv"
+    rows = list(csv.DictReader(trials.read_text().splitlines())) if trials.is_file() else []
+    finished = sum(row.get("state") in ("complete", "pruned") for row in rows)
+    accuracy = read_json_object(path / "best" / "metrics.json").get("test_accuracy")
+    made = time.localtime((path / TUNE_PLAN).stat().st_mtime)
+    return {
+        "run": str(path),
+        "status": f"tune {finished}/{plan.get('trials')}",
+        "preset": plan.get("config", {}).get("preset"),
+        "test_accuracy": accuracy,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", made),
+    }
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in file `path`; {} when there is no such file.
+
+    Raises:
+        RunError: the file is not a JSON object (damaged, or not written by convnet).
+    """
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_bytes())
+    except (ValueError, OSError) as error:
+        raise RunError(f"{path}: damaged; not readable JSON ({error}).") from None
+    if not isinstance(data, dict):
+        raise RunError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
 def _alive(pid) -> bool:
     if not isinstance(pid, int):
         return False
@@ -340,15 +371,16 @@ def list_runs(root: str | Path = RUNS_ROOT) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise RunError(f"{root}: no such folder of runs.")
-    folders = [root] if (root / "config.yaml").is_file() else sorted(root.iterdir())
-    runs = [_summary(p) for p in folders if (p / "config.yaml").is_file()]
+    listed = ("config.yaml", TUNE_PLAN)
+    folders = [root] if any((root / f).is_file() for f in listed) else sorted(root.iterdir())
+    runs = [_summary(p) for p in folders if any((p / f).is_file() for f in listed)]
     return sorted(runs, key=lambda r: (r["started"] or "", r["run"]))
 
 
 def _summary(path: Path) -> dict:
     """A run's line in the list; a damaged run is listed as such, not a reason to list none."""
     try:
-        return Run(path).summary()
+        return Run(path).summary() if (path / "config.yaml").is_file() else _tune_summary(path)
     except RunError:
         return dict.fromkeys(("preset", "test_accuracy", "started")) | {
             "run": str(path),

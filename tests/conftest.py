@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from postgres import postgres_url  # noqa: F401  (a fixture)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

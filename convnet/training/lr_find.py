@@ -14,7 +14,7 @@ import numpy as np
 
 from convnet.config import TrainConfig, check_lr_range
 from convnet.data.dataset import Dataset
-from convnet.models.factory import create_model
+from convnet.models.factory import model_for_recipe
 from convnet.training.feed import one_hot
 from convnet.training.keras_recipe import compile_for_training, seed_everything
 
@@ -53,13 +53,7 @@ def lr_range_test(
     check_lr_range(steps, min_lr, max_lr)
     recipe = dataclasses.replace(config.recipe(), schedule="constant", learning_rate=min_lr)
     seed_everything(config)
-    model = create_model(
-        config.preset,
-        train_set.image_shape,
-        train_set.num_classes,
-        recipe.precision,
-        recipe.augment(),
-    )
+    model = model_for_recipe(config.preset, train_set.image_shape, train_set.num_classes, recipe)
     compile_for_training(model, recipe, min_lr)
     targets = one_hot(train_set)
     batch_size = min(recipe.batch_size, len(train_set))

@@ -20,7 +20,7 @@ from convnet.data.dataset import Dataset
 from convnet.errors import DiskFull
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.machine import machine, versions
-from convnet.models.factory import create_model, portable_model
+from convnet.models.factory import model_for_recipe, portable_model
 from convnet.models.precision import resolve_precision
 from convnet.models.recipe import Recipe
 from convnet.reports.plots import read_history
@@ -194,13 +194,7 @@ def _session(config: TrainConfig, data: TrainingData, context: distributed.Conte
     recipe = config.recipe()
     train_set, validation = context.shard(data.train), context.shard(data.validation)
     seed_everything(config)
-    model = create_model(
-        config.preset,
-        train_set.image_shape,
-        train_set.num_classes,
-        recipe.precision,
-        recipe.augment(),
-    )
+    model = model_for_recipe(config.preset, train_set.image_shape, train_set.num_classes, recipe)
     if recipe.calibrate:
         softmax_head(model)  # fails here, before training, if there is nothing to scale
     batch_size = context.local_batch(recipe.batch_size)

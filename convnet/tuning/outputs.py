@@ -1,0 +1,163 @@
+"""What a tune leaves in its folder besides the trials' run folders: `trials.csv`, `best/` (the
+best trial's run, complete), and `tune.html` (the search at a glance, self-contained)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import shutil
+import warnings
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, never a window
+import matplotlib.pyplot as plt  # noqa: E402
+import optuna  # noqa: E402
+import optuna.visualization.matplotlib as views  # noqa: E402
+
+from convnet.files import write_atomic  # noqa: E402
+
+BEST_DIR = "best"
+
+
+def write_trials_csv(study: optuna.Study, folder: Path, objectives: list[str]) -> Path:
+    """One row per trial: number, state, the objectives' values, seconds, run folder, the trial
+    it retries (after a killed worker), and each parameter."""
+    trials = study.get_trials(deepcopy=False)
+    params = sorted({name for t in trials for name in t.params})
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["number", "state", *objectives, "seconds", "run", "retries", *params])
+    for t in trials:
+        values = t.values or [None] * len(objectives)
+        seconds = t.duration.total_seconds() if t.duration else None
+        retries = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
+        row = [t.number, t.state.name.lower(), *values, seconds, t.user_attrs.get("run"), retries]
+        writer.writerow(row + [t.params.get(name) for name in params])
+    return write_atomic(folder / "trials.csv", out.getvalue())
+
+
+def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """The best trial, or with two objectives the Pareto front's; [] before any completes."""
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        return []
+    return study.best_trials if len(study.directions) > 1 else [study.best_trial]
+
+
+def copy_best(study: optuna.Study, folder: Path) -> Path | None:
+    """Copies the best trial's run folder to `folder/best/`, replacing an earlier best; None
+    with two objectives (the user picks from the front) or when the best ran on another
+    machine (its run folder is there)."""
+    best = best_trials(study)
+    if len(study.directions) > 1 or not best:
+        return None
+    source = folder / best[0].user_attrs.get("run", "")
+    if not (source / "model.keras").is_file():
+        return None
+    target, staging = folder / BEST_DIR, folder / f".{BEST_DIR}.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".lock", "backup"))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target
+
+
+def write_tune_page(study: optuna.Study, folder: Path, objectives: list[str]) -> Path:
+    """tune.html: the best trials' settings and values, the optimisation history, parameter
+    importances, a parallel-coordinates plot and, with two objectives, the Pareto front."""
+    names = {i: name for i, name in enumerate(objectives)}
+    figures = [("Optimisation history", _history), ("Parameter importances", _importances)]
+    figures.append(("Parallel coordinates", _parallel))
+    if len(objectives) > 1:
+        figures.append(("Pareto front", _pareto))
+    sections = [_best_table(study, objectives)]
+    for title, draw in figures:
+        sections.append(f"<h2>{title}</h2>{_figure(draw, study, names)}")
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>convnet tune: {html.escape(study.study_name)}</title>"
+        "<style>body{font-family:sans-serif;max-width:1000px;margin:2em auto}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "img{max-width:100%}</style></head><body>"
+        f"<h1>Study {html.escape(study.study_name)}</h1>"
+        f"<p>{_counts(study)}; objectives: {', '.join(objectives)}.</p>"
+        + "".join(sections)
+        + "</body></html>"
+    )
+    return write_atomic(folder / "tune.html", page)
+
+
+def _counts(study: optuna.Study) -> str:
+    trials = study.get_trials(deepcopy=False)
+    states = {}
+    for t in trials:
+        states[t.state.name.lower()] = states.get(t.state.name.lower(), 0) + 1
+    return f"{len(trials)} trials (" + ", ".join(f"{n} {s}" for s, n in states.items()) + ")"
+
+
+def _best_table(study: optuna.Study, objectives: list[str]) -> str:
+    best = best_trials(study)
+    if not best:
+        return "<p>No trial has completed yet.</p>"
+    params = sorted({name for t in best for name in t.params})
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in ["trial", *objectives, "run", *params])
+    rows = []
+    for t in best:
+        cells = [t.number, *(f"{v:.4g}" for v in t.values), t.user_attrs.get("run", "")]
+        cells += [_short(t.params.get(p)) for p in params]
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + "</tr>")
+    title = "Best trial" if len(best) == 1 else "Pareto front"
+    return f"<h2>{title}</h2><table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+def _figure(draw, study: optuna.Study, names: dict[int, str]) -> str:
+    """A plot as an inline PNG, or a line saying why there is none (too few trials)."""
+    plt.close("all")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+            draw(study, names)
+    except (ValueError, RuntimeError, ZeroDivisionError) as error:
+        return f"<p>Not drawn: {html.escape(str(error))}</p>"
+    figure = plt.gcf()
+    figure.set_size_inches(9, 5)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    plt.close("all")
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"<img alt='' src='data:image/png;base64,{encoded}'>"
+
+
+def _needs(study: optuna.Study, count: int) -> None:
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if len(complete) < count:
+        raise ValueError(f"needs {count} completed trials, {len(complete)} so far.")
+
+
+def _history(study, names):
+    _needs(study, 1)
+    views.plot_optimization_history(study, target=lambda t: t.values[0], target_name=names[0])
+
+
+def _importances(study, names):
+    _needs(study, 2)
+    views.plot_param_importances(study, target=lambda t: t.values[0], target_name=names[0])
+
+
+def _parallel(study, names):
+    _needs(study, 2)
+    views.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=names[0])
+
+
+def _pareto(study, names):
+    _needs(study, 1)
+    views.plot_pareto_front(study, target_names=list(names.values()))

@@ -1,0 +1,196 @@
+"""A tune's plan, `tune.json` in its folder: everything a worker process needs to run the same
+study's trials. No framework and no Optuna: a plan is checked, and refused, at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from convnet.config import TrainConfig
+from convnet.errors import ConfigError
+from convnet.files import write_atomic
+from convnet.tuning.space import (
+    PRUNERS,
+    Param,
+    check_objectives,
+    load_space,
+    space_record,
+)
+
+PLAN_FILE = "tune.json"
+STORAGE_FILE = "study.db"
+HIDDEN = "***"
+
+
+@dataclass
+class TunePlan:
+    """What to search and how.
+
+    Attributes:
+        folder: the tune folder.
+        config: the settings every trial starts from (TrainConfig keys, recipe overrides).
+        params: the space, as `space_record` gives it; `space()` rebuilds it.
+        fixed: recipe settings every trial takes as they are.
+        objectives: one or two of `convnet.tuning.space.OBJECTIVES`.
+        trials: finished trials (complete or pruned) the study stops at.
+        time_budget: seconds each worker searches for at most; None for no limit.
+        workers: worker processes on this machine.
+        storage: the study's database URL, its password hidden; None for `study.db` here.
+        study: the study's name.
+        pruner: "median", "hyperband" or "none".
+        heartbeat: seconds between a running trial's heartbeats.
+        seed: the first worker's sampler seed; None for a random one.
+        writes_outputs: whether this process writes trials.csv after its trials (not saved).
+    """
+
+    folder: Path
+    config: dict
+    params: dict
+    fixed: dict
+    objectives: list[str]
+    trials: int = 20
+    time_budget: float | None = None
+    workers: int = 1
+    storage: str | None = None
+    study: str = "convnet"
+    pruner: str = "median"
+    heartbeat: int = 30
+    seed: int | None = None
+    writes_outputs: bool = field(default=True, compare=False)
+
+    def space(self) -> dict[str, Param]:
+        return {
+            name: Param(name, choices=tuple(p["choices"]))
+            if "choices" in p
+            else Param(name, p["low"], p["high"], p["log"])
+            for name, p in self.params.items()
+        }
+
+    def storage_url(self, given: str | None = None) -> str:
+        """The URL to open: `given`, else the plan's, else the SQLite file in the folder.
+
+        Raises:
+            ConfigError: the plan's URL had a password, which tune.json does not keep.
+        """
+        if given:
+            return given
+        if self.storage and HIDDEN in self.storage:
+            raise ConfigError(
+                f"{self.folder / PLAN_FILE}: its storage URL's password is not kept; pass "
+                "--storage again."
+            )
+        return self.storage or f"sqlite:///{(self.folder / STORAGE_FILE).resolve()}"
+
+    def write(self) -> Path:
+        record = dataclasses.asdict(self)
+        record.pop("writes_outputs")
+        record["folder"] = str(self.folder)
+        return write_atomic(self.folder / PLAN_FILE, json.dumps(record, indent=2) + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> TunePlan:
+        """The plan in `folder`'s tune.json.
+
+        Raises:
+            ConfigError: it is missing or not a plan.
+        """
+        path = folder / PLAN_FILE
+        try:
+            record = json.loads(path.read_text())
+            record.pop("folder", None)
+            return cls(folder=folder, **record)
+        except (OSError, ValueError, TypeError) as error:
+            raise ConfigError(f"{path}: not a tune plan ({error}).") from None
+
+
+def config_record(config: TrainConfig) -> dict:
+    """The settings of `config` as given (not the recipe filled in, so that what depends on the
+    data is decided again), data paths made absolute so workers read them from anywhere."""
+    values = {
+        f.name: getattr(config, f.name)
+        for f in dataclasses.fields(config)
+        if f.name not in ("overrides", "out")
+    }
+    for key in ("train", "test", "data_dir"):
+        if values[key]:
+            values[key] = os.path.abspath(values[key])
+    return {k: v for k, v in values.items() if v is not None} | config.overrides
+
+
+def hide_password(url: str) -> str:
+    """`url` with any password replaced by ***, for messages and files."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", rf"\1{HIDDEN}@", url)
+
+
+def check_folder(folder: Path) -> TunePlan | None:
+    """The plan of the tune in `folder`, to continue; None for a new tune there.
+
+    Raises:
+        ConfigError: `folder` is a file, or a folder holding other things than a tune.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{folder}: a file, not a folder; choose another --out.")
+    if (folder / PLAN_FILE).is_file():
+        return TunePlan.read(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise ConfigError(
+            f"{folder}: already exists, is not empty and holds no tune; choose another --out."
+        )
+    return None
+
+
+def new_plan(
+    folder: Path,
+    config: TrainConfig,
+    space: str | Path | None,
+    objectives: list[str] | None,
+    study: str | None,
+    pruner: str | None,
+    storage: str | None,
+    **running,
+) -> TunePlan:
+    """The plan of a new tune of `config.preset` (see `convnet.api.tune` for the arguments).
+
+    Raises:
+        ConfigError: a bad space file, objective or pruner.
+    """
+    params, fixed = load_space(config.preset, space)
+    for name in set(params) & set(config.overrides):  # given as a flag or in --config: fixed
+        del params[name]
+    if (pruner or "median") not in PRUNERS:
+        raise ConfigError(f"pruner must be {' or '.join(PRUNERS)}. Received: {pruner!r}.")
+    return TunePlan(
+        folder=folder,
+        config=config_record(config),
+        params=space_record(params, fixed)["params"],
+        fixed=fixed,
+        objectives=check_objectives(list(objectives or ["val_accuracy"])),
+        trials=running.pop("trials") or 20,
+        storage=hide_password(storage) if storage else None,
+        study=study or "convnet",
+        pruner=pruner or "median",
+        seed=config.seed,
+        **running,
+    )
+
+
+def continued_plan(earlier: TunePlan, given: dict, storage: str | None, **running) -> TunePlan:
+    """An earlier tune's plan, to continue with how it runs changed (trials, workers, ...).
+
+    Raises:
+        ConfigError: settings of what it searches were given too.
+    """
+    changed = sorted(key for key, value in given.items() if value is not None)
+    if changed:
+        raise ConfigError(
+            f"{earlier.folder} is a tune to continue with its own {PLAN_FILE}; drop the other "
+            f"settings (received: {', '.join(changed)}), or choose another --out."
+        )
+    trials = running.pop("trials") or earlier.trials
+    stored = hide_password(storage) if storage else earlier.storage
+    return dataclasses.replace(earlier, trials=trials, storage=stored, **running)

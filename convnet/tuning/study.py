@@ -1,0 +1,127 @@
+"""The trials one worker process runs for a study (`convnet.tuning.storage`): each a complete
+convnet run folder under the tune folder's `trials/`, its epochs reported to the pruner."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+
+import keras
+import optuna
+
+from convnet.config import TrainConfig
+from convnet.data import TrainingData, fitted_to_data
+from convnet.errors import ConfigError, ConvnetError
+from convnet.reports.plots import read_history
+from convnet.runs import Run
+from convnet.training import trainer
+from convnet.tuning.space import Param
+from convnet.tuning.storage import DONE
+
+TRIALS_DIR = "trials"
+
+
+class ReportEpochs(keras.callbacks.Callback):
+    """Reports each epoch's validation metric to the trial and stops a trial the pruner gives
+    up on. (optuna-integration's Keras callback is the same few lines, behind a package.)"""
+
+    def __init__(self, trial: optuna.Trial, monitor: str):
+        super().__init__()
+        self.trial, self.monitor = trial, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        value = (logs or {}).get(self.monitor)
+        if value is None:
+            return
+        self.trial.report(float(value), epoch)
+        if self.trial.should_prune():
+            raise optuna.TrialPruned(f"{self.monitor} {value:.4f} at epoch {epoch + 1}")
+
+
+@dataclasses.dataclass
+class Trials:
+    """What every trial of one worker shares: the settings, the data, the space."""
+
+    config: TrainConfig
+    data: TrainingData
+    space: dict[str, Param]
+    fixed: dict
+    objectives: list[str]
+    folder: Path
+
+    def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
+        """Trains one trial's run and returns its objectives' values."""
+        params = self.fixed | {name: suggest(trial, p) for name, p in self.space.items()}
+        out = self.folder / TRIALS_DIR / f"trial-{trial.number:04d}"
+        trial.set_user_attr("run", str(out.relative_to(self.folder)))
+        config = dataclasses.replace(
+            self.config, out=str(out), overrides=self.config.overrides | params
+        )
+        config = fitted_to_data(config, self.data)
+        callbacks = []
+        if len(self.objectives) == 1 and self.objectives[0].startswith("val_"):
+            callbacks.append(ReportEpochs(trial, self.objectives[0]))
+        try:
+            trainer.train(config, self.data, command=None, verbose=0, callbacks=callbacks)
+        except optuna.TrialPruned:
+            run = Run(out)
+            run.write_json("manifest.json", run.read_json("manifest.json") | {"status": "pruned"})
+            raise
+        values = run_values(out, self.objectives)
+        return values[0] if len(values) == 1 else tuple(values)
+
+
+def suggest(trial: optuna.Trial, param: Param):
+    """The trial's value of `param`, drawn by the study's sampler."""
+    if param.kind == "choice":
+        return trial.suggest_categorical(param.name, list(param.choices))
+    if param.kind == "int":
+        return trial.suggest_int(param.name, int(param.low), int(param.high), log=param.log)
+    return trial.suggest_float(param.name, param.low, param.high, log=param.log)
+
+
+def run_values(run_dir: Path, objectives: list[str]) -> list[float]:
+    """The objectives' values of a finished run: validation metrics at the epoch whose weights
+    it kept (its best with restore_best, else its last), training seconds, parameters."""
+    metrics = Run(run_dir).read_json("metrics.json")
+    history = read_history(run_dir / "history.csv")
+    kept = metrics.get("best_epoch") or metrics["epochs"]
+    found = {
+        "train_seconds": metrics["fit_seconds"],
+        "parameters": metrics["parameters"],
+    }
+    for name in ("val_accuracy", "val_loss"):
+        if history.get(name):
+            found[name] = history[name][kept - 1]
+    missing = [o for o in objectives if o not in found]
+    if missing:
+        raise ConvnetError(f"{run_dir}: no {missing[0]} (is val_split 0?).")
+    return [float(found[o]) for o in objectives]
+
+
+def run_worker(
+    study: optuna.Study,
+    trials: Trials,
+    n_trials: int,
+    timeout: float | None,
+    callbacks: list = (),
+) -> None:
+    """Runs trials until the study holds `n_trials` finished ones (complete or pruned), or
+    `timeout` seconds have passed. A trial whose settings cannot train is marked failed and the
+    study goes on; any other error stops this worker. `callbacks` run after each trial."""
+    os.makedirs(trials.folder / TRIALS_DIR, exist_ok=True)
+    if _finished(study) >= n_trials:
+        return
+    study.optimize(
+        trials,
+        n_trials=None,
+        timeout=timeout,
+        catch=(ConfigError,),
+        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=DONE), *callbacks],
+        gc_after_trial=True,
+    )
+
+
+def _finished(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=DONE))

@@ -1,0 +1,138 @@
+"""A tune: its folder, its worker processes, and what it leaves when they are done.
+
+The folder's `tune.json` holds everything a worker needs (the config, the space, the study), so
+`convnet tune --out DIR` continues a tune, and every worker process, spawned here or started on
+another machine against the same storage, runs the same trials.
+
+    python -m convnet.tuning.tune DIR INDEX    # another worker on DIR's study (as --workers)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+
+from convnet import framework
+from convnet.config import make_config
+from convnet.data import TrainingData, load_training_data
+from convnet.tuning import outputs
+from convnet.tuning.plan import PLAN_FILE, TunePlan
+from convnet.tuning.storage import DONE, open_storage, open_study
+
+# The database URL with its password, which tune.json does not hold, for spawned workers.
+STORAGE_ENV = "CONVNET_TUNE_STORAGE"
+
+
+@dataclasses.dataclass
+class TuneResult:
+    """What a tune gives back.
+
+    Attributes:
+        folder: the tune folder.
+        study: the study's name.
+        finished: trials complete or pruned, across every worker.
+        best: the best trial, or the Pareto front's: {"trial", "values", "params", "run"} each.
+        best_run: `folder/best`, a copy of the best trial's run folder (None with two objectives).
+    """
+
+    folder: Path
+    study: str
+    finished: int
+    best: list[dict]
+    best_run: Path | None
+
+
+class TuneInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped the tune; the message says how to continue. The CLI exits 130."""
+
+
+def study_for(plan: TunePlan, storage_url: str, seed: int | None) -> optuna.Study:
+    storage = open_storage(storage_url, plan.heartbeat)
+    return open_study(
+        storage, plan.study, plan.config["preset"], plan.objectives, plan.pruner, seed
+    )
+
+
+def run(plan: TunePlan, storage_url: str, data: TrainingData | None = None) -> TuneResult:
+    """Runs `plan`'s worker processes (this one and `plan.workers - 1` more) to the end, this
+    one on `data` if given (else it reads the data the plan names).
+
+    Raises:
+        TuneInterrupted: Ctrl-C; the study keeps every finished trial.
+    """
+    study = study_for(plan, storage_url, plan.seed)  # checks the study before any training
+    plan.write()
+    others = [_spawn(plan.folder, index, storage_url) for index in range(1, plan.workers)]
+    try:
+        _work(plan, study, data)
+        for process in others:
+            process.wait()
+    except KeyboardInterrupt:
+        for process in others:
+            process.send_signal(signal.SIGINT)
+        for process in others:
+            process.wait()
+        finished = _summarize(plan, study).finished
+        raise TuneInterrupted(
+            f"interrupted with {finished} of {plan.trials} trials finished; continue with: "
+            f"convnet tune --out {plan.folder}"
+        ) from None
+    return _summarize(plan, study)
+
+
+def _work(plan: TunePlan, study: optuna.Study, data: TrainingData | None = None) -> None:
+    """This process's trials, on the data and backend the plan's config names."""
+    config = make_config(plan.config, str(plan.folder / PLAN_FILE))
+    data = data or load_training_data(config)
+    config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
+    from convnet.tuning.study import Trials, run_worker  # Keras, now that its backend is set
+
+    trials = Trials(config, data, plan.space(), plan.fixed, plan.objectives, plan.folder)
+    callbacks = []
+    if plan.writes_outputs:  # one process writes it, the others' trials included
+        callbacks.append(
+            lambda study, _: outputs.write_trials_csv(study, plan.folder, plan.objectives)
+        )
+    run_worker(study, trials, plan.trials, plan.time_budget, callbacks)
+
+
+def _spawn(folder: Path, index: int, storage_url: str) -> subprocess.Popen:
+    env = os.environ | {STORAGE_ENV: storage_url}
+    command = [sys.executable, "-m", "convnet.tuning.tune", str(folder), str(index)]
+    return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+
+
+def _summarize(plan: TunePlan, study: optuna.Study) -> TuneResult:
+    """Writes trials.csv, best/ and tune.html from the study as it stands."""
+    outputs.write_trials_csv(study, plan.folder, plan.objectives)
+    best_run = outputs.copy_best(study, plan.folder)
+    outputs.write_tune_page(study, plan.folder, plan.objectives)
+    best = [
+        {"trial": t.number, "values": t.values, "params": t.params, "run": t.user_attrs.get("run")}
+        for t in outputs.best_trials(study)
+    ]
+    finished = len(study.get_trials(deepcopy=False, states=DONE))
+    return TuneResult(plan.folder, plan.study, finished, best, best_run)
+
+
+def _worker_main(folder: str, index: str) -> int:
+    """A spawned worker: the plan in `folder`, a sampler seeded apart from the others."""
+    framework.quiet(True)
+    plan = TunePlan.read(Path(folder))
+    url = os.environ.get(STORAGE_ENV) or plan.storage_url()
+    seed = None if plan.seed is None else plan.seed + int(index)
+    try:
+        _work(dataclasses.replace(plan, writes_outputs=False), study_for(plan, url, seed))
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(*sys.argv[1:3]))

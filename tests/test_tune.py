@@ -1,0 +1,244 @@
+"""`convnet tune`: Optuna studies whose trials are run folders, continued, shared and refused."""
+
+from __future__ import annotations
+
+import csv
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import CONVNET, run_cli
+
+import convnet
+from convnet.cli import main
+from convnet.runs import Run, list_runs
+from convnet.tuning.space import load_space
+from convnet.tuning.study import ReportEpochs, run_values
+
+
+def trials_csv(folder: Path) -> list[dict]:
+    return list(csv.DictReader((folder / "trials.csv").read_text().splitlines()))
+
+
+def study_of(folder: Path, name: str = "convnet") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
+
+
+@pytest.fixture(scope="module")
+def tuned(tmp_path_factory, tiny_npz):
+    """Three trials of the seed preset's learning rate and batch size, one epoch each."""
+    space = tmp_path_factory.mktemp("space") / "space.yaml"
+    space.write_text(
+        "learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
+        "batch_size: {choices: [32, 64]}\nlabel_smoothing: 0.05\n"
+    )
+    folder = tmp_path_factory.mktemp("tunes") / "tune"
+    result = convnet.tune(
+        train=str(tiny_npz), epochs=1, trials=3, space=str(space), out=str(folder)
+    )
+    return folder, result, space
+
+
+def test_a_tune_leaves_its_trials_as_runs_and_the_best_as_a_whole_run(tuned):
+    folder, result, _ = tuned
+    rows = trials_csv(folder)
+    assert result.finished == 3 and [row["state"] for row in rows] == ["complete"] * 3
+    assert set(rows[0]) >= {"number", "val_accuracy", "run", "learning_rate", "batch_size"}
+    values = []
+    for row in rows:  # each trial is a run folder whose config holds the trial's settings
+        run = folder / row["run"]
+        assert Run(run).status() == "complete"
+        config = Run(run).config()
+        recipe = config.recipe()
+        assert recipe.learning_rate == pytest.approx(float(row["learning_rate"]))
+        assert (recipe.batch_size, recipe.label_smoothing, recipe.epochs) == (
+            int(row["batch_size"]),
+            0.05,
+            1,
+        )
+        values.append(run_values(run, ["val_accuracy"])[0])
+        assert float(row["val_accuracy"]) == pytest.approx(values[-1])
+    study = study_of(folder)
+    assert study.best_value == pytest.approx(max(values))
+    assert result.best[0]["trial"] == study.best_trial.number
+    best = folder / "best"
+    assert (best / "model.keras").is_file() and (best / "report.html").is_file()
+    assert Run(best).config().recipe() == Run(folder / result.best[0]["run"]).config().recipe()
+    page = (folder / "tune.html").read_text()
+    assert page.count("data:image/png;base64,") == 3  # history, importances, coordinates
+    assert "Best trial" in page
+
+
+def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path):
+    folder, result, _ = tuned
+    trial = folder / result.best[0]["run"]
+    again = run_cli("train", "--config", trial / "config.yaml", "--out", tmp_path / "again")
+    assert again.returncode == 0, again.stderr
+    assert Run(tmp_path / "again").config().recipe() == Run(trial).config().recipe()
+
+
+def test_running_a_tune_again_continues_it(tuned):
+    folder, _, _ = tuned
+    before = trials_csv(folder)
+    result = convnet.tune(trials=4, out=str(folder))
+    after = trials_csv(folder)
+    assert result.finished == 4 and len(after) == 4
+    assert after[:3] == before  # the finished trials are kept, none run again
+    assert list_runs(folder.parent)[0]["status"] == "tune 4/4"
+
+
+def test_two_objectives_give_a_pareto_front(tmp_path, tiny_npz):
+    result = convnet.tune(
+        train=str(tiny_npz),
+        epochs=1,
+        trials=2,
+        objectives=["val_accuracy", "parameters"],
+        out=str(tmp_path / "tune"),
+        preset="fast",
+    )
+    study = study_of(tmp_path / "tune")
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
+    assert {b["trial"] for b in result.best} == {t.number for t in study.best_trials}
+    assert result.best_run is None and not (tmp_path / "tune" / "best").exists()
+    assert "Pareto front" in (tmp_path / "tune" / "tune.html").read_text()
+    for best in result.best:  # the parameter count is the run's model's
+        run = tmp_path / "tune" / best["run"]
+        assert best["values"][1] == Run(run).read_json("metrics.json")["parameters"]
+
+
+class FakeTrial:
+    """Stands in for an Optuna trial: records reports, prunes from a given epoch on."""
+
+    def __init__(self, prune_from: int):
+        self.reports, self.prune_from = [], prune_from
+
+    def report(self, value, step):
+        self.reports.append((step, value))
+
+    def should_prune(self):
+        return len(self.reports) > self.prune_from
+
+
+def test_each_epoch_is_reported_and_a_hopeless_trial_stops():
+    callback = ReportEpochs(FakeTrial(prune_from=1), "val_accuracy")
+    callback.on_epoch_end(0, {"val_accuracy": 0.5})
+    with pytest.raises(optuna.TrialPruned, match="val_accuracy 0.4000 at epoch 2"):
+        callback.on_epoch_end(1, {"val_accuracy": 0.4})
+    assert callback.trial.reports == [(0, 0.5), (1, 0.4)]
+
+
+def test_a_pruned_trial_is_marked_in_its_run(tmp_path, tiny_npz, monkeypatch):
+    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
+    result = convnet.tune(train=str(tiny_npz), epochs=2, trials=1, out=str(tmp_path / "t"))
+    [row] = trials_csv(tmp_path / "t")
+    assert (result.finished, row["state"]) == (1, "pruned")
+    assert Run(tmp_path / "t" / row["run"]).status() == "pruned"
+
+
+# --- refused in one line, nothing written -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("space", "flags", "message"),
+    [
+        ("momentum: {low: 0.1, high: 0.9}", [], r"'momentum' is not a setting tuning varies"),
+        ("learning_rate: {low: 0.1, high: 0.01}", [], r"low must be below high"),
+        ("epochs: {low: 0, high: 3}", [], r"'epochs': epochs must be an integer >= 1"),
+        ("", ["--storage", "postgresql://nobody@127.0.0.1:9/none"], r"cannot open the study's"),
+        ("", ["--objectives", "val_accuracy,speed"], r"unknown objective 'speed'"),
+        ("", ["--trials", "0"], r"trials must be an integer >= 1"),
+    ],
+)
+def test_bad_tune_settings_are_one_line_and_write_nothing(
+    tmp_path, tiny_npz, capsys, space, flags, message
+):
+    (tmp_path / "space.yaml").write_text(space or "{}")
+    out = tmp_path / "tune"
+    argv = ["tune", "--train", str(tiny_npz), "--space", str(tmp_path / "space.yaml")]
+    assert main([*argv, *flags, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err
+    assert not out.exists()
+
+
+def test_a_study_made_for_another_preset_is_refused(tmp_path, tiny_npz, capsys):
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    optuna.create_study(study_name="mine", storage=url).set_user_attr("preset", "best")
+    argv = ["tune", "--train", str(tiny_npz), "--storage", url, "--study", "mine"]
+    assert main([*argv, "--out", str(tmp_path / "tune")]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert "study 'mine' was made for preset 'best'" in err
+    assert not (tmp_path / "tune").exists()
+
+
+def test_the_default_space_of_each_preset_holds_settings_its_builder_takes():
+    seed, _ = load_space("seed")
+    fast, _ = load_space("fast")
+    assert "width" not in seed and {"width", "dropout", "weight_decay"} <= set(fast)
+
+
+# --- workers killed, and workers sharing a study ----------------------------------------------
+
+
+def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp_path, tiny_npz):
+    out = tmp_path / "tune"
+    args = ["tune", "--train", tiny_npz, "--epochs", "12", "--batch-size", "16"]
+    args += ["--trials", "2", "--heartbeat", "1", "--out", out]
+    worker = subprocess.Popen([CONVNET, *map(str, args)], stderr=subprocess.PIPE)
+    history = out / "trials" / "trial-0000" / "history.csv"
+    deadline = time.monotonic() + 300
+    while not (history.is_file() and len(history.read_text().splitlines()) > 1):
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    time.sleep(2.5)  # past the grace period of two heartbeats
+
+    again = run_cli("tune", "--out", out, "--heartbeat", "1")
+    assert again.returncode == 0, again.stderr
+    trials = study_of(out).get_trials()
+    states = {t.number: t.state.name for t in trials}
+    assert states[0] == "FAIL"
+    retried_from = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
+    retried = [t for t in trials if retried_from(t) == 0]
+    assert [t.state.name for t in retried] == ["COMPLETE"]
+    assert sum(state == "COMPLETE" for state in states.values()) == 2
+    rows = trials_csv(out)
+    assert [row["retries"] for row in rows if row["number"] == str(retried[0].number)] == ["0"]
+
+
+def test_two_workers_on_postgres_share_one_study(tmp_path, tiny_npz, postgres_url):
+    common = ["tune", "--train", tiny_npz, "--epochs", "1", "--trials", "4"]
+    common += ["--storage", postgres_url, "--study", "shared"]
+    workers = [
+        subprocess.Popen(
+            [CONVNET, *map(str, common), "--out", tmp_path / name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name in ("a", "b")
+    ]
+    for worker in workers:
+        _, err = worker.communicate(timeout=600)
+        assert worker.returncode == 0, err
+    study = optuna.load_study(study_name="shared", storage=postgres_url)
+    finished = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
+    assert len(finished) >= 4 and len({t.number for t in finished}) == len(finished)
+    ran = {}
+    for name in ("a", "b"):  # every trial ran once, in one of the two folders
+        for run in (tmp_path / name / "trials").iterdir():
+            ran.setdefault(run.name, []).append(name)
+    assert sorted(ran) == sorted(f"trial-{t.number:04d}" for t in study.get_trials())
+    assert all(len(where) == 1 for where in ran.values())
+    values = [
+        run_values(
+            tmp_path / ran[f"trial-{t.number:04d}"][0] / t.user_attrs["run"], ["val_accuracy"]
+        )[0]
+        for t in finished
+    ]
+    assert study.best_value == pytest.approx(max(values))
