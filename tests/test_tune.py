@@ -242,3 +242,34 @@ def test_two_workers_on_postgres_share_one_study(tmp_path, tiny_npz, postgres_ur
         for t in finished
     ]
     assert study.best_value == pytest.approx(max(values))
+
+
+def test_two_local_workers_share_the_sqlite_study(tmp_path, tiny_npz):
+    out = tmp_path / "tune"
+    result = run_cli("tune", "--train", tiny_npz, "--epochs", "1", "--trials", "4",
+                     "--workers", "2", "--out", out, "--json")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    trials = study_of(out).get_trials()
+    assert sum(t.state.name == "COMPLETE" for t in trials) >= 4
+    folders = sorted(p.name for p in (out / "trials").iterdir())
+    assert folders == [f"trial-{t.number:04d}" for t in trials]  # one folder, one run, each
+    manifests = [Run(out / t.user_attrs["run"]).read_json("manifest.json") for t in trials]
+    assert len({m["process"]["pid"] for m in manifests}) == 2  # both workers trained
+    assert len(trials_csv(out)) == len(trials)
+
+
+def test_ctrl_c_stops_the_tune_and_says_how_to_continue(tmp_path, tiny_npz):
+    out = tmp_path / "tune"
+    args = ["tune", "--train", tiny_npz, "--epochs", "30", "--batch-size", "16", "--out", out]
+    tuning = subprocess.Popen([CONVNET, *map(str, args)], stderr=subprocess.PIPE, text=True)
+    history = out / "trials" / "trial-0000" / "history.csv"
+    while tuning.poll() is None and not history.is_file():
+        time.sleep(0.05)
+    tuning.send_signal(signal.SIGINT)
+    _, err = tuning.communicate(timeout=120)
+    assert tuning.returncode == 130, err
+    assert err.strip().splitlines()[-1] == (
+        f"convnet: interrupted with 0 of 20 trials finished; continue with: "
+        f"convnet tune --out {out}"
+    )
+    assert Run(out / "trials" / "trial-0000").status() == "interrupted"
