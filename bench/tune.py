@@ -97,6 +97,7 @@ def main() -> None:
         scratch = Path(scratch)
         settings = {
             "median pruner, 1 worker": (),
+            "hyperband pruner, 1 worker": ("--pruner", "hyperband"),
             "no pruner, 1 worker": ("--pruner", "none"),
             "median pruner, 2 workers": ("--workers", "2"),
         }

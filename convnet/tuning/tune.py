@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import optuna
@@ -21,6 +22,7 @@ import optuna
 from convnet import framework
 from convnet.config import make_config
 from convnet.data import TrainingData, load_training_data
+from convnet.errors import ConvnetWarning
 from convnet.tuning import outputs
 from convnet.tuning.plan import PLAN_FILE, TunePlan
 from convnet.tuning.storage import DONE, open_storage, open_study
@@ -71,8 +73,14 @@ def run(plan: TunePlan, storage_url: str, data: TrainingData | None = None) -> T
     others = [_spawn(plan.folder, index, storage_url) for index in range(1, plan.workers)]
     try:
         _work(plan, study, data)
-        for process in others:
-            process.wait()
+        for index, process in enumerate(others, 1):
+            if process.wait():
+                warnings.warn(
+                    f"worker {index} of {plan.folder} exited with code {process.returncode}; "
+                    "its running trial is run again by the next tune on the study.",
+                    ConvnetWarning,
+                    stacklevel=2,
+                )
     except KeyboardInterrupt:
         for process in others:
             process.send_signal(signal.SIGINT)
@@ -83,6 +91,11 @@ def run(plan: TunePlan, storage_url: str, data: TrainingData | None = None) -> T
             f"interrupted with {finished} of {plan.trials} trials finished; continue with: "
             f"convnet tune --out {plan.folder}"
         ) from None
+    finally:  # this worker failed: the others stop too
+        for process in others:
+            if process.poll() is None:
+                process.terminate()
+                process.wait()
     return _summarize(plan, study)
 
 
