@@ -32,6 +32,8 @@ def train(
     verbose: int | str = "auto",
     resume: str | Path | None = None,
     callbacks: list | tuple = (),
+    tensorboard: str | None = None,
+    mlflow: str | None = None,
     **settings,
 ):
     """Trains a preset and writes a run folder.
@@ -44,6 +46,11 @@ def train(
             `config.yaml`; `config` and `settings` must then be empty.
         callbacks: Keras callbacks of your own, run in `fit` after convnet's (which write the
             history, backups and timings): logging, pruning, stopping.
+        tensorboard: a folder for TensorBoard's logs, which get a subfolder named after the run;
+            "" for RUN/tensorboard; None (the default) for none.
+        mlflow: an MLflow tracking URI to log the run to (its config, each epoch's metrics, the
+            test metrics, report.html, config.yaml and model.keras); "" for `sqlite:///mlruns.db`
+            in the current directory; None (the default) for none. Not part of the run's config.
         **settings: any config or recipe key (`preset="fast"`, `epochs=3`, `train="a.csv"`, ...),
             applied over `config`.
 
@@ -51,12 +58,25 @@ def train(
         A TrainResult: run folder, test loss, test accuracy, wall seconds.
 
     Raises:
-        ConfigError: invalid settings, or settings given with `resume`. DataError: the data
-            cannot be read. RunError: the run folder cannot be written, or not resumed.
+        ConfigError: invalid settings, or settings given with `resume`; MLflow or TensorBoard
+            asked for but not installed (`pip install 'convnet[track]'`) or MLflow unreachable,
+            before training. DataError: the data cannot be read. RunError: the run folder
+            cannot be written, or not resumed.
     """
     started = time.perf_counter()
-    if resume:
+    trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
+    if resume and tensorboard is None and mlflow is None:
         return _resume(resume, config, settings, command, verbose, started, callbacks)
+    if resume:
+        recorded = Run(resume).config()  # the trackers import Keras: on the run's backend
+        framework.load(recorded.backend, recorded.devices)
+        from convnet.training import tracking
+
+        def resume_with(extra: list):
+            everything = [*callbacks, *extra]
+            return _resume(resume, config, settings, command, verbose, started, everything)
+
+        return tracking.tracked(resume, resume_with, **trackers, resume=True)
     config = _config(config, settings)
     check_new_run_dir(config.out)  # before the data is read
     from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
@@ -65,11 +85,17 @@ def train(
     config = fitted_to_data(config, data)
     # Recorded in config.yaml: evaluate, predict, report and serve use it again.
     config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
-    from convnet.training import trainer
+    from convnet.training import tracking, trainer
 
-    return trainer.train(
-        config, data, command=command, verbose=verbose, started=started, callbacks=callbacks
-    )
+    config = tracking.with_run_folder(config, **trackers)
+
+    def train_with(extra: list):
+        everything = [*callbacks, *extra]
+        return trainer.train(
+            config, data, command=command, verbose=verbose, started=started, callbacks=everything
+        )
+
+    return tracking.tracked(config.out, train_with, **trackers)
 
 
 def _resume(run_dir, config, settings: dict, command, verbose, started: float, callbacks=()):

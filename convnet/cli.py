@@ -134,6 +134,22 @@ def _add_run_commands(commands) -> None:
         metavar="RUN",
         help="continue an interrupted run folder with its own config (no other settings)",
     )
+    tracking = train.add_argument_group("tracking (not part of the run's config)")
+    tracking.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help="write TensorBoard logs: to DIR/RUN-NAME, or without DIR to RUN/tensorboard",
+    )
+    tracking.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help="log the run to MLflow at URI (default: sqlite:///mlruns.db, a database file in "
+        "the current directory); needs pip install 'convnet[track]'",
+    )
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run")
     evaluate.set_defaults(handler=_evaluate)
@@ -315,13 +331,15 @@ def _config_flags(args, *own: str) -> dict:
 
 
 def _train(args) -> None:
-    flags = _config_flags(args, "resume")
+    flags = _config_flags(args, "resume", "tensorboard", "mlflow")
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     result = api.train(
         args.config,
         resume=args.resume,
         command=sys.argv,
         verbose=0 if args.json else verbose,
+        tensorboard=args.tensorboard,
+        mlflow=args.mlflow,
         **flags,
     )
     if args.json:

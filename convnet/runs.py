@@ -59,7 +59,7 @@ def new_run_dir(
         RunError: the folder exists and is not empty, is claimed by another process, cannot be
             written, or its disk is full.
     """
-    path = Path(out) if out else Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
+    path = Path(out) if out else default_run_dir(preset, root)
     check_new_run_dir(path, min_free=min_free)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -77,6 +77,11 @@ def new_run_dir(
                     (path / LOCK_FILE).unlink()
                     path.rmdir()
             raise
+
+
+def default_run_dir(preset: str, root: str | Path = RUNS_ROOT) -> Path:
+    """Where a run goes without --out: `root/PRESET-YYYYmmdd-HHMMSS`."""
+    return Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
 
 
 def _check_empty(path: Path, held: bool = False) -> None:
