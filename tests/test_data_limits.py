@@ -126,6 +126,8 @@ def read_in_child(path: Path) -> dict:
 
 def test_a_bomb_with_a_limit_reads_only_the_rows_it_keeps(files):
     honest, bomb = read_in_child(files["honest"]), read_in_child(files["bomb"])
+    print(f"peak memory with limit 2000: bomb {bomb['peak'] / 1024:.0f} MB, honest NPZ "
+          f"{honest['peak'] / 1024:.0f} MB")  # fmt: skip
     assert honest["rows"] == 2000
     assert bomb == bomb | {"rows": 2000, "range": "0,255"}, bomb
     assert bomb["peak"] <= 1.5 * honest["peak"], (bomb, honest)

@@ -68,6 +68,8 @@ class Trials:
             run = Run(out)
             run.write_json("manifest.json", run.read_json("manifest.json") | {"status": "pruned"})
             raise
+        finally:  # Keras keeps every model built in its global state: trials would pile up
+            keras.backend.clear_session()
         values = run_values(out, self.objectives)
         return values[0] if len(values) == 1 else tuple(values)
 
