@@ -315,12 +315,14 @@ def tune(
     pruner: str | None = None,
     heartbeat: int = 30,
     out: str | Path | None = None,
+    tensorboard: str | None = None,
+    mlflow: str | None = None,
     **settings,
 ):
     """Searches a preset's recipe with Optuna (TPE, and a pruner fed each epoch's validation
     metric); each trial is a run folder. Given the `out` of an earlier tune, continues it with
-    its own settings (only `trials`, `time_budget`, `workers`, `heartbeat` and `storage` may
-    be given then).
+    its own settings (only `trials`, `time_budget`, `workers`, `heartbeat`, `storage` and the
+    trackers may be given then).
 
     Args:
         config: the settings every trial starts from: a TrainConfig, a YAML file, or None.
@@ -339,6 +341,8 @@ def tune(
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that
             (its worker killed) is failed and run again.
         out: the tune folder; default `tunes/PRESET-YYYYmmdd-HHMMSS`.
+        tensorboard: TensorBoard logs of each trial, as `train` takes it.
+        mlflow: an MLflow tracking URI that each trial is logged to, as `train` takes it.
         **settings: config or recipe keys applied over `config`, as for `train`; a recipe
             setting given here or in `config` is fixed for every trial, not searched.
 
@@ -358,6 +362,7 @@ def tune(
     given |= {"pruner": pruner} | settings
     running = {"trials": trials, "time_budget": time_budget, "workers": workers}
     running |= {"heartbeat": heartbeat, "storage": storage}
+    running |= {"tensorboard": tensorboard, "mlflow": mlflow}
     if earlier:
         plan = continued_plan(earlier, given, **running)
     else:
@@ -370,6 +375,9 @@ def tune(
 
     data = load_training_data(config)  # bad data is refused before anything is written
     framework.load(config.backend, config.devices)  # before tuning's modules import Keras
+    from convnet.training.tracking import check_installed
+
+    check_installed(plan.tensorboard, plan.mlflow)
     if not (earlier or storage):
         plan.folder.mkdir(parents=True, exist_ok=True)  # to hold the new study's SQLite file
     from convnet.tuning.tune import run

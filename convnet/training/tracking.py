@@ -280,6 +280,18 @@ def _is_chief() -> bool:
     return jax.process_index() == 0
 
 
+def check_installed(tensorboard: str | None, mlflow: str | None) -> None:
+    """Refuses, before any training, a tracker asked for (not None) but not installed.
+
+    Raises:
+        ConfigError: naming the extra that installs it.
+    """
+    if tensorboard is not None:
+        _require("tensorboard", "--tensorboard")
+    if mlflow is not None:
+        _require("mlflow", "--mlflow")
+
+
 def _require(module: str, flag: str):
     """Imports an optional tracker's module.
 

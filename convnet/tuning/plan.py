@@ -45,6 +45,8 @@ class TunePlan:
         pruner: "median", "hyperband" or "none".
         heartbeat: seconds between a running trial's heartbeats.
         seed: the first worker's sampler seed; None for a random one.
+        tensorboard, mlflow: where each trial's run is also recorded (`convnet train`'s
+            --tensorboard and --mlflow); None for nowhere.
         writes_outputs: whether this process writes trials.csv after its trials (not saved).
     """
 
@@ -61,6 +63,8 @@ class TunePlan:
     pruner: str = "median"
     heartbeat: int = 30
     seed: int | None = None
+    tensorboard: str | None = None
+    mlflow: str | None = None
     writes_outputs: bool = field(default=True, compare=False)
 
     def space(self) -> dict[str, Param]:
@@ -193,4 +197,7 @@ def continued_plan(earlier: TunePlan, given: dict, storage: str | None, **runnin
         )
     trials = running.pop("trials") or earlier.trials
     stored = hide_password(storage) if storage else earlier.storage
+    for tracker in ("tensorboard", "mlflow"):  # as before unless given again
+        if running[tracker] is None:
+            running[tracker] = getattr(earlier, tracker)
     return dataclasses.replace(earlier, trials=trials, storage=stored, **running)

@@ -15,7 +15,7 @@ from convnet.data import TrainingData, fitted_to_data
 from convnet.errors import ConfigError, ConvnetError
 from convnet.reports.plots import read_history
 from convnet.runs import Run
-from convnet.training import trainer
+from convnet.training import tracking, trainer
 from convnet.tuning.space import Param
 from convnet.tuning.storage import DONE
 
@@ -49,6 +49,8 @@ class Trials:
     fixed: dict
     objectives: list[str]
     folder: Path
+    tensorboard: str | None = None
+    mlflow: str | None = None
 
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         """Trains one trial's run and returns its objectives' values."""
@@ -62,8 +64,14 @@ class Trials:
         callbacks = []
         if len(self.objectives) == 1 and self.objectives[0].startswith("val_"):
             callbacks.append(ReportEpochs(trial, self.objectives[0]))
+
+        def train_with(trackers: list):
+            return trainer.train(
+                config, self.data, command=None, verbose=0, callbacks=[*callbacks, *trackers]
+            )
+
         try:
-            trainer.train(config, self.data, command=None, verbose=0, callbacks=callbacks)
+            tracking.tracked(out, train_with, self.tensorboard, self.mlflow)
         except optuna.TrialPruned:
             run = Run(out)
             run.write_json("manifest.json", run.read_json("manifest.json") | {"status": "pruned"})

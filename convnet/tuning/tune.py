@@ -107,6 +107,7 @@ def _work(plan: TunePlan, study: optuna.Study, data: TrainingData | None = None)
     from convnet.tuning.study import Trials, run_worker  # Keras, now that its backend is set
 
     trials = Trials(config, data, plan.space(), plan.fixed, plan.objectives, plan.folder)
+    trials = dataclasses.replace(trials, tensorboard=plan.tensorboard, mlflow=plan.mlflow)
     callbacks = []
     if plan.writes_outputs:  # one process writes it, the others' trials included
         callbacks.append(
