@@ -395,7 +395,8 @@ def _tune(args) -> None:
     print(f"study {result.study}: {result.finished} trials finished")
     for best in result.best:
         values = ", ".join(f"{v:.4g}" for v in best["values"])
-        print(f"best trial {best['trial']}: {values}  ({result.folder / best['run']})")
+        where = result.folder / best["run"] if best["run"] else "its run folder is unknown here"
+        print(f"best trial {best['trial']}: {values}  ({where})")
     if result.best_run:
         print(f"best run: {result.best_run}")
     print(f"tune folder: {result.folder} (tune.html, trials.csv)")

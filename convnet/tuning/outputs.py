@@ -55,7 +55,8 @@ def copy_best(study: optuna.Study, folder: Path) -> Path | None:
     best = best_trials(study)
     if len(study.directions) > 1 or not best:
         return None
-    source = folder / best[0].user_attrs.get("run", "")
+    run = {t.number: t for t in study.get_trials(deepcopy=False)}[best[0].number].user_attrs
+    source = folder / run.get("run", "")
     if not (source / "model.keras").is_file():
         return None
     target, staging = folder / BEST_DIR, folder / f".{BEST_DIR}.tmp"

@@ -11,6 +11,7 @@ for the file's lock (a 60 s busy timeout), and a trial writes to it a few times 
 
 from __future__ import annotations
 
+import time
 import warnings
 
 import optuna
@@ -35,19 +36,25 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
     # on several processes needs.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            engine_kwargs=engine,
-            heartbeat_interval=heartbeat,
-            grace_period=2 * heartbeat,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3),
-        )
-    except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
-        reason = str(getattr(error, "orig", None) or error).strip().splitlines()[0]
-        raise ConfigError(
-            f"cannot open the study's storage {hide_password(url)} ({reason})."
-        ) from None
+    for attempt in range(3):
+        try:
+            return optuna.storages.RDBStorage(
+                url,
+                engine_kwargs=engine,
+                heartbeat_interval=heartbeat,
+                grace_period=2 * heartbeat,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3),
+            )
+        except sqlalchemy.exc.IntegrityError as error:
+            # Workers started together on a new database race to create Optuna's tables, and
+            # all but one fail on PostgreSQL's catalog: the tables exist once the winner is done.
+            failure = error
+            time.sleep(1 + attempt)
+        except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
+            failure = error
+            break
+    reason = str(getattr(failure, "orig", None) or failure).strip().splitlines()[0]
+    raise ConfigError(f"cannot open the study's storage {hide_password(url)} ({reason}).")
 
 
 def open_study(

@@ -127,8 +127,16 @@ def _summarize(plan: TunePlan, study: optuna.Study) -> TuneResult:
     outputs.write_trials_csv(study, plan.folder, plan.objectives)
     best_run = outputs.copy_best(study, plan.folder)
     outputs.write_tune_page(study, plan.folder, plan.objectives)
+    # Each from the study's list of trials: the best trial Optuna returns from a shared database
+    # has been seen without its user attributes, the run folder among them.
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     best = [
-        {"trial": t.number, "values": t.values, "params": t.params, "run": t.user_attrs.get("run")}
+        {
+            "trial": t.number,
+            "values": t.values,
+            "params": t.params,
+            "run": trials.get(t.number, t).user_attrs.get("run"),
+        }
         for t in outputs.best_trials(study)
     ]
     finished = len(study.get_trials(deepcopy=False, states=DONE))
