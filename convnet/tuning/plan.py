@@ -171,7 +171,7 @@ def new_plan(
     return TunePlan(
         folder=folder,
         config=config_record(config),
-        params=space_record(params, fixed)["params"],
+        params=space_record(params),
         fixed=fixed,
         objectives=check_objectives(list(objectives or ["val_accuracy"])),
         trials=running.pop("trials") or 20,

@@ -196,12 +196,11 @@ def _check_values(name: str, values: list, where: str) -> None:
             raise ConfigError(f"{where}: {error}") from None
 
 
-def space_record(space: dict[str, Param], fixed: dict) -> dict:
-    """The space as plain data, for tune.json and a study's attributes."""
-    params = {
+def space_record(space: dict[str, Param]) -> dict:
+    """The space as plain data, for tune.json (`TunePlan.space` reads it back)."""
+    return {
         p.name: {"choices": list(p.choices)}
         if p.choices is not None
         else {"low": p.low, "high": p.high, "log": p.log}
         for p in space.values()
     }
-    return {"params": params, "fixed": fixed}
