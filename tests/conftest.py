@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from postgres import postgres_url  # noqa: F401  (a fixture)
+from postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 import shlex
 import shutil
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-DATABASE = "convnet_test"
+_DATABASES = itertools.count()
 
 
 def _bin_dir() -> Path | None:
@@ -40,8 +41,8 @@ def _run(command: str, cwd: Path, check: bool = True) -> None:
 
 
 @pytest.fixture(scope="session")
-def postgres_url():
-    """Starts a PostgreSQL server of its own and yields the URL of an empty database on it.
+def postgres_server():
+    """Starts a PostgreSQL server of its own and yields (bin folder, socket folder, port).
 
     A fresh cluster in a temp folder, not the system one that the Debian package may set up: CI
     starts no service, and tests must not touch a real database. initdb refuses to run as root,
@@ -64,9 +65,18 @@ def postgres_url():
         _run(f"{pg}/initdb -D {data} -A trust -U postgres --no-sync --locale=C -E UTF8", root)
         options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
         _run(f"{pg}/pg_ctl start -w -D {data} -l {root}/server.log -o '{options}'", root)
-        _run(f"{pg}/createdb -h 127.0.0.1 -p {port} -U postgres {DATABASE}", root)
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{DATABASE}"
+        yield pg, root, port
     finally:
         if (data / "postmaster.pid").exists():
             _run(f"{pg}/pg_ctl stop -D {data} -m immediate", root, check=False)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_url(postgres_server):
+    """The URL of a new, empty database on the session's server: each test gets its own, so a
+    study one test leaves behind (say one named "shared") is never found by the next."""
+    pg, root, port = postgres_server
+    name = f"convnet_test_{next(_DATABASES)}"
+    _run(f"{pg}/createdb -h 127.0.0.1 -p {port} -U postgres {name}", root)
+    return f"postgresql+psycopg2://postgres@127.0.0.1:{port}/{name}"
