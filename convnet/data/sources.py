@@ -17,7 +17,7 @@ from tqdm import tqdm
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.idx import read_idx_dataset
 from convnet.errors import DataError
-from convnet.files import cache_dir
+from convnet.files import cache_dir, replace_durably
 
 MIRRORS = (
     "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
@@ -206,7 +206,7 @@ def _fetch(url: str, destination: Path, md5: str, timeout: float, progress: bool
             raise DataError(
                 f"corrupt download: checksum mismatch (MD5 {digest.hexdigest()}, expected {md5})"
             )
-        os.replace(tmp, destination)
+        replace_durably(tmp, destination)
         return destination
     finally:
         if os.path.exists(tmp):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
 from convnet.errors import DiskFull
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
+from convnet.files import replace_durably
 from convnet.machine import machine, versions
 from convnet.models.factory import model_for_recipe, portable_model
 from convnet.models.precision import resolve_precision
@@ -342,7 +342,7 @@ def _save_model(model: keras.Model, run_dir: Path) -> None:
     tmp = run_dir / f".tmp-{MODEL_FILE}"
     try:
         model.save(tmp)
-        os.replace(tmp, run_dir / MODEL_FILE)
+        replace_durably(tmp, run_dir / MODEL_FILE)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

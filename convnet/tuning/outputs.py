@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import optuna  # noqa: E402
 import optuna.visualization.matplotlib as views  # noqa: E402
 
-from convnet.files import write_atomic  # noqa: E402
+from convnet.files import replace_durably, write_atomic  # noqa: E402
 
 BEST_DIR = "best"
 
@@ -63,7 +63,7 @@ def copy_best(study: optuna.Study, folder: Path) -> Path | None:
     shutil.rmtree(staging, ignore_errors=True)
     shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".lock", "backup"))
     shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    replace_durably(staging, target)
     return target
 
 
