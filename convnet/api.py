@@ -135,8 +135,8 @@ def evaluate(
 
     The result is saved as the run's `metrics.json` when it is the run's own test set, scored
     as the run scores it. `tta=False` scores one pass per image, ignoring the run's test-time
-    augmentation (`flip_tta`, `shift_tta`); `unsafe` loads a model that carries Python code
-    (Lambda layers), only for trusted files.
+    augmentation (the mirror with `flip`, `shift_tta`); `unsafe` loads a model that carries
+    Python code (Lambda layers), only for trusted files.
 
     Returns:
         {"test_loss", "test_accuracy", "test_examples", "test_data", "tta_views"}.

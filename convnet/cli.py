@@ -119,7 +119,7 @@ def _add_no_tta_flag(parser: argparse.ArgumentParser) -> None:
         "--no-tta",
         dest="tta",
         action="store_false",
-        help="one model pass per image: ignore the run's flip_tta and shift_tta",
+        help="one model pass per image: ignore the run's test-time views (flip, shift_tta)",
     )
 
 
