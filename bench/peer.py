@@ -60,6 +60,8 @@ def run_once(name: str, command: list[str], scratch: Path) -> dict:
         fit = result["fit_seconds"]
         row = {"fit": fit, "epoch": fit / len(result["epoch_seconds"])}
         row |= {"accuracy": result["test_accuracy"], "first_step": result["first_step_seconds"]}
+    if row["first_step"] is not None:  # what the pipeline does after training: test, save, report
+        row["after"] = wall - row["first_step"] - row["fit"]
     return {"wall": wall, **row}
 
 
@@ -89,19 +91,19 @@ def main(argv: list[str] | None = None) -> dict:
             for name, command in commands.items():
                 results[name].append(run_once(name, command, Path(scratch)))
                 print(name, results[name][-1], file=sys.stderr)
-    keys = ("wall", "fit", "epoch", "first_step", "accuracy")
+    keys = ("wall", "fit", "epoch", "first_step", "after", "accuracy")
     medians = {name: {k: median(runs, k) for k in keys} for name, runs in results.items()}
     ours = medians[f"convnet {args.net}"]
     print(f"{info['cpu']}, {info['cpus']} cores; {args.net}, median of {args.rounds} rounds")
     print(
-        "| pipeline | wall s | fit s | s/epoch | first step s | test acc "
+        "| pipeline | wall s | first step s | fit s | after s | s/epoch | test acc "
         + "| wall ratio | epoch ratio |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, row in medians.items():
-        first = f"{row['first_step']:.1f}" if row["first_step"] is not None else "-"
-        print(f"| {name} | {row['wall']:.1f} | {row['fit']:.1f} | {row['epoch']:.2f} | {first} | "
-              f"{row['accuracy']:.4f} | {ours['wall'] / row['wall']:.2f} | "
+        first, after = (f"{row[k]:.1f}" if row[k] else "-" for k in ("first_step", "after"))
+        print(f"| {name} | {row['wall']:.1f} | {first} | {row['fit']:.1f} | {after} | "
+              f"{row['epoch']:.2f} | {row['accuracy']:.4f} | {ours['wall'] / row['wall']:.2f} | "
               f"{ours['epoch'] / row['epoch']:.2f} |")  # fmt: skip
     payload = {"machine": info, "settings": vars(args), "median": medians, "runs": results}
     (ROOT / "bench" / "results" / f"peer_{args.net}.json").write_text(

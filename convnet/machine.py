@@ -35,6 +35,21 @@ def cpu_name(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
     return platform.processor() or platform.machine()
 
 
+def process_seconds() -> float | None:
+    """Seconds since this process started, by the kernel's clock (Linux); None elsewhere.
+
+    Unlike a clock started in Python, it counts the interpreter's start and every import.
+    """
+    try:
+        stat = Path("/proc/self/stat").read_text()
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+    except (OSError, ValueError):
+        return None
+    # Field 22, start time in clock ticks after boot; fields are counted after the name's ")".
+    started = int(stat.rpartition(")")[2].split()[19]) / os.sysconf("SC_CLK_TCK")
+    return max(uptime - started, 0.0)
+
+
 def machine() -> dict:
     """What this machine is: training time depends on it more than on anything else (an epoch of
     `best` takes 23 s to 220 s on 2 cores, by CPU: docs/benchmarks.md)."""

@@ -6,6 +6,7 @@ import json
 import platform
 import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +63,7 @@ def test_run_folder_that_is_not_empty_is_refused(tmp_path, tiny_npz):
 
 def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     run = tmp_path / "run"
+    launched = time.perf_counter()
     result = run_cli(
         "train",
         "--train",
@@ -83,6 +85,10 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     summary = json.loads(result.stdout)
     assert set(summary) == {"run", "test_loss", "test_accuracy", "wall_seconds"}
     assert summary["test_accuracy"] > 0.9  # four bar classes are easy
+    # From the process's start, imports included, to its first step, which comes before the fit.
+    process_seconds = time.perf_counter() - launched
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert 0 < metrics["first_step_seconds"] < process_seconds - metrics["fit_seconds"]
     for name in (
         "config.yaml",
         "model.keras",

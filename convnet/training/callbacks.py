@@ -18,10 +18,12 @@ import numpy as np
 
 from convnet.errors import ConvnetWarning, DiskFull, RunError
 from convnet.files import write_atomic
+from convnet.machine import process_seconds
 
 
 class EpochTimer(keras.callbacks.Callback):
-    """Adds `epoch_seconds` and `elapsed_seconds` (since training began) to each epoch's logs.
+    """Adds `epoch_seconds` and `elapsed_seconds` (since training began) to each epoch's logs,
+    and keeps `first_step_seconds`: from the process's start to its first training step.
 
     `elapsed_seconds` is wall-clock time, so it counts the work between epochs (backups,
     logging) too. Place it before `CSVLogger` so the history file records the times.
@@ -36,6 +38,11 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._train_start = time.perf_counter()
+        self.first_step_seconds = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.first_step_seconds is None:
+            self.first_step_seconds = process_seconds()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()

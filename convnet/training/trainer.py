@@ -216,8 +216,7 @@ def _fit_and_finish(
     """Trains from `start`, then finishes the run; everything up to "complete" is recorded, so
     a run stopped anywhere resumes."""
     with _recording_status(run):
-        epochs, fit_seconds = _fit(session, run.path, start, verbose, callbacks)
-        timings = {"epochs": epochs, "fit_seconds": fit_seconds}
+        timings = _fit(session, run.path, start, verbose, callbacks)
         metrics = _finish(session, run, started - start.elapsed, timings)
         manifest = run.read_json("manifest.json") | {
             "status": "complete",
@@ -240,18 +239,20 @@ def _fit(
     """Runs `fit` from `start` to the recipe's (or the time budget's) last epoch.
 
     Returns:
-        (epochs trained in all, seconds of training in all): both count the earlier processes
-        of a resumed run, as history.csv does.
+        `epochs` trained in all and `fit_seconds` of training in all, both counting the earlier
+        processes of a resumed run as history.csv does; and this process's `first_step_seconds`
+        (from its start to its first training step) when it trained.
     """
     recipe = session.recipe
     if start.epoch >= (start.planned or recipe.epochs) or _stopped_early(recipe, start.val_losses):
-        return start.epoch, start.elapsed
+        return {"epochs": start.epoch, "fit_seconds": start.elapsed}
     config = session.config
     train_batches, steps = batches(session.train, session.batch_size, config.seed, start.epoch)
     val_batches, val_steps = None, None
     if session.validation is not None:
         val_batches, val_steps = batches(session.validation, session.batch_size)
     callbacks = _callbacks(session, run_dir, steps, start)
+    (timer,) = (c for c in callbacks if isinstance(c, EpochTimer))
     fit_started = time.perf_counter()
     with StopOnInterrupt() as stop:
         history = session.model.fit(
@@ -266,7 +267,11 @@ def _fit(
             shuffle=False,  # `batches` shuffles
             class_weight=session.data.class_weight,
         )
-    return start.epoch + len(history.epoch), start.elapsed + time.perf_counter() - fit_started
+    return {
+        "epochs": start.epoch + len(history.epoch),
+        "fit_seconds": start.elapsed + time.perf_counter() - fit_started,
+        "first_step_seconds": timer.first_step_seconds,
+    }
 
 
 def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
