@@ -23,7 +23,8 @@ from convnet.machine import process_seconds
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` and `elapsed_seconds` (since training began) to each epoch's logs,
-    and keeps `first_step_seconds`: from the process's start to its first training step.
+    and keeps `first_step_seconds`: from the process's start to the end of its first training
+    step, which traces the step: what a user waits before training moves.
 
     `elapsed_seconds` is wall-clock time, so it counts the work between epochs (backups,
     logging) too. Place it before `CSVLogger` so the history file records the times.
@@ -40,7 +41,7 @@ class EpochTimer(keras.callbacks.Callback):
         self._train_start = time.perf_counter()
         self.first_step_seconds = None
 
-    def on_train_batch_begin(self, batch, logs=None):
+    def on_train_batch_end(self, batch, logs=None):
         if self.first_step_seconds is None:
             self.first_step_seconds = process_seconds()
 

@@ -241,7 +241,7 @@ def _fit(
     Returns:
         `epochs` trained in all and `fit_seconds` of training in all, both counting the earlier
         processes of a resumed run as history.csv does; and this process's `first_step_seconds`
-        (from its start to its first training step) when it trained.
+        (from its start to the end of its first training step) when it trained.
     """
     recipe = session.recipe
     if start.epoch >= (start.planned or recipe.epochs) or _stopped_early(recipe, start.val_losses):
