@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
+import platform
 import sys
 
 from convnet import backend as backends
@@ -35,6 +36,11 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
             framework is not installed.
     """
     wanted = backends.select(backend, devices)
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        # TensorFlow turns its oneDNN kernels on by itself only where the CPU has AVX-512 VNNI,
+        # bfloat16 or AMX; elsewhere (AVX2 alone) its own convolutions made a `fast` training
+        # step 1.5x slower (docs/benchmarks.md). A value the user set wins.
+        os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     if _quiet:  # and TensorFlow's own log lines after its start, below warnings
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _muted_stderr(_quiet):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -111,3 +112,20 @@ def test_a_run_serves_alike_on_every_backend(backend, trained_run):
     for theirs, ours in zip(json.loads(top), expected.json()["predictions"][0]["top"], strict=True):
         assert theirs["class"] == ours["class"]
         assert theirs["probability"] == pytest.approx(ours["probability"], abs=1e-5)
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN's switch is for x86-64"
+)
+def test_tensorflow_runs_its_onednn_kernels_whatever_the_cpu():
+    """TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 VNNI, bfloat16 or AMX;
+    convnet asks for it everywhere on x86-64 (on this AVX2 machine, a `fast` step 1.5x faster)."""
+    code = (
+        "from convnet import framework; framework.load('tensorflow'); "
+        "from tensorflow.python.util import _pywrap_util_port as port; print(port.IsMklEnabled())"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "TF_ENABLE_ONEDNN_OPTS"}
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.stdout.strip() == "True", done.stderr[-2000:]
