@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import dataclasses
 import json
+import os
 import sys
+import threading
 import warnings
 from importlib.metadata import PackageNotFoundError, version
+from typing import NoReturn
 
 from convnet import api, backend, framework
 from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
@@ -522,5 +527,24 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def run() -> NoReturn:
+    """The console script: `main`, then an exit that skips the interpreter's teardown once a
+    framework is loaded, which took TensorFlow 1.3 s and more after all the work was written
+    (docs/benchmarks.md). Threads still running are waited for and atexit handlers run, as in a
+    normal exit: only the freeing of modules and of C++ objects is left to the OS.
+    """
+    code = main()
+    if not any(framework in sys.modules for framework in ("tensorflow", "jax", "torch")):
+        sys.exit(code)
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()  # the parse cache's writer, say
+    atexit._run_exitfuncs()
+    with contextlib.suppress(OSError, ValueError):  # a reader that went away; a closed stream
+        sys.stdout.flush()
+        sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -323,3 +323,17 @@ def test_serve_on_a_port_in_use_is_a_user_error(trained_run, capsys):
         f"convnet: error: cannot listen on 127.0.0.1:{port} (Address already in use); pass "
         "another --port or --host.\n"
     )
+
+
+def test_a_command_that_loaded_keras_finishes_its_threads_before_it_exits(
+    tmp_path, trained_run, private_cache
+):
+    """The console script exits without the interpreter's teardown once a framework is loaded;
+    the parse cache's writer, a thread the command leaves running, still completes its entry."""
+    test = write_csv(tmp_path / "test.csv", make_images(50, seed=3))
+    result = run_cli("evaluate", trained_run, "--test", test, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["test_examples"] == 50
+    (entry,) = (private_cache / "convnet" / "parsed").iterdir()
+    with np.load(entry) as cached:
+        assert len(cached["x"]) == 50
