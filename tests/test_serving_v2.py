@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from conftest import CONVNET, make_images
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from convnet.serving import auth, create_app
 
@@ -313,3 +314,35 @@ def test_two_workers_share_the_port_and_stop_together(trained_run, images):
     for pid in map(int, pids):
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
+
+
+def test_web_page_asks_for_the_key(trained_run, images, browser, artifacts, tmp_path):
+    image = tmp_path / "bar.png"
+    Image.fromarray(images.x[0, ..., 0]).save(image)
+    server = Server(str(trained_run), "--api-key", KEY)
+    page = browser.new_page(viewport={"width": 1180, "height": 620})
+    try:
+        server.wait_ready()
+        page.goto(server.url)
+        page.wait_for_selector("#key-form", state="visible")
+        assert page.text_content("#model") == "the server needs an API key"
+        page.fill("#api-key", "wrong")
+        page.click("#key-form button")
+        page.wait_for_function(
+            "document.getElementById('model').textContent === 'the server refused this API key'"
+        )
+        page.screenshot(path=str(artifacts / "serving-api-key-form.png"))
+        page.fill("#api-key", KEY)
+        page.click("#key-form button")
+        page.wait_for_function("document.getElementById('model').textContent.includes('seed')")
+        assert page.is_hidden("#key-form")
+        assert page.evaluate("sessionStorage.getItem('convnet-api-key')") == KEY
+        page.set_input_files("#file", str(image))
+        page.wait_for_function("document.querySelectorAll('#bars li').length === 3")
+        assert page.text_content("#top-class") in images.class_names
+        page.screenshot(path=str(artifacts / "serving-api-key.png"))
+    finally:
+        page.close()
+        server.stop()
+    log = "".join(server.output)
+    assert '"GET /v1/model" 401' in log and '"POST /v1/predict" 200' in log
