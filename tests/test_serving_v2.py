@@ -3,6 +3,7 @@ FastAPI's test client, and against real `convnet serve` processes with tritoncli
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -109,6 +110,39 @@ def test_v2_bad_requests_get_oip_errors(client, trained_run, change, status, mes
         response = client.post(url, json=body)
     assert response.status_code == status, response.text
     assert re.search(message, response.json()["error"]), response.json()
+
+
+@pytest.mark.parametrize(
+    ("header_length", "size", "message"),
+    [
+        ("12x", 784, r"Inference-Header-Content-Length '12x'; expected a number of bytes"),
+        (None, 700, r"binary_data_size 700; 784 UINT8 values take 784 bytes and 784 follow"),
+    ],
+)
+def test_v2_bad_binary_tensors_get_400(client, trained_run, header_length, size, message):
+    tensor = {"name": "input", "shape": [1, 28, 28, 1], "datatype": "UINT8"}
+    header = json.dumps({"inputs": [tensor | {"parameters": {"binary_data_size": size}}]})
+    response = client.post(
+        f"/v2/models/{trained_run.name}/infer",
+        content=header.encode() + bytes(784),
+        headers={"inference-header-content-length": header_length or str(len(header))},
+    )
+    assert response.status_code == 400, response.text
+    assert re.search(message, response.json()["error"])
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--workers", "0"], "workers must be above 0; received 0."),
+        (["--api-key", " "], "the API key is empty; pass a non-empty --api-key or CONVNET_API_KEY"),
+    ],
+)
+def test_serve_refuses_bad_workers_and_empty_keys(trained_run, flags, message, capsys):
+    from convnet.cli import main
+
+    assert main(["serve", str(trained_run), *flags]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"convnet: error: {message}")
 
 
 def test_metrics_count_requests_errors_and_batches(trained_run, images):
