@@ -380,3 +380,19 @@ def test_web_page_asks_for_the_key(trained_run, images, browser, artifacts, tmp_
         server.stop()
     log = "".join(server.output)
     assert '"GET /v1/model" 401' in log and '"POST /v1/predict" 200' in log
+
+
+def test_insecure_serves_every_address_without_a_key(trained_run, monkeypatch):
+    """--insecure gets past the refusal; what is served then is the same app (see above), so
+    the server itself is left out here."""
+    from convnet import api
+    from convnet.serving import server
+
+    started = []
+    monkeypatch.setattr(server, "run_server", lambda *args, **kwargs: started.append(args))
+    monkeypatch.delenv("CONVNET_API_KEY", raising=False)
+    api.serve(trained_run, "0.0.0.0", 0, insecure=True)
+    factory, listening, workers = started[0]
+    assert listening.getsockname()[0] == "0.0.0.0" and workers == 1
+    assert factory.keywords["api_key"] is None
+    listening.close()
