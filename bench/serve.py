@@ -1,12 +1,16 @@
-"""Speed of `convnet serve` on loopback: latency and throughput for single images and for batches.
+"""Speed of `convnet serve` on loopback: latency and throughput for single images and for batches,
+through its own /v1 protocol and the Open Inference Protocol (/v2) side by side.
 
-    .venv/bin/python -m bench.serve RUN [--engine keras|onnx ...] [--requests 2000]
+    .venv/bin/python -m bench.serve RUN [--engine keras|onnx ...] [--requests 2000] [--json FILE]
 
 For each engine this starts the real `convnet serve` binary on a free loopback port, then drives it
 with a minimal asyncio HTTP/1.1 client (keep-alive connections, pre-built requests, so the client
-costs little of the machine the server shares): single-image PNG uploads at 1 and 16 concurrent
-clients (p50/p99 latency, requests/s), then `.npy` batches (images/s). Warm-up requests are not
-timed; every phase is bounded by a request count and a time limit; any non-200 answer is an error.
+costs little of the machine the server shares). Each protocol gets the same images: single images at
+1 and 16 concurrent clients (p50/p99 latency, requests/s), then batches (images/s). /v1 sends PNG
+uploads and one `.npy` file per batch; /v2 sends the JSON tensor (784 numbers per image) and, for
+batches, also Triton's binary tensor extension (what tritonclient sends by default). Warm-up
+requests are not timed; every phase is bounded by a request count and a time limit; any non-200
+answer is an error.
 """
 
 from __future__ import annotations
@@ -27,8 +31,46 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from convnet.machine import machine
+
 CONVNET = str(Path(sys.executable).with_name("convnet"))
 BOUNDARY = "convnetbench"
+
+
+def post(port: int, path: str, content_type: str, body: bytes, extra: str = "") -> bytes:
+    """One complete HTTP POST request."""
+    head = (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: {content_type}\r\n"
+        f"{extra}Content-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+def v2_json_request(port: int, model: str, pixels: np.ndarray) -> bytes:
+    """POST /v2/models/MODEL/infer with the tensor as JSON numbers."""
+    tensor = {
+        "name": "input",
+        "shape": list(pixels.shape),
+        "datatype": "UINT8",
+        "data": pixels.ravel().tolist(),
+    }
+    body = json.dumps({"inputs": [tensor]}).encode()
+    return post(port, f"/v2/models/{model}/infer", "application/json", body)
+
+
+def v2_binary_request(port: int, model: str, pixels: np.ndarray) -> bytes:
+    """POST /v2/models/MODEL/infer with the tensor in Triton's binary extension."""
+    data = np.ascontiguousarray(pixels, np.uint8).tobytes()
+    tensor = {
+        "name": "input",
+        "shape": list(pixels.shape),
+        "datatype": "UINT8",
+        "parameters": {"binary_data_size": len(data)},
+    }
+    header = json.dumps({"inputs": [tensor]}).encode()
+    extra = f"Inference-Header-Content-Length: {len(header)}\r\n"
+    path = f"/v2/models/{model}/infer"
+    return post(port, path, "application/octet-stream", header + data, extra)
 
 
 def multipart_request(port: int, filename: str, data: bytes, query: str = "") -> bytes:
@@ -42,12 +84,8 @@ def multipart_request(port: int, filename: str, data: bytes, query: str = "") ->
         + data
         + f"\r\n--{BOUNDARY}--\r\n".encode()
     )
-    head = (
-        f"POST /v1/predict{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-        f"Content-Type: multipart/form-data; boundary={BOUNDARY}\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
-    )
-    return head.encode() + body
+    content_type = f"multipart/form-data; boundary={BOUNDARY}"
+    return post(port, f"/v1/predict{query}", content_type, body)
 
 
 async def _client(port: int, requests: list[bytes], count: int, deadline: float, out: dict):
@@ -158,22 +196,35 @@ def npy_bytes(pixels: np.ndarray) -> bytes:
 
 
 def bench_engine(run: str, engine: str, args) -> list[dict]:
-    """All phases against one engine's server."""
+    """All phases against one engine's server, /v1 and /v2 alternating phase by phase."""
     port = free_port()
     server = start_server(run, engine, port)
+    model = Path(run).name
     try:
         images = test_images(max(args.batch, 256))
-        singles = [multipart_request(port, f"{i}.png", png_bytes(x)) for i, x in enumerate(images)]
-        batch = [multipart_request(port, "batch.npy", npy_bytes(images[: args.batch]), "?top_k=1")]
+        batch = images[: args.batch]
+        singles = {
+            "v1": [multipart_request(port, f"{i}.png", png_bytes(x)) for i, x in enumerate(images)],
+            "v2": [v2_json_request(port, model, x[np.newaxis]) for x in images],
+        }
+        batches = {
+            "v1": [multipart_request(port, "batch.npy", npy_bytes(batch), "?top_k=1")],
+            "v2": [v2_json_request(port, model, batch)],
+            "v2 binary": [v2_binary_request(port, model, batch)],
+        }
+        for requests in singles.values():  # warm-up: traces, caches, allocators
+            asyncio.run(load(port, requests, 4, 200, 30))
         rows = []
-        asyncio.run(load(port, singles, 4, 200, 30))  # warm-up: traces, caches, allocators
         for clients, total in ((1, args.requests // 4), (16, args.requests)):
-            row = timed(server, load(port, singles, clients, total, args.seconds))
-            rows.append({"engine": engine, "kind": "single image"} | row)
-        asyncio.run(load(port, batch, 2, 4, 30))
-        row = timed(server, load(port, batch, 2, args.batch_requests, args.seconds))
-        row["images_per_s"] = row["requests_per_s"] * args.batch
-        rows.append({"engine": engine, "kind": f"batch of {args.batch}"} | row)
+            for protocol, requests in singles.items():
+                row = timed(server, load(port, requests, clients, total, args.seconds))
+                rows.append({"engine": engine, "protocol": protocol, "kind": "single image"} | row)
+        for protocol, requests in batches.items():
+            asyncio.run(load(port, requests, 2, 4, 30))
+            row = timed(server, load(port, requests, 2, args.batch_requests, args.seconds))
+            row["images_per_s"] = row["requests_per_s"] * args.batch
+            kind = f"batch of {args.batch}"
+            rows.append({"engine": engine, "protocol": protocol, "kind": kind} | row)
         return rows
     finally:
         server.terminate()
@@ -182,14 +233,15 @@ def bench_engine(run: str, engine: str, args) -> list[dict]:
 
 def markdown(rows: list[dict]) -> str:
     lines = [
-        "| engine | requests | clients | n | errors | p50 ms | p99 ms | req/s | images/s "
-        "| server CPU ms/req |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| engine | protocol | requests | clients | n | errors | p50 ms | p99 ms | req/s "
+        "| images/s | server CPU ms/req |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         images = f"{r['images_per_s']:,.0f}" if "images_per_s" in r else ""
         lines.append(
-            f"| {r['engine']} | {r['kind']} | {r['clients']} | {r['requests']} | {r['errors']} "
+            f"| {r['engine']} | {r['protocol']} | {r['kind']} | {r['clients']} | {r['requests']} "
+            f"| {r['errors']} "
             f"| {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['requests_per_s']:,.0f} | {images} "
             f"| {r['server_cpu_ms']:.2f} |"
         )
@@ -207,10 +259,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--json", help="also write the rows to this JSON file")
     args = parser.parse_args(argv)
     rows = [row for engine in args.engine for row in bench_engine(args.run, engine, args)]
-    print(f"{platform.platform()}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
+    info = machine()
+    load_average = [round(x, 2) for x in os.getloadavg()]
+    print(f"{info['cpu']}, {info['cpus']} cores, {platform.platform()}, load {load_average}")
     print(markdown(rows))
     if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
+        command = "python -m bench.serve " + " ".join(argv if argv is not None else sys.argv[1:])
+        result = {"machine": info, "command": command, "load_average": load_average, "rows": rows}
+        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 
 
 if __name__ == "__main__":

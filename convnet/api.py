@@ -7,7 +7,9 @@ the framework it needs: a refusal of bad input never waits for Keras.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
+import ipaddress
 import os
 import socket
 import time
@@ -406,42 +408,89 @@ def serve(
     header_timeout: float = 10.0,
     body_timeout: float = 30.0,
     max_connections: int = 256,
+    workers: int = 1,
+    api_key: str | None = None,
+    insecure: bool = False,
 ) -> None:
     """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted.
+
+    Bound to a loopback address, the server answers anyone; bound to any other address it
+    requires `api_key` unless `insecure` says to serve everyone on purpose.
 
     Args:
         header_timeout: seconds for a request's headers to arrive; slower connections are
             closed. Defaults to 10.
         body_timeout: seconds for a request's whole body to arrive; slower ones get a 408.
             Defaults to 30.
-        max_connections: open connections past which requests get a 503. Defaults to 256.
+        max_connections: open connections per worker past which requests get a 503.
+            Defaults to 256.
+        workers: processes serving requests on the same port, each with the model loaded.
+            Defaults to 1.
+        api_key: the key requests must carry (`Authorization: Bearer KEY` or `X-API-Key`).
+            Defaults to $CONVNET_API_KEY, or none.
+        insecure: serve a non-loopback address without a key. Defaults to False.
 
     Raises:
-        ConfigError: a timeout or `max_connections` not above 0, or the address is in use.
+        ConfigError: a timeout, `max_connections` or `workers` not above 0, an empty key, the
+            address is in use, or a non-loopback address without a key or `insecure`.
     """
     guards = dict(
-        header_timeout=header_timeout, body_timeout=body_timeout, max_connections=max_connections
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        workers=workers,
     )
     for name, value in guards.items():
         if not value > 0:  # also refuses NaN
             raise ConfigError(f"{name} must be above 0; received {value!r}.")
+    if api_key is None:
+        api_key = os.environ.get("CONVNET_API_KEY")
+    if api_key is not None and not api_key.strip():
+        raise ConfigError("the API key is empty; pass a non-empty --api-key or CONVNET_API_KEY.")
     found = Run(run)
-    config = found.config()
+    found.config()
     found.require_model()
     listening = _listen(host, port)  # before loading the model: a busy port fails at once
+    if not (api_key or insecure or _is_loopback(listening)):
+        listening.close()
+        raise ConfigError(
+            f"{host} is reachable from other machines: pass --api-key KEY (or set "
+            "CONVNET_API_KEY), or --insecure to serve everyone without a key."
+        )
+    from convnet.serving.server import run_server
+
+    port = listening.getsockname()[1]  # the port chosen, for --port 0
+    processes = f" in {workers} processes" if workers > 1 else ""
+    key = " (API key required)" if api_key else ""
+    url = f"http://{host}:{port}/"
+    print(f"convnet: serving {run} with {engine}{processes} at {url}{key}", flush=True)
+    factory = functools.partial(
+        _serving_app, str(run), engine, body_timeout=body_timeout, api_key=api_key
+    )
+    run_server(
+        factory,
+        listening,
+        workers,
+        header_timeout=header_timeout,
+        max_connections=max_connections,
+    )
+
+
+def _serving_app(run: str, engine: str, *, body_timeout: float, api_key: str | None):
+    """The app of `serve`, made in the serving process (each worker's own, for --workers)."""
     if engine == "onnx":
         framework.load(EXPORT_BACKEND)
     else:
-        framework.load_for_run(config.backend)
+        framework.load_for_run(Run(run).config().backend)
     from convnet.serving import create_app
     from convnet.serving.payloads import Limits
-    from convnet.serving.server import build_server
 
-    app = create_app(run, engine=engine, limits=Limits(body_timeout=body_timeout))
-    port = listening.getsockname()[1]  # the port chosen, for --port 0
-    print(f"convnet: serving {run} with {engine} at http://{host}:{port}/", flush=True)
-    server = build_server(app, header_timeout=header_timeout, max_connections=max_connections)
-    server.run(sockets=[listening])
+    return create_app(run, engine=engine, limits=Limits(body_timeout=body_timeout), api_key=api_key)
+
+
+def _is_loopback(listening: socket.socket) -> bool:
+    """Whether the socket listens on a loopback address only (127.0.0.0/8, ::1)."""
+    return ipaddress.ip_address(listening.getsockname()[0]).is_loopback
 
 
 def _listen(host: str, port: int) -> socket.socket:

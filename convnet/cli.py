@@ -291,6 +291,9 @@ def _add_serving_commands(commands) -> None:
             header_timeout=args.header_timeout,
             body_timeout=args.body_timeout,
             max_connections=args.max_connections,
+            workers=args.workers,
+            api_key=args.api_key,
+            insecure=args.insecure,
         )
     )
     serve.add_argument("run")
@@ -318,7 +321,23 @@ def _add_serving_commands(commands) -> None:
         "--max-connections",
         type=int,
         default=256,
-        help="open connections past which requests get a 503 (default: 256)",
+        help="open connections per worker past which requests get a 503 (default: 256)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving the same port, each with the model loaded (default: 1)",
+    )
+    serve.add_argument(
+        "--api-key",
+        help="key that requests must send as 'Authorization: Bearer KEY' or 'X-API-Key: KEY' "
+        "(default: $CONVNET_API_KEY; required off loopback)",
+    )
+    serve.add_argument(
+        "--insecure",
+        action="store_true",
+        help="serve an address other than loopback without an API key, to anyone",
     )
 
     export = commands.add_parser("export", help="write a run's model as ONNX or a SavedModel")

@@ -111,7 +111,7 @@ def test_model_health_and_docs(client):
     info = client.get("/v1/model").json()
     assert info["preset"] == "seed" and info["class_names"] == ["bar0", "bar1", "bar2", "bar3"]
     assert info["input_shape"] == [28, 28, 1] and "test_accuracy" in info["metrics"]
-    assert (info["flip_tta"], info["shift_tta"]) == (False, 0)  # the seed recipe averages no views
+    assert (info["flip"], info["shift_tta"]) == (False, 0)  # the seed recipe averages no views
     assert info["versions"]["keras"]
     assert client.get("/healthz").json() == {"status": "ok"}
     assert "/v1/predict" in client.get("/openapi.json").json()["paths"]

@@ -3,10 +3,12 @@
     app = create_app("runs/seed-20250101-120000", engine="onnx")
 
 Routes: `POST /v1/predict`, `GET /v1/model`, `GET /healthz`, `GET /` (the web page, from
-`static/`), and FastAPI's OpenAPI docs at `/docs`. Refused requests get a 4xx JSON error
-`{"detail": ...}`; the server never answers a bad request with a 500. A client that goes away
-mid-request is one info line in the log. `/v1/model` names the run's files and their SHA-256,
-never a path on the server.
+`static/`), the Open Inference Protocol's `/v2/...` (see `protocol_v2`), Prometheus's
+`GET /metrics`, and FastAPI's OpenAPI docs at `/docs`. Refused requests get a 4xx JSON error,
+`{"detail": ...}` on /v1 and `{"error": ...}` on /v2; the server never answers a bad request with
+a 500. With an `api_key`, every route but the health checks and the page needs it (see
+`auth`). A client that goes away mid-request is one info line in the log. `/v1/model` names
+the run's files and their SHA-256, never a path on the server.
 """
 
 from __future__ import annotations
@@ -32,8 +34,11 @@ from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
 from convnet.evaluation import top_classes
 from convnet.runs import Run
+from convnet.serving.auth import RequireApiKey
 from convnet.serving.engines import MicroBatcher, load_engine
+from convnet.serving.metrics import Metrics, ObserveRequests
 from convnet.serving.payloads import Limits, PredictJSON, parse_request
+from convnet.serving.protocol_v2 import add_v2_routes
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("convnet.serving")
@@ -66,6 +71,7 @@ def create_app(
     limits: Limits | None = None,
     max_batch: int = 64,
     decode_threads: int = 2,
+    api_key: str | None = None,
 ) -> FastAPI:
     """Loads a run's model once and returns the app that serves it.
 
@@ -76,6 +82,8 @@ def create_app(
         max_batch: the most images the micro-batcher joins into one model call. Defaults to 64.
         decode_threads: worker threads parsing and decoding request bodies, off the event loop;
             further requests wait for one. Defaults to 2, the cores of a small server.
+        api_key: when given, requests need it (`Authorization: Bearer KEY` or `X-API-Key`),
+            except the health checks and the web page. Defaults to None: open to all.
 
     Returns:
         A FastAPI app; run it with any ASGI server (`convnet serve` uses uvicorn).
@@ -85,7 +93,8 @@ def create_app(
     """
     run = Run(run)
     model = load_engine(run, engine)
-    batcher = MicroBatcher(model.predict, max_batch)
+    metrics = Metrics()
+    batcher = MicroBatcher(model.predict, max_batch, on_batch=metrics.batch_size.observe)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -102,8 +111,19 @@ def create_app(
     app.state.batcher = batcher
     _add_error_handlers(app)
     decoders = anyio.CapacityLimiter(decode_threads)
-    _add_routes(app, model, batcher, limits or Limits(), decoders)
+    limits = limits or Limits()
+    _add_routes(app, model, batcher, limits, decoders)
+    add_v2_routes(app, model, batcher, limits, decoders)
+
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        data, content_type = metrics.exposition()
+        return Response(data, media_type=content_type)
+
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if api_key:
+        app.add_middleware(RequireApiKey, key=api_key)
+    app.add_middleware(ObserveRequests, metrics=metrics)  # the outermost: it sees the 401s too
     return app
 
 
@@ -153,9 +173,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(DataError)
     async def data_error(request: Request, error: DataError) -> JSONResponse:
         status = getattr(error, "status_code", 422)
+        if status == 422 and _is_v2(request):
+            status = 400  # the Open Inference Protocol's status for a bad request
         # Refused before its body was read whole: reading the rest would only cost time.
         close = {"connection": "close"} if status in (408, 413) else None
-        return JSONResponse({"detail": str(error)}, status, headers=close)
+        return _error(request, str(error), status, headers=close)
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, error: ClientDisconnect) -> Response:
@@ -164,12 +186,21 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ConvnetError)
     async def convnet_error(request: Request, error: ConvnetError) -> JSONResponse:
-        return JSONResponse({"detail": str(error)}, 400)
+        return _error(request, str(error), 400)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": f"internal error ({type(error).__name__})."}, 500)
+        return _error(request, f"internal error ({type(error).__name__}).", 500)
+
+
+def _is_v2(request: Request) -> bool:
+    return request.url.path.startswith("/v2/")
+
+
+def _error(request: Request, message: str, status: int, headers=None) -> JSONResponse:
+    """An error in the protocol's shape: `{"error": ...}` on /v2, `{"detail": ...}` on /v1."""
+    return JSONResponse({"error" if _is_v2(request) else "detail": message}, status, headers)
 
 
 def _model_info(run: Run, model) -> dict:
@@ -194,7 +225,7 @@ def _model_info(run: Run, model) -> dict:
         "input_dtype": "uint8",
         "background_is_light": bool(data.get("background_is_light", False)),
         "pixel_range": run.config().pixel_range or FULL_RANGE,
-        "flip_tta": model.tta.flip,
+        "flip": model.tta.flip,
         "shift_tta": model.tta.shift,
         "metrics": metrics,
         "model_file": {"name": run.model_file.name, "sha256": _sha256(run.model_file)},

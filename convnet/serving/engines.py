@@ -135,11 +135,19 @@ class MicroBatcher:
         predict: the engine's `predict`.
         max_batch: stop adding requests to a batch once it holds this many images. A single
             larger request is never split. Defaults to 64.
+        on_batch: called with each batch's number of images before the model computes it (the
+            server's batch-size histogram). Defaults to None.
     """
 
-    def __init__(self, predict: Callable[[np.ndarray], np.ndarray], max_batch: int = 64):
+    def __init__(
+        self,
+        predict: Callable[[np.ndarray], np.ndarray],
+        max_batch: int = 64,
+        on_batch: Callable[[int], object] | None = None,
+    ):
         self._predict = predict
         self.max_batch = max_batch
+        self._on_batch = on_batch
         self._pending: list[tuple[np.ndarray, asyncio.Future]] = []
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="convnet-model")
@@ -162,6 +170,8 @@ class MicroBatcher:
                 batch.append(self._pending.pop(0))
                 size += len(batch[-1][0])
             inputs = [x for x, _ in batch]
+            if self._on_batch is not None:
+                self._on_batch(size)
             try:
                 joined = np.concatenate(inputs) if len(inputs) > 1 else inputs[0]
                 probabilities = await loop.run_in_executor(self._executor, self._predict, joined)

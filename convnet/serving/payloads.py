@@ -15,7 +15,7 @@ import binascii
 import io
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import numpy as np
@@ -29,6 +29,7 @@ from convnet.inputs import image_file_to_inputs, npy_to_inputs, pixels_to_inputs
 from convnet.serving.multipart import multipart_files
 
 NPY_MAGIC = b"\x93NUMPY"
+ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
 class PayloadTooLarge(DataError):
@@ -237,14 +238,23 @@ def decode_file(
     return image_file_to_inputs(data, input_shape, light_background, name, limits.max_pixels)
 
 
-def _json_files(body: bytes, input_shape) -> list:
+def parse_json(schema: type[ModelT], body: bytes, what: str = "JSON request") -> ModelT:
+    """`body` read as `schema`.
+
+    Raises:
+        DataError: "invalid {what} (...)", naming each field that is wrong and why.
+    """
     try:
-        payload = PredictJSON.model_validate_json(body)
+        return schema.model_validate_json(body)
     except ValidationError as error:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in error.errors()
         )
-        raise DataError(f"invalid JSON request ({problems}).") from None
+        raise DataError(f"invalid {what} ({problems}).") from None
+
+
+def _json_files(body: bytes, input_shape) -> list:
+    payload = parse_json(PredictJSON, body)
     files: list[tuple[str, Any, str | None]] = []
     for i, text in enumerate(payload.images):
         encoded = text

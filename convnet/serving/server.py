@@ -1,11 +1,14 @@
-"""The uvicorn server for the app, guarded against slow and numerous clients.
+"""The uvicorn server for the app, guarded against slow and numerous clients, in one process or
+several.
 
-    build_server(create_app(run)).run(sockets=[listening])
+    run_server(functools.partial(create_app, run), listening, workers=2)
 
 uvicorn closes idle keep-alive connections, but not a connection whose request headers never
 complete: 20,000 clients sending a header line now and then held every file descriptor.
 `HeaderTimeoutProtocol` closes those; the app times out slow bodies (`Limits.body_timeout`), and
-past `max_connections` open connections uvicorn answers 503 instead of queueing.
+past `max_connections` open connections uvicorn answers 503 instead of queueing. With several
+workers, each process has these guards (and its own `max_connections`: file descriptors are counted
+per process).
 """
 
 from __future__ import annotations
@@ -13,10 +16,17 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.supervisors import Multiprocess
 
 log = logging.getLogger("convnet.serving")
 
@@ -102,3 +112,60 @@ def build_server(
     options = {"log_level": "warning", "access_log": False, **options}
     config = uvicorn.Config(app, http=protocol, limit_concurrency=max_connections, **options)
     return uvicorn.Server(config)
+
+
+def run_server(
+    factory: Callable[[], ASGIApp],
+    listening: socket.socket,
+    workers: int = 1,
+    **options,
+) -> None:
+    """Serves the app that `factory` makes on the `listening` socket until interrupted.
+
+    With `workers` > 1, uvicorn's supervisor starts that many processes sharing the socket; each
+    calls `factory` (a picklable callable: processes are spawned), so each loads the model once.
+    Ctrl-C or SIGTERM stops them all; a worker that dies is replaced. Metrics go to a temporary
+    `PROMETHEUS_MULTIPROC_DIR` that is removed at the end.
+
+    Args:
+        factory: makes the ASGI app, in the serving process.
+        listening: the bound, listening socket.
+        workers: processes serving requests. Defaults to 1: this process alone.
+        **options: `build_server`'s options (`header_timeout`, `max_connections`, ...).
+    """
+    factory = functools.partial(_logging_factory, factory)
+    if workers == 1:
+        build_server(factory(), **options).run(sockets=[listening])
+        return
+    metrics_dir = tempfile.mkdtemp(prefix="convnet-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
+    try:
+        # uvicorn.run() takes only an import string for workers; the supervisor it uses takes
+        # any picklable factory, and the socket already bound (so --port 0 and a busy port work
+        # as with one process).
+        server = build_server(factory, factory=True, workers=workers, **options)
+        try:
+            supervisor = Multiprocess(server.config, sockets=[listening])
+        except TypeError:  # older uvicorn: it also takes the function each worker runs
+            supervisor = Multiprocess(server.config, target=server.run, sockets=[listening])
+        supervisor.run()
+    finally:
+        os.environ.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _logging_factory(factory: Callable[[], ASGIApp]) -> ASGIApp:
+    configure_access_log()  # in each worker: spawned processes start with logging unset
+    return factory()
+
+
+def configure_access_log() -> None:
+    """Sends the `convnet.access` lines (see `convnet.serving.metrics`) to stderr, each with the
+    serving process's id."""
+    access = logging.getLogger("convnet.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s [%(process)d] %(message)s"))
+        access.addHandler(handler)
+        access.setLevel(logging.INFO)
+        access.propagate = False

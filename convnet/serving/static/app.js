@@ -93,7 +93,9 @@ async function predict(blob, name) {
     const response = await fetch("/v1/predict?top_k=3&return_input=true", {
       method: "POST",
       body: form,
+      headers: keyHeaders(),
     });
+    if (response.status === 401) askForKey();
     const body = await response.json();
     if (!response.ok) throw new Error(body.detail || response.statusText);
     showResult(body.predictions[0]);
@@ -135,8 +137,35 @@ function showResult(prediction) {
   }
 }
 
+// The API key, when the server asks for one: kept for this tab only (sessionStorage), sent as
+// X-API-Key.
+const KEY = "convnet-api-key";
+const keyForm = document.getElementById("key-form");
+
+function keyHeaders() {
+  const key = sessionStorage.getItem(KEY);
+  return key ? { "X-API-Key": key } : {};
+}
+
+function askForKey() {
+  keyForm.hidden = false;
+  document.getElementById("model").textContent = sessionStorage.getItem(KEY)
+    ? "the server refused this API key"
+    : "the server needs an API key";
+  document.getElementById("api-key").focus();
+}
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(KEY, document.getElementById("api-key").value.trim());
+  describeModel();
+});
+
 async function describeModel() {
-  const info = await (await fetch("/v1/model")).json();
+  const response = await fetch("/v1/model", { headers: keyHeaders() });
+  if (response.status === 401) return askForKey();
+  keyForm.hidden = true;
+  const info = await response.json();
   const accuracy = info.metrics.test_accuracy;
   document.getElementById("model").textContent =
     `run ${info.run} · preset ${info.preset} · ${info.class_names.length} classes` +

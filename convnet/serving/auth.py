@@ -1,0 +1,69 @@
+"""The API key: who may call a server bound to an address other than loopback.
+
+Requests carry the key as `Authorization: Bearer KEY` or `X-API-Key: KEY`; without it, or with a
+wrong one, they get a 401 with `WWW-Authenticate: Bearer`. The key is compared with
+`hmac.compare_digest`, in a time that does not depend on how much of it a guess got right.
+
+Left open: the health checks (`/healthz`, `/v2/health/live`, `/v2/health/ready`), which
+Kubernetes probes and load balancers call without credentials and which tell nothing about the
+model; and the web page with its static files, which hold no data and ask for the key.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+OPEN_PATHS = frozenset({"/", "/healthz", "/v2/health/live", "/v2/health/ready"})
+
+
+class RequireApiKey:
+    """ASGI middleware refusing HTTP requests that lack `key`.
+
+    Args:
+        app: the app behind it.
+        key: the API key; a non-empty string.
+    """
+
+    def __init__(self, app: ASGIApp, key: str):
+        if not key:
+            raise ValueError("The API key must not be empty. Received: key=''.")
+        self.app = app
+        self._key = key.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or _is_open(scope["path"]) or self._allowed(scope):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        message = (
+            "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."
+        )
+        body = json.dumps({"error" if path.startswith("/v2") else "detail": message}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="convnet"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    def _allowed(self, scope: Scope) -> bool:
+        given = b""
+        for name, value in scope["headers"]:
+            if name == b"authorization" and value[:7].lower() == b"bearer ":
+                given = value[7:].strip()
+            elif name == b"x-api-key":
+                given = value.strip()
+        return hmac.compare_digest(given, self._key)
+
+
+def _is_open(path: str) -> bool:
+    return path in OPEN_PATHS or path.startswith("/static/")
