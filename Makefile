@@ -25,7 +25,7 @@ $(BIN)/convnet: pyproject.toml
 # The tests' extras: every backend and the dev tools.
 $(TEST_DEPS): $(BIN)/convnet
 	$(BIN)/pip install --quiet '$(TORCH)'
-	$(BIN)/pip install --quiet -e '.[dev,jax,torch,track]'
+	$(BIN)/pip install --quiet -e '.[dev,jax,litert,torch,track]'
 	touch $@
 
 system:

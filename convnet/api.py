@@ -511,13 +511,22 @@ def _listen(host: str, port: int) -> socket.socket:
         ) from None
 
 
-def export(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
-    """Writes a run's model as ONNX or a SavedModel (see `convnet.exporter.export_model`), on the
-    TensorFlow backend whatever backend trained the run."""
+def export(
+    run: str | Path,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    quantize: str = "none",
+    tta: bool = True,
+) -> Path:
+    """Writes a run's model as ONNX, a SavedModel or LiteRT (see
+    `convnet.exporter.export_model`), on the TensorFlow backend whatever backend trained the run.
+    """
     found = Run(run)  # a run with a valid config and a model, before Keras is imported
     found.config()
     found.require_model()
+    if quantize != "none" and format != "litert":  # before the framework: a refusal is at once
+        raise ConfigError(f"--quantize {quantize} is for --format litert; received {format}.")
     framework.load(EXPORT_BACKEND)
     from convnet.exporter import export_model
 
-    return export_model(run, format, out)
+    return export_model(run, format, out, quantize=quantize, tta=tta)

@@ -340,18 +340,39 @@ def _add_serving_commands(commands) -> None:
         help="serve an address other than loopback without an API key, to anyone",
     )
 
-    export = commands.add_parser("export", help="write a run's model as ONNX or a SavedModel")
+    export = commands.add_parser(
+        "export", help="write a run's model as ONNX, a SavedModel or LiteRT"
+    )
     export.set_defaults(
-        handler=lambda args: print(f"{args.format}: {api.export(args.run, args.format, args.out)}")
+        handler=lambda args: print(
+            f"{args.format}: "
+            f"{api.export(args.run, args.format, args.out, quantize=args.quantize, tta=args.tta)}"
+        )
     )
     export.add_argument("run")
     export.add_argument(
         "--format",
-        choices=["onnx", "savedmodel"],
+        choices=["onnx", "savedmodel", "litert"],
         default="onnx",
-        help="onnx or savedmodel (default: onnx)",
+        help="onnx, savedmodel or litert (default: onnx)",
     )
-    export.add_argument("--out", help="destination (default: RUN/model.onnx or RUN/saved_model)")
+    export.add_argument(
+        "--out",
+        help="destination (default: RUN/model.onnx, RUN/saved_model or RUN/model.tflite)",
+    )
+    export.add_argument(
+        "--quantize",
+        choices=["none", "float16", "dynamic", "int8"],
+        default="none",
+        help="LiteRT only: float16 weights, int8 weights (dynamic), or int8 weights and "
+        "activations calibrated on the run's validation images (default: none)",
+    )
+    export.add_argument(
+        "--no-tta",
+        dest="tta",
+        action="store_false",
+        help="export one view: do not average the run's test-time views in the graph",
+    )
 
 
 def _config_flags(args, *own: str) -> dict:

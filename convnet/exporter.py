@@ -1,12 +1,17 @@
-"""Exporting a run's model to ONNX or a TensorFlow SavedModel that takes the same raw uint8 pixels.
+"""Exporting a run's model to ONNX, a TensorFlow SavedModel or LiteRT, taking the same raw uint8
+pixels and scoring like the run.
 
-Both go through Keras' own `Model.export` (ONNX via tf2onnx underneath), so the exported graph is
-the trained model, `Rescaling` included: a caller feeds (N, H, W, C) uint8 pixels and gets softmax
-probabilities, exactly like `model.keras`.
+All go through Keras' own `Model.export` (ONNX via tf2onnx, LiteRT via TensorFlow's converter),
+so the exported graph is the trained model, `Rescaling` included: a caller feeds (N, H, W, C)
+uint8 pixels and gets softmax probabilities. A run with test-time augmentation exports a graph
+that averages the same views (`convnet.evaluation.TestTimeAugmentation`), so the export
+reproduces the run's metrics.json; `tta=False` exports one view. An ONNX file records the views
+it averages in its metadata (`TTA_VIEWS_KEY`), so `serve --engine onnx` does not average again.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import tempfile
@@ -16,39 +21,67 @@ from pathlib import Path
 import numpy as np
 
 from convnet.errors import ConvnetError
+from convnet.evaluation import TestTimeAugmentation
+from convnet.files import replace_durably
 from convnet.models.factory import load_model
 from convnet.runs import Run
 
-FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model"}
+FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model", "litert": "model.tflite"}
+# LiteRT's post-training quantizations: none, float16 weights, int8 weights with float
+# activations ("dynamic range"), and int8 weights and activations calibrated on images ("int8").
+QUANTIZE = ("none", "float16", "dynamic", "int8")
+# The ONNX metadata key saying how many test-time views the graph averages.
+TTA_VIEWS_KEY = "convnet_tta_views"
+# Validation images that calibrate int8 activations: TensorFlow's guide suggests 100 to 500.
+CALIBRATION_IMAGES = 500
 
 
 class ExportError(ConvnetError):
     """A model could not be exported."""
 
 
-def export_model(run: str | Path, format: str = "onnx", out: str | Path | None = None) -> Path:
-    """Writes a run's model as ONNX or as a TensorFlow SavedModel.
+def export_model(
+    run: str | Path,
+    format: str = "onnx",
+    out: str | Path | None = None,
+    quantize: str = "none",
+    tta: bool = True,
+) -> Path:
+    """Writes a run's model as ONNX, a TensorFlow SavedModel or a LiteRT flatbuffer.
 
     Args:
         run: the run folder.
-        format: "onnx" (one `.onnx` file) or "savedmodel" (a folder). Defaults to "onnx".
-        out: where to write it. Defaults to `RUN/model.onnx` or `RUN/saved_model`. An ONNX
-            model given an existing folder goes inside it as `model.onnx`; anything else already
-            there is replaced only if it is an earlier export of the same format.
+        format: "onnx" (one `.onnx` file), "savedmodel" (a folder) or "litert" (one `.tflite`
+            file). Defaults to "onnx".
+        out: where to write it. Defaults to `RUN/model.onnx`, `RUN/saved_model` or
+            `RUN/model.tflite`. A file format given an existing folder goes inside it; anything
+            else already there is replaced only if it is an earlier export of the same format.
+        quantize: for LiteRT, one of `QUANTIZE`: "none" (float32, the default), "float16"
+            weights, "dynamic" (int8 weights), or "int8" (weights and activations, calibrated on
+            the run's validation images; input stays uint8 pixels, output float32).
+        tta: average the run's test-time views inside the graph, as the run scores its test
+            set. Defaults to True; False exports one view.
 
     Returns:
         The path written.
 
     Raises:
-        ExportError: an unknown format, a destination that is not new or an earlier export, or
-            the exporter failed.
+        ExportError: an unknown format or quantization, a quantization for a format other than
+            LiteRT, int8 for a run without validation data, a destination that is not new or an
+            earlier export, or the exporter failed.
         RunError: the run folder has no model.
     """
     if format not in FORMATS:
         raise ExportError(f"Unknown export format {format!r}; expected one of {sorted(FORMATS)}.")
+    if quantize not in QUANTIZE:
+        raise ExportError(f"Unknown quantization {quantize!r}; expected one of {list(QUANTIZE)}.")
+    if quantize != "none" and format != "litert":
+        raise ExportError(f"--quantize {quantize} is for --format litert; received {format}.")
     run = Run(run)
     out = _destination(Path(out) if out else run.path / FORMATS[format], format)
-    model = _in_inference_mode(load_model(run.model_file))
+    calibration = _calibration_images(run) if quantize == "int8" else None
+    views = TestTimeAugmentation.of(run.config().recipe(), enabled=tta)
+    model = _in_inference_mode(load_model(run.model_file), views)
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
     try:
@@ -59,13 +92,15 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
         raise ExportError(f"{out}: cannot write there ({out.parent} is a file).") from None
     except OSError as error:
         raise ExportError(f"{out}: cannot write there ({error.strerror}).") from None
-    target = staging / out.name
+    # Keras names a LiteRT file by its suffix; the others keep the destination's name.
+    target = staging / (FORMATS[format] if format == "litert" else out.name)
     try:
-        keras_format = "onnx" if format == "onnx" else "tf_saved_model"
         with warnings.catch_warnings():
             # Keras' tf2onnx shim probes `np.object`, which NumPy answers with a FutureWarning.
             warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
-            model.export(str(target), format=keras_format, verbose=False)
+            _write(model, target, format, quantize, calibration)
+        if format == "onnx":
+            _record_views(target, views.count)
         _swap_in(target, out, staging / "previous")
     except (ValueError, TypeError, RuntimeError, ImportError) as error:
         raise ExportError(f"{run.path}: {format} export failed ({error}).") from None
@@ -76,36 +111,125 @@ def export_model(run: str | Path, format: str = "onnx", out: str | Path | None =
     return out
 
 
-def _in_inference_mode(model):
-    """`model` wrapped so the traced graph calls it with `training=False`.
+def _write(model, target: Path, format: str, quantize: str, calibration) -> None:
+    if format == "onnx":
+        model.export(str(target), format="onnx", verbose=False)
+    elif format == "savedmodel":
+        model.export(str(target), format="tf_saved_model", verbose=False)
+    else:
+        model.export(
+            str(target), format="litert", verbose=False, **_converter(quantize, calibration)
+        )
+
+
+def _converter(quantize: str, calibration: np.ndarray | None) -> dict:
+    """TensorFlow's LiteRT converter settings for a quantization (Keras passes them on)."""
+    import tensorflow as tf
+
+    # Builtin ops only: a graph needing TensorFlow's own ops would not load in a plain LiteRT
+    # interpreter, so that fails here rather than on the device.
+    settings = {"target_spec": {"supported_ops": [tf.lite.OpsSet.TFLITE_BUILTINS]}}
+    if quantize == "none":
+        return settings
+    settings["optimizations"] = [tf.lite.Optimize.DEFAULT]
+    if quantize == "float16":
+        settings["target_spec"]["supported_types"] = [tf.float16]
+    elif quantize == "int8":
+
+        def representative():
+            for image in calibration:
+                yield [image[np.newaxis]]
+
+        settings["representative_dataset"] = representative
+    return settings
+
+
+def _calibration_images(run: Run) -> np.ndarray:
+    """Up to `CALIBRATION_IMAGES` of the run's validation images, spread over the classes by the
+    seeded split."""
+    from convnet.data import load_training_data
+
+    validation = load_training_data(run.config()).validation
+    if validation is None or not len(validation):
+        raise ExportError(
+            f"{run.path}: --quantize int8 is calibrated on the run's validation images, and the "
+            "run has none (val_split 0); use --quantize dynamic or float16."
+        )
+    return validation.x[:CALIBRATION_IMAGES]
+
+
+def _record_views(path: Path, count: int) -> None:
+    """Writes into the ONNX file's metadata how many test-time views its graph averages."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]  # an ONNX file with duplicate keys is invalid
+    model.metadata_props.add(key=TTA_VIEWS_KEY, value=str(count))
+    onnx.save(model, str(path))
+
+
+def averaged_views(path: str | Path) -> int:
+    """How many test-time views the graph of an ONNX export averages: 1 for exports made before
+    convnet recorded it (they averaged none)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    recorded = {p.key: p.value for p in model.metadata_props}.get(TTA_VIEWS_KEY, "1")
+    return int(recorded)
+
+
+def _in_inference_mode(model, views: TestTimeAugmentation):
+    """`model` wrapped so the traced graph calls it with `training=False`, averaging `views`.
 
     Traced as it is, a model with augmentation layers runs in training mode: Keras' `Random*`
     layers default to `training=True`, which reaches the BatchNorm layers after them. The ONNX
     export of `best` then held random ops ONNX Runtime cannot load, and normalised each batch
     by its own statistics.
+
+    The views are those of `TestTimeAugmentation.views`, in its order, stacked into one batch
+    for one model call (as `TestTimeAugmentation.average` does) and averaged per image.
     """
     import keras
+    from keras import ops
 
     inputs = keras.Input(model.input_shape[1:], dtype=model.input.dtype, name="pixels")
-    return keras.Model(inputs, model(inputs, training=False), name=model.name)
+    if views.count == 1:
+        return keras.Model(inputs, model(inputs, training=False), name=model.name)
+    s = views.shift
+    height, width = model.input_shape[1:3]
+    # LiteRT pads float32 but not uint8 tensors: the shifted views are float32 copies of the
+    # pixels, which the model's input takes back to uint8 exactly (they are whole numbers).
+    padded = ops.pad(ops.cast(inputs, "float32"), [[0, 0], [s, s], [s, s], [0, 0]]) if s else inputs
+    batch = []
+    for dy, dx in itertools.product(range(-s, s + 1), repeat=2):
+        # `_shifted`: moved down by dy and right by dx, zero-filled.
+        view = padded[:, s - dy : s - dy + height, s - dx : s - dx + width, :]
+        batch.append(view)
+        if views.flip:
+            batch.append(ops.flip(view, axis=2))
+    probabilities = model(ops.concatenate(batch, axis=0), training=False)
+    per_view = ops.reshape(probabilities, (len(batch), -1, probabilities.shape[-1]))
+    return keras.Model(inputs, ops.mean(per_view, axis=0), name=model.name)
 
 
 def _destination(out: Path, format: str) -> Path:
     """Where the export goes; refuses to replace anything that is not an earlier export.
 
-    An ONNX export into an existing folder is written inside it as `model.onnx`, and replaces
-    only an `.onnx` file; a SavedModel replaces only a folder holding an earlier SavedModel.
+    An ONNX or LiteRT export into an existing folder is written inside it (`model.onnx`,
+    `model.tflite`), and replaces only a file of its suffix; a SavedModel replaces only a folder
+    holding an earlier SavedModel.
     """
-    if format == "onnx" and out.is_dir():
-        out = out / FORMATS["onnx"]
-    if not out.exists() and not out.is_symlink():
+    if format != "savedmodel":
+        if out.is_dir():
+            out = out / FORMATS[format]
+        suffix = Path(FORMATS[format]).suffix
+        if (out.exists() or out.is_symlink()) and (out.is_dir() or out.suffix.lower() != suffix):
+            raise ExportError(
+                f"{out}: exists and is not a {suffix} file; pass an --out that is new, a folder, "
+                f"or an earlier {suffix} export."
+            )
         return out
-    if format == "onnx" and (out.is_dir() or out.suffix.lower() != ".onnx"):
-        raise ExportError(
-            f"{out}: exists and is not an .onnx file; pass an --out that is new, a folder, or an "
-            "earlier .onnx export."
-        )
-    if format == "savedmodel" and not (out / "saved_model.pb").is_file():
+    if (out.exists() or out.is_symlink()) and not (out / "saved_model.pb").is_file():
         raise ExportError(
             f"{out}: exists and is not a SavedModel; pass an --out that is new or an earlier "
             "SavedModel export."
@@ -114,13 +238,14 @@ def _destination(out: Path, format: str) -> Path:
 
 
 def _swap_in(new: Path, out: Path, aside: Path) -> None:
-    """Renames `new` to `out`; an earlier export there goes `aside` first, and back on failure."""
+    """Renames `new` to `out`, flushed to the disk; an earlier export folder there goes `aside`
+    first, and back on failure."""
     if not out.is_dir():
-        os.replace(new, out)  # atomic for a file, whether or not one was there
+        replace_durably(new, out)  # atomic for a file, whether or not one was there
         return
     os.replace(out, aside)
     try:
-        os.replace(new, out)
+        replace_durably(new, out)
     except OSError:
         os.replace(aside, out)
         raise

@@ -114,14 +114,16 @@ def load_engine(run: Run, engine: str = "keras") -> Engine:
         return KerasEngine(load_model(run.model_file), tta)
     if engine != "onnx":
         raise ConvnetError(f"Unknown engine {engine!r}; expected one of {list(ENGINES)}.")
+    from convnet.exporter import averaged_views, export_model
+
     onnx_file = run.path / "model.onnx"
     keras_file = run.path / MODEL_FILE
     if onnx_file.is_file() and onnx_file.stat().st_mtime >= keras_file.stat().st_mtime:
-        return OnnxEngine(onnx_file, tta)
-    from convnet.exporter import export_model
-
+        # An export made with the run's views averages them in its graph; one made with
+        # --no-tta, or by an older convnet, is one view, which the engine then averages.
+        return OnnxEngine(onnx_file, tta if averaged_views(onnx_file) != tta.count else None)
     with tempfile.TemporaryDirectory(prefix="convnet-onnx-") as tmp:
-        return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"), tta)
+        return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"))
 
 
 class MicroBatcher:
