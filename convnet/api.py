@@ -245,7 +245,10 @@ def predict_files(
     format = output_format(out, format)
     files, skipped = expand_paths(paths)
     if not files:
-        raise DataError(f"no image files in {', '.join(map(str, paths))}.")
+        raise DataError(
+            f"{', '.join(map(str, paths))}: no image files; expected image, .npy or .csv files "
+            "or folders of images."
+        )
     if format == "kaggle" and (len(files) != 1 or files[0].suffix.lower() != ".csv"):
         named = ", ".join(map(str, files[:3])) + (" and more" if len(files) > 3 else "")
         raise ConfigError(

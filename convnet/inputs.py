@@ -104,10 +104,10 @@ def load_inputs(
 def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """The files to read: each file named, and the image files under each folder named.
 
-    Folders are walked recursively, in sorted order, and give image files only: a `.csv` or
-    `.npy` beside the scans is more likely an earlier run's predictions or a label list than
-    pixels, and must be named to be read. Hidden files and folders (".DS_Store", macOS "._x.png"
-    resource forks, ".git") are left out.
+    Folders are walked recursively, each folder's files by name before its subfolders by name,
+    and give image files only: a `.csv` or `.npy` beside the scans is more likely an earlier
+    run's predictions or a label list than pixels, and must be named to be read. Hidden files
+    and folders (".DS_Store", macOS "._x.png" resource forks, ".git") are left out.
 
     Returns:
         (files, skipped): the files to read, in order, and the other files found in folders.
