@@ -12,6 +12,7 @@ _EXPORTS = {
     "train": "convnet.api",
     "evaluate": "convnet.api",
     "predict": "convnet.api",
+    "predict_files": "convnet.api",
     "summary": "convnet.api",
     "fetch": "convnet.api",
     "report": "convnet.api",

@@ -13,11 +13,12 @@ import ipaddress
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from convnet import framework
 from convnet.config import TrainConfig, check_lr_range, load_config
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, DataError
 from convnet.models.registry import Preset, get_preset, list_presets
 from convnet.runs import RUNS_ROOT, Run, check_new_run_dir, claimed, list_runs
 
@@ -167,8 +168,10 @@ def predict(
     unsafe: bool = False,
     tta: bool = True,
 ) -> list[dict]:
-    """Classifies image, .npy or CSV files with a run's model.
+    """Classifies image, .npy or CSV files, or folders of images, with a run's model, at once.
 
+    For a few inputs: every one is read into memory first, and any unreadable file stops it.
+    `predict_files` streams any number, and goes on past unreadable files.
     `tta=False` makes one model pass per image, ignoring the run's test-time augmentation;
     `unsafe` loads a model that carries Python code (Lambda layers), only for trusted files.
 
@@ -178,32 +181,152 @@ def predict(
     Raises:
         ConfigError: `top_k` below 1. DataError: an input file cannot be read.
     """
-    from convnet.data.pixels import FULL_RANGE
     from convnet.inputs import load_inputs
 
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
+    run, reading = _prediction_inputs(run)
+    shape = reading.pop("image_shape", None)
+    if shape:  # the inputs are checked before the framework is imported
+        names, x = load_inputs(files, shape, **reading)
+    model, views, class_names = _predictor(run, unsafe, tta)
+    if not shape:
+        names, x = load_inputs(files, model.input_shape[1:], **reading)
+    from convnet.evaluation import predict_proba, top_classes
+
+    probabilities = predict_proba(model, x, tta=views)
+    return [
+        top_classes(name, p, class_names, top_k)
+        for name, p in zip(names, probabilities, strict=True)
+    ]
+
+
+def predict_files(
+    run: str | Path,
+    paths: list[str | Path],
+    out: str | Path | None = None,
+    format: str | None = None,
+    top_k: int = 3,
+    batch_size: int = 1024,
+    unsafe: bool = False,
+    tta: bool = True,
+    on_row: Callable[[dict], None] | None = None,
+) -> dict:
+    """Classifies any number of files, streaming: rows are written as each batch finishes.
+
+    Memory holds one batch of inputs (and one `.npy` or CSV file at a time), whatever the count:
+    see docs/benchmarks.md, "Batch prediction". A file that cannot be read gets a row with its
+    reason in `error` and the rest go on.
+
+    Args:
+        run: the run folder.
+        paths: image, .npy or CSV files, and folders walked for image files
+            (`convnet.inputs.expand_paths`); for `format="kaggle"`, one test CSV.
+        out: the file to write, atomically (`convnet.predictions`); None writes to stdout.
+        format: "csv", "jsonl" or "kaggle" (ImageId,Label); None takes `out`'s extension, and
+            without `out` writes nothing (`on_row` sees every row).
+        top_k: classes per row (CSV columns class_2, ... ; JSON "top").
+        batch_size: inputs read and classified together.
+        unsafe, tta: as for `predict`.
+        on_row: called with each row, after it is written (the CLI lists failures).
+
+    Returns:
+        {"out", "format", "rows", "failed": [{"file", "error"}], "skipped": [other files found
+        in folders]}.
+
+    Raises:
+        ConfigError: `top_k` or `batch_size` below 1, an unknown format, an `out` that cannot be
+            written, kaggle for inputs other than one CSV. DataError: a path is missing or of an
+            unsupported type, or (kaggle) the test CSV cannot be read. All before any row.
+    """
+    from convnet.inputs import expand_paths
+    from convnet.predictions import PredictionWriter, output_format
+
+    if top_k < 1 or batch_size < 1:
+        raise ConfigError(f"top_k and batch_size must be >= 1. Received: {top_k}, {batch_size}.")
+    format = output_format(out, format)
+    files, skipped = expand_paths(paths)
+    if not files:
+        raise DataError(
+            f"{', '.join(map(str, paths))}: no image files; expected image, .npy or .csv files "
+            "or folders of images."
+        )
+    if format == "kaggle" and (len(files) != 1 or files[0].suffix.lower() != ".csv"):
+        named = ", ".join(map(str, files[:3])) + (" and more" if len(files) > 3 else "")
+        raise ConfigError(
+            "--format kaggle writes ImageId,Label for the rows of one test CSV; received "
+            f"{len(files)} files: {named or 'none'}."
+        )
+    run, reading = _prediction_inputs(run)
+    class_names = run.read_json("manifest.json").get("data", {}).get("class_names")
+    failed = []
+    # Opened first, so an `out` that cannot be written is refused before the model loads.
+    with PredictionWriter(out, format, top_k, class_names) as writer:
+        model, views, class_names = _predictor(run, unsafe, tta)
+        reading.setdefault("image_shape", model.input_shape[1:])
+        for row in _stream(model, views, class_names, files, reading, top_k, batch_size):
+            if "error" in row:
+                if format == "kaggle":
+                    raise DataError(f"{row['file']}: {row['error']}")
+                failed.append(row)
+            writer.write(row)
+            if on_row:
+                on_row(row)
+    return {
+        "out": str(out) if out else None,
+        "format": format,
+        "rows": writer.rows,
+        "failed": failed,
+        "skipped": [str(path) for path in skipped],
+    }
+
+
+def _stream(model, views, class_names, files, reading, top_k, batch_size):
+    """Rows for `files`, in order, a batch at a time (see `predict_files`)."""
+    import itertools
+
+    import numpy as np
+
+    from convnet.evaluation import predict_proba, top_classes
+    from convnet.inputs import iter_inputs
+
+    items = iter_inputs(files, reading.pop("image_shape"), **reading)
+    while batch := list(itertools.islice(items, batch_size)):
+        pixels = [x for _, x, _ in batch if x is not None]
+        probabilities = iter(predict_proba(model, np.stack(pixels), tta=views) if pixels else [])
+        for name, x, error in batch:
+            if x is None:
+                yield {"file": name, "error": error}
+            else:
+                yield top_classes(name, next(probabilities), class_names, top_k)
+
+
+def _prediction_inputs(run: str | Path) -> tuple[Run, dict]:
+    """The run, and how to read inputs for its model: `convnet.inputs.load_inputs`' keyword
+    arguments, with `image_shape` when the manifest records it (older runs: from the model)."""
+    from convnet.data.pixels import FULL_RANGE
+
     run = Run(run)
     config = run.config()
     run.require_model()
     data = run.read_json("manifest.json").get("data", {})
     reading = {"light_background": data.get("background_is_light", False)}
     reading["pixel_range"] = config.pixel_range or FULL_RANGE  # older runs: 0-255
-    if "image_shape" in data:  # the inputs are checked before the framework is imported
-        names, x = load_inputs(files, data["image_shape"], **reading)
+    if "image_shape" in data:
+        reading["image_shape"] = data["image_shape"]
+    return run, reading
+
+
+def _predictor(run: Run, unsafe: bool, tta: bool):
+    """(model, test-time views, class names) of a run."""
+    config = run.config()
     framework.load_for_run(config.backend)
-    from convnet.evaluation import TestTimeAugmentation, predict_proba, top_classes
+    from convnet.evaluation import TestTimeAugmentation
     from convnet.models.factory import load_model
 
     model = load_model(run.model_file, safe_mode=not unsafe)
-    if "image_shape" not in data:
-        names, x = load_inputs(files, model.input_shape[1:], **reading)
     views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
-    probabilities = predict_proba(model, x, tta=views)
-    return [
-        top_classes(name, p, data.get("class_names"), top_k)
-        for name, p in zip(names, probabilities, strict=True)
-    ]
+    return model, views, run.read_json("manifest.json").get("data", {}).get("class_names")
 
 
 def create_model(

@@ -149,11 +149,30 @@ def _add_run_commands(commands) -> None:
     _add_no_tta_flag(evaluate)
     evaluate.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
 
-    predict = commands.add_parser("predict", help="classify images, .npy or CSV files")
+    predict = commands.add_parser(
+        "predict", help="classify images, .npy or CSV files, or folders of images"
+    )
     predict.set_defaults(handler=_predict)
     predict.add_argument("run")
-    predict.add_argument("files", nargs="+")
+    predict.add_argument(
+        "files",
+        nargs="+",
+        metavar="PATH",
+        help="image, .npy or .csv files, and folders (searched recursively for images)",
+    )
     predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument(
+        "--out",
+        help="write the predictions to this file as the batches finish (.csv or .jsonl), "
+        "complete or not at all",
+    )
+    predict.add_argument(
+        "--format",
+        choices=("csv", "jsonl", "kaggle"),
+        help="the output's format (default: from --out's extension); kaggle writes "
+        "ImageId,Label for the rows of one test CSV",
+    )
+    predict.add_argument("--batch-size", type=int, default=1024, help="inputs read together")
     _add_json_flag(predict)
     _add_no_tta_flag(predict)
     predict.add_argument("--unsafe", action="store_true", help=_UNSAFE_HELP)
@@ -460,17 +479,56 @@ def _evaluate(args) -> None:
         )
 
 
-def _predict(args) -> None:
-    results = api.predict(args.run, args.files, top_k=args.top_k, unsafe=args.unsafe, tta=args.tta)
-    if args.json:
-        print(json.dumps(results))
-        return
-    for result in results:
-        others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in result["top"][1:])
+def _predict(args) -> int:
+    """Streams rows to --out or stdout; lists unreadable files on stderr, exit 1 if any."""
+    first = True
+
+    def show(row: dict) -> None:
+        nonlocal first
+        if "error" in row:
+            print(f"convnet: {row['file']}: {row['error']}", file=sys.stderr)
+        elif args.out is None and args.format is None:  # text, or one JSON list, as it comes
+            if args.json:
+                print(("[" if first else ",") + json.dumps(row), flush=True)
+                first = False
+            else:
+                others = ", ".join(f"{t['class']} {t['probability']:.3f}" for t in row["top"][1:])
+                print(
+                    f"{row['file']}: {row['class']} {row['probability']:.3f}"
+                    + (f"  ({others})" if others else ""),
+                    flush=True,
+                )
+
+    result = api.predict_files(
+        args.run,
+        args.files,
+        out=args.out,
+        format=args.format,
+        top_k=args.top_k,
+        batch_size=args.batch_size,
+        unsafe=args.unsafe,
+        tta=args.tta,
+        on_row=show,
+    )
+    if args.out is None and args.format is None and args.json:
+        print("[]" if first else "]")
+    elif args.json:
+        print(json.dumps(result))
+    elif args.out:
+        print(f"predictions: {args.out} ({result['rows']} rows)")
+    if result["skipped"]:
         print(
-            f"{result['file']}: {result['class']} {result['probability']:.3f}"
-            + (f"  ({others})" if others else "")
+            f"convnet: skipped {len(result['skipped'])} files that are not images in the folders "
+            f"given, such as {result['skipped'][0]}",
+            file=sys.stderr,
         )
+    if result["failed"]:
+        print(
+            f"convnet: {len(result['failed'])} of {result['rows']} inputs could not be read",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
 
 
 def _compare(args) -> None:
@@ -550,21 +608,22 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs one subcommand. Returns the exit code: 0, 2 for a user error, 130 when interrupted."""
+    """Runs one subcommand. Returns the exit code: 0, 1 when some inputs failed (predict), 2 for
+    a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
     framework.quiet(not args.verbose)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", ConvnetWarning)
             warnings.showwarning = _show_warning
-            args.handler(args)
+            code = args.handler(args)  # None, or 1 when some of the work failed (predict)
     except ConvnetError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
         print(f"convnet: {str(interrupt) or 'interrupted'}", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 def run() -> NoReturn:

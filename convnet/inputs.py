@@ -6,6 +6,8 @@
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +73,12 @@ def load_inputs(
     light_background: bool = False,
     pixel_range: str = FULL_RANGE,
 ) -> tuple[list[str], np.ndarray]:
-    """Reads every file into model inputs.
+    """Reads every file into model inputs, at once: for a few files (`iter_inputs` streams).
 
     Args:
         paths: image files (PNG, JPG, ...), `.npy` arrays of (H, W), (H, W, C), (N, H, W) or
-            (N, H, W, C) pixels, or CSVs of pixel rows (a `label` column is ignored).
+            (N, H, W, C) pixels, CSVs of pixel rows (a `label` column is ignored), or folders
+            of image files (see `expand_paths`).
         input_shape: the model's (H, W, C).
         light_background: whether the training images have light backgrounds.
         pixel_range: "LOW,HIGH" of the training data's values (`convnet.data.pixels`): arrays
@@ -86,34 +89,97 @@ def load_inputs(
         uint8 inputs of shape (N, H, W, C).
 
     Raises:
-        DataError: a file is missing, unreadable, or of the wrong shape.
+        DataError: a file is missing, unreadable, or of the wrong shape; nothing to read.
     """
     names, arrays = [], []
+    for path in expand_paths(paths)[0]:
+        file_names, batch = read_file_inputs(path, input_shape, light_background, pixel_range)
+        names += file_names
+        arrays.append(batch)
+    if not arrays:
+        raise DataError(f"no image files in {', '.join(map(str, paths))}.")
+    return names, np.concatenate(arrays)
+
+
+def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
+    """The files to read: each file named, and the image files under each folder named.
+
+    Folders are walked recursively, each folder's files by name before its subfolders by name,
+    and give image files only: a `.csv` or `.npy` beside the scans is more likely an earlier
+    run's predictions or a label list than pixels, and must be named to be read. Hidden files
+    and folders (".DS_Store", macOS "._x.png" resource forks, ".git") are left out.
+
+    Returns:
+        (files, skipped): the files to read, in order, and the other files found in folders.
+
+    Raises:
+        DataError: a path named is missing, or a file named is of an unsupported type; checked
+            for every path before any is read.
+    """
+    files, skipped = [], []
     for path in map(Path, paths):
         if path.is_dir():
-            raise DataError(f"{path}: a folder; expected image, .npy or .csv files (try {path}/*).")
-        if not path.is_file():
+            for folder, subfolders, names in os.walk(path):
+                subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
+                for name in sorted(n for n in names if not n.startswith(".")):
+                    found = Path(folder, name)
+                    is_image = found.suffix.lower() in IMAGE_SUFFIXES
+                    (files if is_image else skipped).append(found)
+        elif not path.is_file():
             raise DataError(f"{path}: file not found.")
-        suffix = path.suffix.lower()
-        if suffix == ".npy":
-            batch = npy_to_inputs(path, input_shape, str(path), pixel_range)
-        elif suffix == ".csv":
-            batch = _csv(path, input_shape, pixel_range)
-        elif suffix in IMAGE_SUFFIXES:
-            data = path.read_bytes()
-            batch = image_file_to_inputs(data, input_shape, light_background, str(path))
-        else:
+        elif path.suffix.lower() not in {".npy", ".csv", *IMAGE_SUFFIXES}:
             raise DataError(
-                f"{path}: unsupported file type {suffix!r}; expected an image "
-                f"({', '.join(sorted(IMAGE_SUFFIXES))}), .npy or .csv."
+                f"{path}: unsupported file type {path.suffix.lower()!r}; expected an image "
+                f"({', '.join(sorted(IMAGE_SUFFIXES))}), .npy, .csv or a folder of images."
             )
-        names += (
-            [str(path)]
-            if len(batch) == 1 and suffix not in {".csv"}
-            else [f"{path}[{i}]" for i in range(len(batch))]
-        )
-        arrays.append(batch)
-    return names, np.concatenate(arrays)
+        else:
+            files.append(path)
+    return files, skipped
+
+
+def read_file_inputs(
+    path: Path, input_shape, light_background: bool = False, pixel_range: str = FULL_RANGE
+) -> tuple[list[str], np.ndarray]:
+    """One file's model inputs: (names, uint8 (N, H, W, C)); see `load_inputs`.
+
+    Raises:
+        DataError: naming the file, when it cannot be read or holds the wrong shape.
+    """
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        batch = npy_to_inputs(path, input_shape, str(path), pixel_range)
+    elif suffix == ".csv":
+        batch = _csv(path, input_shape, pixel_range)
+    else:
+        try:
+            data = path.read_bytes()
+        except OSError as error:  # permission denied, a file gone since the folder was listed
+            raise DataError(f"{path}: cannot read ({error.strerror or error}).") from None
+        return [str(path)], image_file_to_inputs(data, input_shape, light_background, str(path))
+    if len(batch) == 1 and suffix == ".npy":
+        return [str(path)], batch
+    return [f"{path}[{i}]" for i in range(len(batch))], batch
+
+
+def iter_inputs(
+    files: list[Path],
+    input_shape,
+    light_background: bool = False,
+    pixel_range: str = FULL_RANGE,
+) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """Each input of `files` in turn, for streaming: (name, pixels (H, W, C), None), or
+    (name, None, reason) for a file that cannot be read, so that the others go on.
+
+    Only one file is held at a time: an image, or the whole of one `.npy` or CSV.
+    """
+    for path in files:
+        try:
+            names, batch = read_file_inputs(path, input_shape, light_background, pixel_range)
+        except DataError as error:
+            yield str(path), None, str(error).removeprefix(f"{path}: ")
+            continue
+        for name, pixels in zip(names, batch, strict=True):
+            yield name, pixels, None
 
 
 def npy_to_inputs(

@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from convnet.errors import DataError
-from convnet.inputs import image_to_input, load_inputs
+from convnet.inputs import expand_paths, image_to_input, iter_inputs, load_inputs
 
 
 def test_model_sized_image_passes_through_unchanged(tiny):
@@ -78,3 +78,36 @@ def test_csv_inputs_drop_a_label_column_however_it_is_written(tmp_path, tiny):
     names, x = load_inputs([path], (28, 28, 1))
     assert names == [f"{path}[0]", f"{path}[1]"]
     np.testing.assert_array_equal(x, tiny.x[:2])
+
+
+def test_folders_give_their_images_recursively_in_order_and_nothing_hidden(tmp_path, tiny):
+    for name in ("b/2.png", "a/deeper/1.png", "a/0.png", ".git/x.png", "a/._0.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(tiny.x[0, :, :, 0]).save(tmp_path / name, format="PNG")
+    (tmp_path / "a" / "preds.csv").write_text("file,class\n")
+    np.save(tmp_path / "named.npy", tiny.x[:2])
+    files, skipped = expand_paths([tmp_path, tmp_path / "named.npy"])
+    assert files == [
+        tmp_path / "a/0.png",
+        tmp_path / "a/deeper/1.png",
+        tmp_path / "b/2.png",
+        tmp_path / "named.npy",  # read when named, not found in a folder
+    ]
+    assert skipped == [tmp_path / "named.npy", tmp_path / "a/preds.csv"]  # a folder, then below
+    names, x = load_inputs([tmp_path / "b"], (28, 28, 1))
+    assert names == [str(tmp_path / "b/2.png")] and x.shape == (1, 28, 28, 1)
+
+
+def test_iter_inputs_names_an_unreadable_file_and_goes_on(tmp_path, tiny):
+    np.save(tmp_path / "two.npy", tiny.x[:2])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    Image.fromarray(tiny.x[2, :, :, 0]).save(tmp_path / "three.png")
+    files = [tmp_path / "two.npy", tmp_path / "broken.png", tmp_path / "three.png"]
+    items = list(iter_inputs(files, (28, 28, 1)))
+    assert [(name, error) for name, _, error in items] == [
+        (f"{tmp_path}/two.npy[0]", None),
+        (f"{tmp_path}/two.npy[1]", None),
+        (str(tmp_path / "broken.png"), "not a readable image (unknown or unsupported format)."),
+        (str(tmp_path / "three.png"), None),
+    ]
+    np.testing.assert_array_equal(np.stack([x for _, x, _ in items if x is not None]), tiny.x[:3])

@@ -1,0 +1,143 @@
+"""Batch prediction: `convnet predict RUN PATH... --out`, streamed, atomic, past bad files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import make_images, run_cli, write_csv
+from PIL import Image
+
+import convnet
+
+
+def scans(folder, count: int, seed: int = 5):
+    """`count` PNGs in nested folders, a text file and a corrupt PNG among them."""
+    images = make_images(count, seed=seed)
+    paths = []
+    for i, pixels in enumerate(images.x[..., 0]):
+        path = folder / ("top" if i % 2 else "deep/er") / f"{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(path)
+        paths.append(path)
+    (folder / "top" / "notes.txt").write_text("not an image")
+    (folder / "top" / "broken.png").write_bytes(b"\x89PNG but cut short")
+    return images, paths
+
+
+def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(tmp_path, trained_run):
+    images, paths = scans(tmp_path / "scans", 7)
+    out = tmp_path / "preds.csv"
+    result = run_cli("predict", trained_run, tmp_path / "scans", "--out", out, "--batch-size", "3")
+    assert result.returncode == 1, result.stderr  # one file failed, the others were predicted
+    broken = tmp_path / "scans/top/broken.png"
+    assert f"convnet: {broken}: not a readable image" in result.stderr
+    assert "skipped 1 files that are not images" in result.stderr and "notes.txt" in result.stderr
+    assert "1 of 8 inputs could not be read" in result.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == [
+        "file",
+        *("class", "probability", "class_2", "probability_2", "class_3", "probability_3"),
+        "error",
+    ]
+    expected = {r["file"]: r for r in convnet.predict(trained_run, paths)}
+    good = [row for row in rows if not row["error"]]
+    assert sorted(row["file"] for row in good) == sorted(expected)
+    for row in good:
+        want = expected[row["file"]]
+        assert (row["class"], row["class_3"]) == (want["class"], want["top"][2]["class"])
+        assert float(row["probability"]) == pytest.approx(want["probability"], rel=1e-5)
+    (failed,) = [row for row in rows if row["error"]]
+    assert failed["file"] == str(broken) and failed["class"] == ""
+    in_order = [*paths[::2], *paths[1::2], broken]  # deep/er, then top; files by name
+    assert [row["file"] for row in rows] == list(map(str, in_order))
+
+    lines = tmp_path / "preds.jsonl"
+    again = run_cli("predict", trained_run, *paths[:3], "--out", lines, "--top-k", "2", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["rows"] == 3
+    found = [json.loads(line) for line in lines.read_text().splitlines()]
+    assert [r["file"] for r in found] == list(map(str, paths[:3]))
+    for r in found:
+        assert r["class"] == expected[r["file"]]["class"] and len(r["top"]) == 2
+        assert r["probability"] == pytest.approx(expected[r["file"]]["probability"], rel=1e-5)
+
+
+def test_kaggle_submission_for_a_test_csv(tmp_path, trained_run):
+    test = write_csv(tmp_path / "test.csv", make_images(5, seed=3))
+    out = tmp_path / "submission.csv"
+    result = run_cli("predict", trained_run, test, "--format", "kaggle", "--out", out)
+    assert result.returncode == 0, result.stderr
+    expected = convnet.predict(trained_run, [test])
+    labels = [str(int(r["class"].removeprefix("bar"))) for r in expected]  # names bar0..: index
+    assert out.read_text().splitlines() == ["ImageId,Label"] + [
+        f"{i},{label}" for i, label in enumerate(labels, start=1)
+    ]
+    not_a_csv = run_cli("predict", trained_run, test, test, "--format", "kaggle", "--out", out)
+    assert not_a_csv.returncode == 2
+    assert "for the rows of one test CSV; received 2 files" in not_a_csv.stderr
+
+
+def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(tmp_path, trained_run):
+    small = write_csv(tmp_path / "small.csv", make_images(3, side=14))
+    out = tmp_path / "out" / "submission.csv"
+    result = run_cli("predict", trained_run, small, "--format", "kaggle", "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert "rows hold (14, 14, 1) images; expected (28, 28, 1)." in result.stderr
+    assert list(out.parent.iterdir()) == []  # neither the file nor its temporary
+
+    _, paths = scans(tmp_path / "scans", 6)
+    seen = []
+
+    def interrupt(row):
+        seen.append(row)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+
+    preds = tmp_path / "out" / "preds.csv"
+    with pytest.raises(KeyboardInterrupt):
+        convnet.predict_files(trained_run, paths, out=preds, batch_size=2, on_row=interrupt)
+    assert list(out.parent.iterdir()) == []
+    summary = convnet.predict_files(trained_run, paths, out=preds, batch_size=2)
+    assert (summary["rows"], summary["failed"]) == (6, [])
+    assert [p.name for p in out.parent.iterdir()] == ["preds.csv"]
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--out", "preds.txt"], "preds.txt: cannot tell the format from '.txt'"),
+        (["--out", "."], ".: a folder; expected a file name for the predictions."),
+        (["--format", "kaggle"], "--format kaggle writes ImageId,Label for the rows of one"),
+        (["--top-k", "0"], "top_k and batch_size must be >= 1. Received: 0, 1024."),
+    ],
+)
+def test_arguments_that_stop_everything_are_one_line_and_exit_2(
+    tmp_path, trained_run, capsys, monkeypatch, flags, message
+):
+    from convnet.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    np.save(tmp_path / "one.npy", make_images(1).x[0])
+    assert main(["predict", str(trained_run), "one.npy", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"convnet: error: {message}") and err.count("\n") == 1, err
+    assert [p.name for p in tmp_path.iterdir() if p.name != "user-cache"] == ["one.npy"]
+
+
+def test_memory_holds_one_batch_whatever_the_count(tmp_path, trained_run):
+    """Python-side peak (numpy's pixels and the rows) for 100 vs 1,000 images, batches of 20:
+    reading all of them at once would hold 1,000 x 784 bytes and 1,000 rows."""
+    _, paths = scans(tmp_path / "scans", 1000)
+    convnet.predict_files(trained_run, paths[:20], batch_size=20)  # Keras's one-off set-up
+    peaks = []
+    for count in (100, 1000):
+        tracemalloc.start()
+        summary = convnet.predict_files(trained_run, paths[:count], batch_size=20)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert summary["rows"] == count
+    assert peaks[1] < 1.2 * peaks[0] + 100_000, peaks
