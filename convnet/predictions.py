@@ -35,6 +35,8 @@ def output_format(out: str | Path | None, format: str | None) -> str | None:
         return format
     if out is None:
         return None
+    if Path(out).is_dir():
+        raise ConfigError(f"{out}: a folder; expected a file name for the predictions.")
     suffix = Path(out).suffix.lower()
     if suffix not in _SUFFIXES:
         raise ConfigError(
