@@ -192,7 +192,8 @@ def predict(
     model, views, class_names = _predictor(run, unsafe, tta)
     if not shape:
         names, x = load_inputs(files, model.input_shape[1:], **reading)
-    from convnet.evaluation import predict_proba, top_classes
+    from convnet.evaluation import predict_proba
+    from convnet.predictions import top_classes
 
     probabilities = predict_proba(model, x, tta=views)
     return [
@@ -259,19 +260,31 @@ def predict_files(
         )
     run, reading = _prediction_inputs(run)
     class_names = run.read_json("manifest.json").get("data", {}).get("class_names")
-    failed = []
+    failed, unread = [], []
     # Opened first, so an `out` that cannot be written is refused before the model loads.
     with PredictionWriter(out, format, top_k, class_names) as writer:
-        model, views, class_names = _predictor(run, unsafe, tta)
-        reading.setdefault("image_shape", model.input_shape[1:])
-        for row in _stream(model, views, class_names, files, reading, top_k, batch_size):
+        predictor = _LazyPredictor(run, unsafe, tta)
+        if "image_shape" not in reading:  # older runs record it only in the model
+            reading["image_shape"] = predictor.model.input_shape[1:]
+        for row in _stream(predictor, files, reading, class_names, top_k, batch_size):
             if "error" in row:
                 if format == "kaggle":
                     raise DataError(f"{row['file']}: {row['error']}")
                 failed.append(row)
-            writer.write(row)
-            if on_row:
-                on_row(row)
+                if not writer.rows:  # held back until an input reads: see below
+                    unread.append(row)
+                    continue
+            for each in [*unread, row]:
+                writer.write(each)
+                if on_row:
+                    on_row(each)
+            unread = []
+        if unread:  # not one input could be read: bad input, refused like any other
+            more = len(unread) - 1
+            raise DataError(
+                f"{unread[0]['file']}: {unread[0]['error']}"
+                + (f" ({more} more inputs could not be read either)" if more else "")
+            )
     return {
         "out": str(out) if out else None,
         "format": format,
@@ -281,19 +294,44 @@ def predict_files(
     }
 
 
-def _stream(model, views, class_names, files, reading, top_k, batch_size):
+class _LazyPredictor:
+    """A run's model, loaded (with its framework) when the first readable input needs it, so
+    inputs that cannot be read are refused without paying for Keras."""
+
+    def __init__(self, run: Run, unsafe: bool, tta: bool):
+        self._args = (run, unsafe, tta)
+        self._loaded = None
+
+    @property
+    def model(self):
+        return self._load()[0]
+
+    def predict(self, pixels):
+        from convnet.evaluation import predict_proba
+
+        model, views = self._load()
+        return predict_proba(model, pixels, tta=views)
+
+    def _load(self):
+        if self._loaded is None:
+            run, unsafe, tta = self._args
+            self._loaded = _predictor(run, unsafe, tta)[:2]
+        return self._loaded
+
+
+def _stream(predictor, files, reading, class_names, top_k, batch_size):
     """Rows for `files`, in order, a batch at a time (see `predict_files`)."""
     import itertools
 
     import numpy as np
 
-    from convnet.evaluation import predict_proba, top_classes
     from convnet.inputs import iter_inputs
+    from convnet.predictions import top_classes
 
     items = iter_inputs(files, reading.pop("image_shape"), **reading)
     while batch := list(itertools.islice(items, batch_size)):
         pixels = [x for _, x, _ in batch if x is not None]
-        probabilities = iter(predict_proba(model, np.stack(pixels), tta=views) if pixels else [])
+        probabilities = iter(predictor.predict(np.stack(pixels)) if pixels else [])
         for name, x, error in batch:
             if x is None:
                 yield {"file": name, "error": error}

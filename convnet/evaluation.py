@@ -92,19 +92,6 @@ def predict_proba(
     return tta.average(lambda view: model.predict(view, batch_size=batch_size, verbose=0), x)
 
 
-def top_classes(name: str, probabilities, class_names: list[str] | None, top_k: int) -> dict:
-    """The `top_k` most probable classes for one input.
-
-    Returns:
-        {"file": name, "class", "probability" (of the most probable), "top": [{"class",
-        "probability"}, ...]}.
-    """
-    class_names = class_names or [str(i) for i in range(len(probabilities))]
-    order = probabilities.argsort()[::-1][:top_k]
-    top = [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
-    return {"file": name, **top[0], "top": top}
-
-
 def evaluate(
     model, data: Dataset, batch_size: int = 1024, tta: TestTimeAugmentation | None = None
 ) -> dict:

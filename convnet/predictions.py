@@ -22,6 +22,19 @@ FORMATS = ("csv", "jsonl", "kaggle")
 _SUFFIXES = {".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
 
 
+def top_classes(name: str, probabilities, class_names: list[str] | None, top_k: int) -> dict:
+    """The `top_k` most probable classes for one input.
+
+    Returns:
+        {"file": name, "class", "probability" (of the most probable), "top": [{"class",
+        "probability"}, ...]}.
+    """
+    class_names = class_names or [str(i) for i in range(len(probabilities))]
+    order = probabilities.argsort()[::-1][:top_k]
+    top = [{"class": class_names[i], "probability": float(probabilities[i])} for i in order]
+    return {"file": name, **top[0], "top": top}
+
+
 def output_format(out: str | Path | None, format: str | None) -> str | None:
     """The format asked for, else the one `out`'s extension names; None for plain text on
     stdout (no `out`, no format).
@@ -49,7 +62,7 @@ def output_format(out: str | Path | None, format: str | None) -> str | None:
 class PredictionWriter:
     """Writes one row per input to `out` (atomically, see the module) or to stdout.
 
-    Rows are `convnet.evaluation.top_classes` dicts, or {"file", "error"} for an input that could
+    Rows are `top_classes` dicts, or {"file", "error"} for an input that could
     not be read. The CSV has columns file, class, probability, then class_2, probability_2, ...
     up to `top_k`, then error (empty but for unreadable files). Kaggle's has ImageId (the 1-based
     row of the test CSV) and Label: the class as the training data wrote it, its name when names

@@ -106,6 +106,28 @@ def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(tmp_p
     assert [p.name for p in out.parent.iterdir()] == ["preds.csv"]
 
 
+def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trained_run):
+    """Until one input reads, failures are held back: all failing is bad input (exit 2, one
+    line, nothing written); a failure before a good input is still listed in its place."""
+    broken = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
+    for path in broken:
+        path.write_bytes(b"\x89PNG but cut short")
+    out = tmp_path / "out" / "preds.csv"
+    result = run_cli("predict", trained_run, *broken, "--out", out)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert f"{broken[0]}: not a readable image" in result.stderr
+    assert "(2 more inputs could not be read either)" in result.stderr
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+    np.save(tmp_path / "good.npy", make_images(1).x[0])
+    mixed = run_cli("predict", trained_run, broken[0], tmp_path / "good.npy", "--out", out)
+    assert mixed.returncode == 1, mixed.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [row["file"] for row in rows] == [str(broken[0]), str(tmp_path / "good.npy")]
+    assert rows[0]["error"] and not rows[1]["error"]
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [

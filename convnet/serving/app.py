@@ -32,7 +32,7 @@ from starlette.requests import ClientDisconnect
 
 from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
-from convnet.evaluation import top_classes
+from convnet.predictions import top_classes
 from convnet.runs import Run
 from convnet.serving.auth import RequireApiKey
 from convnet.serving.engines import MicroBatcher, load_engine
