@@ -37,13 +37,13 @@ def test_every_preset_trains_predicts_and_exports_on_8x8_digits(tmp_path, digits
 
     raw = load_digits().images[:5].astype(np.int64)  # as the user has them: 0-16
     np.save(tmp_path / "x.npy", raw)
-    predictions = convnet.predict(run, [tmp_path / "x.npy"], tta=False)
+    predictions = convnet.predict(run, [tmp_path / "x.npy"])  # with the run's test-time views
     probabilities = np.array([[t["probability"] for t in p["top"]] for p in predictions])
     assert probabilities.shape == (5, 3) and (probabilities >= 0).all()
 
     onnx = ort.InferenceSession(str(convnet.export(run, "onnx", tmp_path / "model.onnx")))
     pixels = np.rint(raw * (255 / 16)).astype(np.uint8)[..., np.newaxis]
-    exported = onnx.run(None, {onnx.get_inputs()[0].name: pixels})[0]
+    exported = onnx.run(None, {onnx.get_inputs()[0].name: pixels})[0]  # averages the same views
     top = [p["top"][0] for p in predictions]
     np.testing.assert_allclose(exported.max(1), [t["probability"] for t in top], atol=1e-5)
 
