@@ -6,7 +6,8 @@ while slows both alike.
 
 Each pipeline is a whole process started here: wall is its start to its exit, fit its training
 loop (validation passes included), s/epoch fit over epochs. The ratios divide convnet's median by
-each peer's median. PyTorch comes from the `torch` extra (`make test` installs it).
+each peer's median. Round k trains every pipeline with seed k, so accuracy is over seeds. PyTorch
+comes from the `torch` extra (`make test` installs it).
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ def pipelines(net: str, bfloat16: bool) -> dict[str, list[str]]:
     if bfloat16:
         found["PyTorch bfloat16 autocast"] = [*peer, "--precision", "bfloat16"]
     found["PyTorch float32"] = [*peer, "--precision", "float32"]
-    found[f"convnet {net} float32"] = [*ours, "--precision", "float32"]
+    if bfloat16:  # without bfloat16, `auto` is float32: the first row already is that run
+        found[f"convnet {net} float32"] = [*ours, "--precision", "float32"]
     return found
 
 
@@ -87,9 +89,10 @@ def main(argv: list[str] | None = None) -> dict:
     commands = pipelines(args.net, bf16)
     results: dict[str, list[dict]] = {name: [] for name in commands}
     with tempfile.TemporaryDirectory(prefix="convnet-peer-") as scratch:
-        for _ in range(args.rounds):
+        for round in range(args.rounds):  # each round its own seed: the accuracy is over seeds
             for name, command in commands.items():
-                results[name].append(run_once(name, command, Path(scratch)))
+                seeded = [*command, "--seed", str(round + 1)]
+                results[name].append(run_once(name, seeded, Path(scratch)))
                 print(name, results[name][-1], file=sys.stderr)
     keys = ("wall", "fit", "epoch", "first_step", "after", "accuracy")
     medians = {name: {k: median(runs, k) for k in keys} for name, runs in results.items()}

@@ -9,6 +9,7 @@ training seconds together; its Pareto front's most accurate trial that trains no
 beside `fast` itself.
 
     .venv/bin/python -m bench.tune --minutes 12 --limit 20000 --search-minutes 30
+    .venv/bin/python -m bench.tune --minutes 0 --search-minutes 60   # the search alone
 """
 
 from __future__ import annotations
@@ -84,7 +85,9 @@ def search_against_fast(scratch: Path, seconds: float, limit: int | None) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=12, help="per setting (default: 12)")
+    parser.add_argument(
+        "--minutes", type=float, default=12, help="per setting (default: 12; 0 skips them)"
+    )
     parser.add_argument("--limit", type=int, default=20000, help="training examples (0: all)")
     parser.add_argument("--search-minutes", type=float, default=60, help="0 to skip the search")
     parser.add_argument(
@@ -101,7 +104,7 @@ def main() -> None:
             "no pruner, 1 worker": ("--pruner", "none"),
             "median pruner, 2 workers": ("--workers", "2"),
         }
-        for i, (name, extra) in enumerate(settings.items()):
+        for i, (name, extra) in enumerate(settings.items() if args.minutes else []):
             results[name] = tune(scratch / f"tune{i}", seconds, limit, *extra)
             results[name].pop("rows")
             print(name, results[name], flush=True)
@@ -110,7 +113,8 @@ def main() -> None:
             search = search_against_fast(scratch, args.search_minutes * 60, search_limit)
             results["search"] = search
             print("search", search, flush=True)
-    out = ROOT / "bench" / "results" / "tune.json"
+    # A search alone keeps the settings' figures of an earlier run beside it.
+    out = ROOT / "bench" / "results" / ("tune.json" if args.minutes else "tune_search.json")
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"written: {out}")
 
