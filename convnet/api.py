@@ -263,9 +263,11 @@ def predict_files(
     failed, unread = [], []
     # Opened first, so an `out` that cannot be written is refused before the model loads.
     with PredictionWriter(out, format, top_k, class_names) as writer:
-        predictor = _LazyPredictor(run, unsafe, tta)
+        # Loaded (with its framework) when the first readable input needs it, so inputs that
+        # cannot be read are refused without paying for Keras.
+        predictor = functools.cache(lambda: _predictor(run, unsafe, tta))
         if "image_shape" not in reading:  # older runs record it only in the model
-            reading["image_shape"] = predictor.model.input_shape[1:]
+            reading["image_shape"] = predictor()[0].input_shape[1:]
         for row in _stream(predictor, files, reading, class_names, top_k, batch_size):
             if "error" in row:
                 if format == "kaggle":
@@ -294,33 +296,9 @@ def predict_files(
     }
 
 
-class _LazyPredictor:
-    """A run's model, loaded (with its framework) when the first readable input needs it, so
-    inputs that cannot be read are refused without paying for Keras."""
-
-    def __init__(self, run: Run, unsafe: bool, tta: bool):
-        self._args = (run, unsafe, tta)
-        self._loaded = None
-
-    @property
-    def model(self):
-        return self._load()[0]
-
-    def predict(self, pixels):
-        from convnet.evaluation import predict_proba
-
-        model, views = self._load()
-        return predict_proba(model, pixels, tta=views)
-
-    def _load(self):
-        if self._loaded is None:
-            run, unsafe, tta = self._args
-            self._loaded = _predictor(run, unsafe, tta)[:2]
-        return self._loaded
-
-
 def _stream(predictor, files, reading, class_names, top_k, batch_size):
-    """Rows for `files`, in order, a batch at a time (see `predict_files`)."""
+    """Rows for `files`, in order, a batch at a time (see `predict_files`); `predictor()`
+    gives the run's (model, views, class names)."""
     import itertools
 
     import numpy as np
@@ -331,7 +309,11 @@ def _stream(predictor, files, reading, class_names, top_k, batch_size):
     items = iter_inputs(files, reading.pop("image_shape"), **reading)
     while batch := list(itertools.islice(items, batch_size)):
         pixels = [x for _, x, _ in batch if x is not None]
-        probabilities = iter(predictor.predict(np.stack(pixels)) if pixels else [])
+        if pixels:  # the first loads the model; scikit-learn comes with evaluation
+            from convnet.evaluation import predict_proba
+
+            model, views, _ = predictor()
+            probabilities = iter(predict_proba(model, np.stack(pixels), tta=views))
         for name, x, error in batch:
             if x is None:
                 yield {"file": name, "error": error}
