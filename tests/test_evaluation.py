@@ -153,9 +153,25 @@ def test_tta_average_is_the_mean_over_views():
     tta = TestTimeAugmentation(flip=True, shift=1)
     expected = np.mean([forward(v) for v in tta.views(x)], axis=0)
     np.testing.assert_allclose(tta.average(forward, x), expected)
-    np.testing.assert_allclose(tta.average(forward, x, chunk=2), expected)  # 2 + 2 + 1 images
+    two_images = 2 * x[0].size * tta.count  # the bytes of the views of two images
+    np.testing.assert_allclose(tta.average(forward, x, chunk_bytes=two_images), expected)
     # The server's engines average the same way as `predict_proba`.
     np.testing.assert_allclose(Engine(forward, (6, 6, 1), tta).predict(x), expected)
+
+
+def test_tta_average_calls_the_model_once_for_a_test_set():
+    """Each call of Keras' predict costs about 50 ms before any image, so a 10,000-image test
+    set goes in one call, and in chunks only past 64 MiB of views."""
+    calls = []
+
+    def forward(batch):
+        calls.append(len(batch))
+        return np.ones((len(batch), 10)) / 10
+
+    x = np.zeros((10_000, 28, 28, 1), np.uint8)
+    TestTimeAugmentation().average(forward, x)
+    TestTimeAugmentation(flip=True, shift=1).average(forward, x)  # 18 views: 4,755 a call
+    assert calls == [10_000, 4_755 * 18, 4_755 * 18, 490 * 18]
 
 
 def test_tta_settings_come_from_a_recipe():
