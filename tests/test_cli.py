@@ -86,13 +86,16 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     summary = json.loads(result.stdout)
     assert set(summary) == {"run", "test_loss", "test_accuracy", "wall_seconds"}
     assert summary["test_accuracy"] > 0.9  # four bar classes are easy
-    # From the process's start, imports included, to the end of its first step: inside epoch 1.
+    # From the process's start, imports included, to the start of training, and to the end of
+    # its first step: inside epoch 1.
     process_seconds = time.perf_counter() - launched
     metrics = json.loads((run / "metrics.json").read_text())
     with open(run / "history.csv") as history:
         first_epoch = float(next(csv.DictReader(history))["epoch_seconds"])
     later_epochs = metrics["fit_seconds"] - first_epoch
-    assert process_seconds - summary["wall_seconds"] < metrics["first_step_seconds"]
+    assert process_seconds - summary["wall_seconds"] < metrics["startup_seconds"]
+    assert metrics["startup_seconds"] < metrics["first_step_seconds"]
+    assert metrics["startup_seconds"] + metrics["fit_seconds"] < process_seconds
     assert metrics["first_step_seconds"] < process_seconds - later_epochs
     for name in (
         "config.yaml",

@@ -23,8 +23,9 @@ from convnet.machine import process_seconds
 
 class EpochTimer(keras.callbacks.Callback):
     """Adds `epoch_seconds` and `elapsed_seconds` (since training began) to each epoch's logs,
-    and keeps `first_step_seconds`: from the process's start to the end of its first training
-    step, which traces the step: what a user waits before training moves.
+    and keeps `startup_seconds` (from the process's start to the start of training: imports,
+    data, model) and `first_step_seconds` (to the end of its first training step, which traces
+    the step): what a user waits before training moves.
 
     `elapsed_seconds` is wall-clock time, so it counts the work between epochs (backups,
     logging) too. Place it before `CSVLogger` so the history file records the times.
@@ -39,6 +40,7 @@ class EpochTimer(keras.callbacks.Callback):
 
     def on_train_begin(self, logs=None):
         self._train_start = time.perf_counter()
+        self.startup_seconds = process_seconds()
         self.first_step_seconds = None
 
     def on_train_batch_end(self, batch, logs=None):

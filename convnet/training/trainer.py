@@ -240,8 +240,9 @@ def _fit(
 
     Returns:
         `epochs` trained in all and `fit_seconds` of training in all, both counting the earlier
-        processes of a resumed run as history.csv does; and this process's `first_step_seconds`
-        (from its start to the end of its first training step) when it trained.
+        processes of a resumed run as history.csv does; and, when it trained, this process's
+        `startup_seconds` and `first_step_seconds` (from its start to the start of training and
+        to the end of the first training step).
     """
     recipe = session.recipe
     if start.epoch >= (start.planned or recipe.epochs) or _stopped_early(recipe, start.val_losses):
@@ -270,6 +271,7 @@ def _fit(
     return {
         "epochs": start.epoch + len(history.epoch),
         "fit_seconds": start.elapsed + time.perf_counter() - fit_started,
+        "startup_seconds": timer.startup_seconds,
         "first_step_seconds": timer.first_step_seconds,
     }
 
