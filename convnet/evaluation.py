@@ -67,8 +67,8 @@ class TestTimeAugmentation:
 
         The views of as many images as fit in `chunk_bytes` go through `forward` in one call: a
         server request of one image is one model call, not 18, and a test set of 10,000 28x28
-        images one `predict`, not ten (each call of Keras' `predict` costs about 50 ms before
-        any image).
+        images one `predict`, not ten: each call of Keras' `predict` has a cost of its own
+        before any image (docs/benchmarks.md, convnet against plain PyTorch).
         """
         image_bytes = max(int(np.prod(x.shape[1:])), 1) * self.count
         chunk = max(chunk_bytes // image_bytes, 1)

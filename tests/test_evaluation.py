@@ -160,8 +160,8 @@ def test_tta_average_is_the_mean_over_views():
 
 
 def test_tta_average_calls_the_model_once_for_a_test_set():
-    """Each call of Keras' predict costs about 50 ms before any image, so a 10,000-image test
-    set goes in one call, and in chunks only past 64 MiB of views."""
+    """Each call of Keras' predict has a cost of its own, so a 10,000-image test set goes in
+    one call, and in chunks only past 64 MiB of views."""
     calls = []
 
     def forward(batch):
