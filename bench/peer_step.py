@@ -40,42 +40,35 @@ def tensorflow_steps(steps: int) -> list[float]:
     import numpy as np
     import tensorflow as tf
 
+    from bench.step_time import StepTimes
     from convnet.config import TrainConfig
     from convnet.models.factory import model_for_recipe
+    from convnet.training.feed import epoch_steps
     from convnet.training.keras_recipe import compile_for_training, learning_rate
 
     recipe = TrainConfig(preset="fast").recipe()
     model = model_for_recipe("fast", (28, 28, 1), 10, recipe)
-    compile_for_training(model, recipe, learning_rate(recipe, 211), metrics=["accuracy"])
+    steps_per_epoch = epoch_steps(54_000, recipe.batch_size)  # Fashion-MNIST less `fast`'s 10%
+    rate = learning_rate(recipe, steps_per_epoch)
+    compile_for_training(model, recipe, rate, metrics=["accuracy"])
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (BATCH * 8, 28, 28, 1), dtype=np.uint8)
     y = keras.utils.to_categorical(rng.integers(0, 10, len(x)), 10)
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(BATCH).repeat()
-    times: list[float] = []
-
-    class StepTimes(keras.callbacks.Callback):
-        def on_train_batch_begin(self, batch, logs=None):
-            self.began = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            times.append(time.perf_counter() - self.began)
-
-    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[StepTimes()])
-    return times
+    timer = StepTimes()
+    model.fit(data, steps_per_epoch=steps, epochs=1, verbose=0, callbacks=[timer])
+    return timer.times
 
 
 def torch_steps(steps: int) -> list[float]:
     """Seconds of each step of the PyTorch peer's `fast` net, as `bench.peer_torch` trains it."""
     import torch
-    from torch.nn import functional as F
 
-    from bench.peer_torch import RECIPES, fast_net, prepare
+    from bench.peer_torch import RECIPES, fast_net, make_optimizer, train_step
 
     recipe = RECIPES["fast"]
     model = fast_net().to(memory_format=torch.channels_last)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"], fused=True
-    )
+    optimizer = make_optimizer(model, recipe)
     x = torch.randint(0, 256, (BATCH * 8, 1, 28, 28), dtype=torch.uint8)
     y = torch.randint(0, 10, (len(x),))
     model.train()
@@ -83,11 +76,7 @@ def torch_steps(steps: int) -> list[float]:
     for _ in range(steps):
         began = time.perf_counter()
         batch = torch.randperm(len(x))[:BATCH]
-        logits = model(prepare(x[batch]))
-        loss = F.cross_entropy(logits.float(), y[batch], label_smoothing=recipe["smoothing"])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        train_step(model, optimizer, x[batch], y[batch], recipe["smoothing"])
         times.append(time.perf_counter() - began)
     return times
 
@@ -96,7 +85,7 @@ WORKERS = {"convnet (TensorFlow)": tensorflow_steps, "PyTorch": torch_steps}
 
 
 def run_worker(name: str, steps: int, verbose: bool = False) -> tuple[list[float], str]:
-    """The step times of `name` in a process of its own, and its stderr (oneDNN's log)."""
+    """The step times of `name` in a process of its own, and its output (oneDNN's log among it)."""
     env = dict(os.environ) | ({"ONEDNN_VERBOSE": "profile_exec"} if verbose else {})
     command = [sys.executable, "-m", "bench.peer_step", "--worker", name, "--steps", str(steps)]
     done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=ROOT)

@@ -16,6 +16,7 @@ is measured from `$BENCH_T0` (the driver's `time.time()` just before it started 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 import math
@@ -115,6 +116,25 @@ def evaluate(model: nn.Module, x, y, autocast, batch: int = 1024) -> tuple[float
     return loss / len(x), correct / len(x)
 
 
+def make_optimizer(model: nn.Module, recipe: dict) -> torch.optim.Optimizer:
+    """The recipe's optimizer: fused AdamW, or RMSprop with Keras' rho 0.9 and eps 1e-7."""
+    if recipe["optimizer"] == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"], fused=True
+        )
+    return torch.optim.RMSprop(model.parameters(), lr=recipe["lr"], alpha=0.9, eps=1e-7)
+
+
+def train_step(model, optimizer, images, labels, smoothing: float, autocast=contextlib.nullcontext):
+    """One step on a batch of uint8 images: forward (under `autocast`), loss, backward, update."""
+    with autocast():
+        logits = model(prepare(images))
+    loss = F.cross_entropy(logits.float(), labels, label_smoothing=smoothing)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+
+
 def prepare(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255).contiguous(memory_format=torch.channels_last)
 
@@ -135,12 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.limit:
         x, y = x[: args.limit], y[: args.limit]
     model = NETS[args.net]().to(memory_format=torch.channels_last)
-    if recipe["optimizer"] == "adamw":
-        optimizer = torch.optim.AdamW(
-            model.parameters(), lr=recipe["lr"], weight_decay=recipe["weight_decay"], fused=True
-        )
-    else:  # Keras' RMSprop: rho 0.9, eps 1e-7
-        optimizer = torch.optim.RMSprop(model.parameters(), lr=recipe["lr"], alpha=0.9, eps=1e-7)
+    optimizer = make_optimizer(model, recipe)
     steps = math.ceil(len(x) / recipe["batch"])
     total, warmup = steps * recipe["epochs"], int(recipe["warmup_epochs"] * steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -162,12 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
         order = torch.randperm(len(x))
         for i in range(0, len(x), recipe["batch"]):
             batch = order[i : i + recipe["batch"]]
-            with autocast():
-                logits = step(prepare(x[batch]))
-            loss = F.cross_entropy(logits.float(), y[batch], label_smoothing=recipe["smoothing"])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            train_step(step, optimizer, x[batch], y[batch], recipe["smoothing"], autocast)
             scheduler.step()
             if first_step is None:
                 first_step = time.time() - T0
