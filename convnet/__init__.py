@@ -27,6 +27,8 @@ _EXPORTS = {
     "register_preset": "convnet.models.registry",
     "load_config": "convnet.config",
     "TrainConfig": "convnet.config",
+    "Run": "convnet.run",
+    "load": "convnet.run",
     "Recipe": "convnet.models.recipe",
 }
 _RENAMED = {"load_dataset": ("convnet.data", "load_source")}

@@ -20,12 +20,16 @@ from convnet import framework
 from convnet.config import TrainConfig, check_lr_range, load_config
 from convnet.errors import ConfigError, DataError
 from convnet.models.registry import Preset, get_preset, list_presets
-from convnet.runs import RUNS_ROOT, Run, check_new_run_dir, claimed, list_runs
+from convnet.reports.html import HtmlPage
+from convnet.run import Run
+from convnet.runs import RUNS_ROOT, check_new_run_dir, claimed, default_run_dir, list_runs
+from convnet.runs import Run as RunFolder
 
 # Keras writes a SavedModel only through TensorFlow, and ONNX on JAX needs jax2onnx, which cannot
 # convert max-pooling; a run's model.keras is the same on every backend, so exports (and the
 # ONNX engine, which exports) load it on TensorFlow.
 EXPORT_BACKEND = "tensorflow"
+DATA_ARGUMENTS = ("train", "test")  # `train` takes data in memory (a DataFrame, arrays) for these
 
 
 def train(
@@ -55,10 +59,19 @@ def train(
             test metrics, report.html, config.yaml and model.keras); "" for `sqlite:///mlruns.db`
             in the current directory; None (the default) for none. Not part of the run's config.
         **settings: any config or recipe key (`preset="fast"`, `epochs=3`, `train="a.csv"`, ...),
-            applied over `config`.
+            applied over `config`. `train` and `test` also take data in hand: a pandas or
+            polars DataFrame in the Kaggle layout (a label column, by `label_column` or named
+            label, class, target or y, and H*W or H*W*3 pixel columns), or an (x, y) tuple of
+            arrays (`convnet.data.memory.read_memory`). The run keeps such data in its folder
+            (`data/train.npz`, `data/test.npz`), so it resumes, evaluates and reports as a run
+            trained from files.
 
     Returns:
-        A TrainResult: run folder, test loss, test accuracy, wall seconds.
+        The `convnet.Run`: its folder, test loss and accuracy, model, `predict`, report.
+
+    Example:
+        >>> run = convnet.train(preset="fast", train=(x_train, y_train), epochs=5)
+        >>> run.test_accuracy
 
     Raises:
         ConfigError: invalid settings, or settings given with `resume`; MLflow or TensorBoard
@@ -71,7 +84,7 @@ def train(
     if resume and tensorboard is None and mlflow is None:
         return _resume(resume, config, settings, command, verbose, started, callbacks)
     if resume:
-        recorded = Run(resume).config()  # the trackers import Keras: on the run's backend
+        recorded = RunFolder(resume).config()  # the trackers import Keras: on the run's backend
         framework.load(recorded.backend, recorded.devices)
         from convnet.training import tracking
 
@@ -80,11 +93,13 @@ def train(
             return _resume(resume, config, settings, command, verbose, started, everything)
 
         return tracking.tracked(resume, resume_with, **trackers, resume=True)
+    memory = {key: settings.pop(key) for key in DATA_ARGUMENTS if _in_memory(settings.get(key))}
     config = _config(config, settings)
+    config = _keeping(config, memory) if memory else config
     check_new_run_dir(config.out)  # before the data is read
-    from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
+    from convnet.data import fitted_to_data, load_training_data, read_given  # NumPy, polars
 
-    data = load_training_data(config)
+    data = load_training_data(config, read_given(config, memory))
     config = fitted_to_data(config, data)
     # Recorded in config.yaml: evaluate, predict, report and serve use it again.
     config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))
@@ -98,7 +113,30 @@ def train(
             config, data, command=command, verbose=verbose, started=started, callbacks=everything
         )
 
-    return tracking.tracked(config.out, train_with, **trackers)
+    result = tracking.tracked(config.out, train_with, **trackers)
+    return Run(result.run, result.is_chief)
+
+
+def _in_memory(value) -> bool:
+    """Whether a `train=` or `test=` value is data in hand (a DataFrame, arrays), not a path."""
+    return value is not None and not isinstance(value, str | os.PathLike)
+
+
+def _keeping(config: TrainConfig, memory: dict) -> TrainConfig:
+    """`config` with its run folder fixed, and the data given in Python (`memory`, by argument)
+    named where the run keeps it, `RUN/data/ARGUMENT.npz`, so that it reads back like a file.
+
+    Raises:
+        ConfigError: `format` given for a file beside data in memory: the kept data is NPZ.
+    """
+    if config.format and len(memory) < len(DATA_ARGUMENTS) and config.format != "npz":
+        raise ConfigError(
+            f"format {config.format!r} would apply to the data kept from memory too; leave "
+            "format unset when passing data in memory beside a file."
+        )
+    out = Path(config.out or default_run_dir(config.preset))
+    kept = {argument: str(out / "data" / f"{argument}.npz") for argument in memory}
+    return dataclasses.replace(config, out=str(out), **kept)
 
 
 def _resume(run_dir, config, settings: dict, command, verbose, started: float, callbacks=()):
@@ -108,7 +146,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
             f"--resume continues {run_dir} with its own config.yaml; drop the other "
             f"settings (received: {given})."
         )
-    run = Run(run_dir)
+    run = RunFolder(run_dir)
     with claimed(run.path):  # held until the run ends, so no other process trains it meanwhile
         run.check_resumable()
         config = run.config()
@@ -119,9 +157,10 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
         framework.load(config.backend, config.devices)
         from convnet.training import trainer
 
-        return trainer.resume(
+        result = trainer.resume(
             run, data, command=command, verbose=verbose, started=started, callbacks=callbacks
         )
+        return Run(result.run, result.is_chief)
 
 
 def _config(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:
@@ -144,7 +183,7 @@ def evaluate(
     Returns:
         {"test_loss", "test_accuracy", "test_examples", "test_data", "tta_views"}.
     """
-    run = Run(run)
+    run = RunFolder(run)
     config = run.config()
     run.require_model()
     test_set = run.load_test(test)
@@ -321,23 +360,15 @@ def _stream(predictor, files, reading, class_names, top_k, batch_size):
                 yield top_classes(name, next(probabilities), class_names, top_k)
 
 
-def _prediction_inputs(run: str | Path) -> tuple[Run, dict]:
-    """The run, and how to read inputs for its model: `convnet.inputs.load_inputs`' keyword
-    arguments, with `image_shape` when the manifest records it (older runs: from the model)."""
-    from convnet.data.pixels import FULL_RANGE
-
-    run = Run(run)
-    config = run.config()
+def _prediction_inputs(run: str | Path) -> tuple[RunFolder, dict]:
+    """The run, and how to read inputs for its model (`convnet.runs.Run.input_reading`)."""
+    run = RunFolder(run)
+    run.config()
     run.require_model()
-    data = run.read_json("manifest.json").get("data", {})
-    reading = {"light_background": data.get("background_is_light", False)}
-    reading["pixel_range"] = config.pixel_range or FULL_RANGE  # older runs: 0-255
-    if "image_shape" in data:
-        reading["image_shape"] = data["image_shape"]
-    return run, reading
+    return run, run.input_reading()
 
 
-def _predictor(run: Run, unsafe: bool, tta: bool):
+def _predictor(run: RunFolder, unsafe: bool, tta: bool):
     """(model, test-time views, class names) of a run."""
     config = run.config()
     framework.load_for_run(config.backend)
@@ -393,21 +424,28 @@ def fetch(data_dir: str | Path | None = None) -> Path:
     return verified_fashion_mnist(data_dir)
 
 
-def report(run: str | Path) -> Path:
+def report(run: str | Path) -> HtmlPage:
     """Writes a run's plots (`RUN/plots/`) and its self-contained `RUN/report.html`; returns it."""
-    found = Run(run)
+    found = RunFolder(run)
     found.require_model()
     framework.load_for_run(found.config().backend)
     from convnet.reports.report import write_report
 
-    return write_report(run)
+    return HtmlPage(write_report(run))
 
 
-def compare(runs: list[str | Path], out: str | Path = "compare.html") -> Path:
-    """Writes one HTML page overlaying the runs' learning curves and tabulating their metrics."""
+def compare(runs: list[str | Path | Run], out: str | Path = "compare.html") -> HtmlPage:
+    """Writes one HTML page overlaying the runs' learning curves and tabulating their metrics;
+    a notebook shows it inline.
+
+    Args:
+        runs: run folders, or the `Run`s that `train` and `load` return.
+        out: the page to write. Defaults to `compare.html`.
+    """
     from convnet.reports.report import write_compare
 
-    return write_compare(runs, out)
+    folders = [run.path if isinstance(run, Run) else run for run in runs]
+    return HtmlPage(write_compare(folders, out))
 
 
 def lr_find(
@@ -590,7 +628,7 @@ def serve(
         api_key = os.environ.get("CONVNET_API_KEY")
     if api_key is not None and not api_key.strip():
         raise ConfigError("the API key is empty; pass a non-empty --api-key or CONVNET_API_KEY.")
-    found = Run(run)
+    found = RunFolder(run)
     found.config()
     found.require_model()
     listening = _listen(host, port)  # before loading the model: a busy port fails at once
@@ -624,7 +662,7 @@ def _serving_app(run: str, engine: str, *, body_timeout: float, api_key: str | N
     if engine == "onnx":
         framework.load(EXPORT_BACKEND)
     else:
-        framework.load_for_run(Run(run).config().backend)
+        framework.load_for_run(RunFolder(run).config().backend)
     from convnet.serving import create_app
     from convnet.serving.payloads import Limits
 
@@ -664,7 +702,7 @@ def export(
     """Writes a run's model as ONNX, a SavedModel or LiteRT (see
     `convnet.exporter.export_model`), on the TensorFlow backend whatever backend trained the run.
     """
-    found = Run(run)  # a run with a valid config and a model, before Keras is imported
+    found = RunFolder(run)  # a run with a valid config and a model, before Keras is imported
     found.config()
     found.require_model()
     if quantize != "none" and format != "litert":  # before the framework: a refusal is at once

@@ -16,6 +16,7 @@ from PIL import Image, ImageOps
 from convnet.data.csv import read_csv
 from convnet.data.dataset import border_is_light
 from convnet.data.folder import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
+from convnet.data.memory import LABEL_COLUMNS
 from convnet.data.pixels import FULL_RANGE, to_pixels
 from convnet.errors import DataError
 
@@ -228,3 +229,56 @@ def _csv(path: Path, input_shape, pixel_range: str) -> np.ndarray:
     if x.shape[1:] != tuple(input_shape):
         raise DataError(f"{path}: rows hold {x.shape[1:]} images; expected {tuple(input_shape)}.")
     return x
+
+
+def python_inputs(
+    value,
+    input_shape,
+    light_background: bool = False,
+    pixel_range: str = FULL_RANGE,
+    name: str = "x",
+) -> np.ndarray:
+    """Model inputs from what a Python caller holds, uint8 (N, H, W, C).
+
+    Args:
+        value: a path or a list of paths (as `load_inputs` reads them); a PIL image or a list
+            of them (as photos are read); a DataFrame of pixel columns in the Kaggle layout (a
+            label column, if any, is left out); or an array of images (N, H, W), (N, H, W, C),
+            (N, H*W*C), or one image (H, W) or (H, W, C), in the training data's pixel range.
+        input_shape: the model's (H, W, C).
+        light_background: whether the training images have light backgrounds.
+        pixel_range: "LOW,HIGH" of the training data's values.
+        name: the argument's name, which messages start with.
+
+    Raises:
+        DataError: naming `name`, for anything that is not images of the model's shape.
+    """
+    single = isinstance(value, str | os.PathLike | Image.Image)
+    items = [value] if single else value
+    if isinstance(items, list | tuple) and items:
+        if all(isinstance(item, str | os.PathLike) for item in items):
+            return load_inputs(list(items), input_shape, light_background, pixel_range)[1]
+        if all(isinstance(item, Image.Image) for item in items):
+            return np.stack(
+                [
+                    image_to_input(item, input_shape, light_background, f"{name}[{i}]")
+                    for i, item in enumerate(items)
+                ]
+            )
+    if type(value).__module__.split(".")[0] in ("pandas", "polars"):
+        labels = [c for c in value.columns if str(c).lower() in LABEL_COLUMNS]
+        value = value.drop(columns=labels) if hasattr(value, "iloc") else value.drop(labels)
+        value = value.to_numpy()
+    try:
+        array = np.asarray(value)
+    except (ValueError, TypeError):
+        array = np.empty(0, dtype=object)
+    if array.dtype == object or array.size == 0:
+        raise DataError(
+            f"{name}: {type(value).__name__} is not images; expected an array of images, a "
+            "DataFrame of pixel columns, PIL images or image paths."
+        )
+    flat = int(np.prod(input_shape))
+    if array.ndim == 2 and array.shape != tuple(input_shape[:2]) and array.shape[1] == flat:
+        array = array.reshape(len(array), *input_shape)
+    return pixels_to_inputs(array, input_shape, name, pixel_range)

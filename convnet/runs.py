@@ -253,6 +253,26 @@ class Run:
     def write_json(self, name: str, data) -> Path:
         return write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
 
+    def input_reading(self) -> dict:
+        """How the run's model reads inputs: `convnet.inputs.load_inputs`' keyword arguments
+        (the background, the training data's pixel range), and `image_shape` where the manifest
+        records it (older runs record it only in the model)."""
+        from convnet.data.pixels import FULL_RANGE  # the data package imports NumPy and polars
+
+        data = self.read_json("manifest.json").get("data", {})
+        reading = {
+            "light_background": data.get("background_is_light", False),
+            "pixel_range": self.config().pixel_range or FULL_RANGE,  # older runs: 0-255
+        }
+        if "image_shape" in data:
+            reading["image_shape"] = tuple(data["image_shape"])
+        return reading
+
+    def class_names(self) -> tuple[str, ...] | None:
+        """The names of the model's classes, by index (None for runs older than the record)."""
+        names = self.read_json("manifest.json").get("data", {}).get("class_names")
+        return tuple(names) if names is not None else None
+
     def load_data(self, test: str | None = None):
         """The run's (training, test) Datasets, as its config names them.
 

@@ -15,6 +15,7 @@ from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_folder
 from convnet.data.idx import read_idx_dataset
+from convnet.data.memory import read_memory
 from convnet.data.npz import has_test_split, read_npz
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
@@ -182,27 +183,37 @@ def _train_test(
     test_split,
     seed,
     limit=None,
+    given=None,
 ) -> tuple[Dataset, Dataset, float | None]:
     """`load_train_test`'s sets, and the share held out to test on (None if none was).
+
+    `given` holds data given in Python, read already (`read_given`), by argument ("train",
+    "test"): it stands in for that path.
 
     With `limit`, only the source's first `limit` training examples are read, the ones a run
     trains on, unless a test set is held out of the source: that is a seeded sample of all its
     examples and the training examples are what is left, so the source is read whole then (and
     the caller cuts the training set to `limit` afterwards).
     """
-    if train:
-        whole = limit and not test and not carries_test_set(Path(train), format)
+    given = given or {}
+    if "train" in given:
+        splits = {"train": given["train"]}
+    elif train:
+        whole = limit and not (test or given) and not carries_test_set(Path(train), format)
         first = None if whole else limit
         splits = load_source(train, format, label_column, class_names, pixel_range, first)
     else:  # its own class names unless --class-names gives others
         splits = load_fashion_mnist(data_dir, resolve_class_names(class_names, Path("fashion")))
     train_range = splits["train"].pixel_range
-    if test:
+    if "test" in given:
+        splits["test"] = given["test"]
+    elif test:
         test_splits = load_source(test, format, label_column, class_names, train_range)
         splits["test"] = test_splits.get("test", test_splits["train"])
     if "test" in splits and test_split is not None:
+        source = "the test data given" if "test" in given else test or train
         raise ConfigError(
-            f"test_split holds out a test set, but {test or train} has one; drop --test-split."
+            f"test_split holds out a test set, but {source} has one; drop --test-split."
         )
     if "test" not in splits:
         test_split = DEFAULT_TEST_SPLIT if test_split is None else test_split
@@ -310,6 +321,8 @@ class TrainingData:
         validation: the held-out part of `full`, or None when `val_split` is 0.
         test_split: the share of the source held out as `test`, or None if it had a test set.
         class_weight: each class index's weight in the loss, or None for equal weights.
+        given: the data given in Python by argument ("train", "test"), as read, which the run
+            keeps in its folder (`convnet.data.memory.write_record`).
     """
 
     full: Dataset
@@ -318,14 +331,17 @@ class TrainingData:
     validation: Dataset | None
     test_split: float | None = None
     class_weight: dict[int, float] | None = None
+    given: dict[str, Dataset] = dataclasses.field(default_factory=dict)
 
 
 def load_config_data(
-    config: TrainConfig, limit: int | None = None
+    config: TrainConfig, limit: int | None = None, given: dict | None = None
 ) -> tuple[Dataset, Dataset, float | None]:
     """The training source, the test set that `config` names, and the share of the source held
     out as that test set (`load_train_test`). With `limit`, the training set may be cut to its
-    first `limit` examples, and only those read (`_train_test` says when); else it is whole."""
+    first `limit` examples, and only those read (`_train_test` says when); else it is whole.
+    `given`: data given in Python in place of `config.train` or `config.test` (`read_given`).
+    """
     return _train_test(
         config.train,
         config.test,
@@ -337,22 +353,56 @@ def load_config_data(
         config.test_split,
         config.seed,
         limit,
+        given,
     )
 
 
-def load_training_data(config: TrainConfig) -> TrainingData:
+def read_given(config: TrainConfig, memory: dict) -> dict[str, Dataset]:
+    """The Datasets of data given in Python in place of `config.train` or `config.test`.
+
+    Args:
+        config: the other settings: label column, class names, pixel range.
+        memory: "train" and/or "test": a DataFrame or (x, y) arrays (`convnet.data.memory`).
+
+    Returns:
+        A Dataset by argument. A test set is read in the training data's pixel range, as files
+        are.
+
+    Raises:
+        DataError: naming the argument and the place at fault.
+    """
+    names = resolve_class_names(config.class_names, Path(""))
+    options = (config.label_column, names)
+    sets = {}
+    if "train" in memory:
+        sets["train"] = read_memory(memory["train"], "train", *options, config.pixel_range)
+    if "test" in memory:
+        train_range = sets["train"].pixel_range if sets else config.pixel_range
+        if train_range is None and config.train:  # the training source's, detected
+            source = load_source(config.train, config.format, config.label_column, names, limit=1)
+            train_range = source["train"].pixel_range
+        sets["test"] = read_memory(memory["test"], "test", *options, train_range)
+    return sets
+
+
+def load_training_data(config: TrainConfig, given: dict | None = None) -> TrainingData:
     """Reads, limits and splits the data `config` names, as `train` and `lr-find` use it.
+
+    Args:
+        config: the settings naming the data.
+        given: Datasets of data given in Python (`read_given`) in place of the paths `config`
+            names; the run keeps them (`TrainingData.given`).
 
     Raises:
         DataError: the data cannot be read, or the sets do not fit together.
     """
-    full, test, test_split = load_config_data(config, config.limit)
+    full, test, test_split = load_config_data(config, config.limit, given)
     check_image_size(config.preset, full.image_shape, full.source)
     if config.limit:  # read whole when a test set was held out of it (`_train_test`)
         full = full.take(slice(0, config.limit))
     train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
     weights = class_weights(config.class_weight, train)
-    return TrainingData(full, test, train, validation, test_split, weights)
+    return TrainingData(full, test, train, validation, test_split, weights, given or {})
 
 
 def fitted_to_data(config: TrainConfig, data: TrainingData) -> TrainConfig:

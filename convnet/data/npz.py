@@ -16,7 +16,8 @@ import numpy as np
 
 from convnet.data.arrays import greatest_label, read_pixels, read_rows
 from convnet.data.dataset import Dataset, numbered_class_names
-from convnet.data.pixels import to_pixels
+from convnet.data.memory import recorded_range
+from convnet.data.pixels import FULL_RANGE, to_pixels
 from convnet.errors import DataError
 
 _UNREADABLE = (
@@ -94,6 +95,11 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
 
 def _read(path: Path, archive, class_names, pixel_range, limit) -> dict[str, Dataset]:
     keys = archive.files
+    # A run's record of data given in memory holds pixels scaled already, and the range they
+    # were scaled from, which the run's config names too.
+    recorded = recorded_range(archive)
+    if recorded:
+        pixel_range = FULL_RANGE
     if class_names is None and "class_names" in keys:
         names = _array(path, archive, "class_names")
         if names.ndim != 1:
@@ -126,7 +132,7 @@ def _read(path: Path, archive, class_names, pixel_range, limit) -> dict[str, Dat
     tops = np.array([top for *_, top in splits.values()])  # each split's greatest label
     names = class_names or numbered_class_names(tops, str(path))
     return {
-        split: Dataset(x, y, names, f"{path}:{split}", pixel_range)
+        split: Dataset(x, y, names, f"{path}:{split}", recorded or pixel_range)
         for split, (x, y, _) in splits.items()
     }
 

@@ -157,3 +157,15 @@ def key_values(mapping: dict) -> str:
 def json_block(data) -> str:
     """Pretty-printed JSON in a <pre>."""
     return f"<pre>{escape(json.dumps(data, indent=2, default=str))}</pre>"
+
+
+class HtmlPage(type(Path())):
+    """The path of an HTML page convnet wrote (a run's report, a comparison), which a notebook
+    shows inline: in an iframe, so that the page's own style stays inside it."""
+
+    def _repr_html_(self) -> str:
+        document = escape(self.read_text(encoding="utf-8"), quote=True)
+        return (
+            f'<iframe srcdoc="{document}" title="{escape(self.name)}" '
+            'style="width: 100%; height: 820px; border: 1px solid #d9dee3"></iframe>'
+        )

@@ -16,6 +16,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
+from convnet.data.memory import write_record
 from convnet.errors import DiskFull
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.files import replace_durably
@@ -263,8 +264,8 @@ def _fit(
             validation_steps=val_steps,
             epochs=recipe.epochs,
             initial_epoch=start.epoch,
-            callbacks=[*callbacks, *extra, stop],
-            verbose=verbose,
+            callbacks=[*callbacks, *extra, progress, stop],
+            verbose=progress.keras_verbose,
             shuffle=False,  # `batches` shuffles
             class_weight=session.data.class_weight,
         )
@@ -362,7 +363,9 @@ def _begin_run(
     data: TrainingData,
     context: distributed.Context,
 ) -> Run:
-    """Writes config.yaml and the manifest of a run that begins."""
+    """Writes the data given in Python, config.yaml and the manifest of a run that begins."""
+    for argument, given in data.given.items() if context.is_chief else ():
+        write_record(getattr(config, argument), given)  # where config.yaml says it is
     run = Run.begin(run_dir, config)
     train, test = data.full, data.test
     run.write_json(
