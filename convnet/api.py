@@ -202,7 +202,7 @@ def evaluate(
 
 def predict(
     run: str | Path,
-    files: list[str | Path],
+    files: str | Path | list[str | Path],
     top_k: int = 3,
     unsafe: bool = False,
     tta: bool = True,
@@ -213,6 +213,8 @@ def predict(
     `predict_files` streams any number, and goes on past unreadable files.
     `tta=False` makes one model pass per image, ignoring the run's test-time augmentation;
     `unsafe` loads a model that carries Python code (Lambda layers), only for trusted files.
+    `files` is a path or a list of them; for arrays or PIL images in hand, use
+    `convnet.load(run).predict(x)`.
 
     Returns:
         One dict per input: {"file", "class", "probability", "top": [{"class", "probability"}]}.
@@ -222,6 +224,7 @@ def predict(
     """
     from convnet.inputs import load_inputs
 
+    files = [files] if isinstance(files, str | os.PathLike) else files  # a path, not its letters
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
     run, reading = _prediction_inputs(run)
@@ -243,7 +246,7 @@ def predict(
 
 def predict_files(
     run: str | Path,
-    paths: list[str | Path],
+    paths: str | Path | list[str | Path],
     out: str | Path | None = None,
     format: str | None = None,
     top_k: int = 3,
@@ -281,6 +284,8 @@ def predict_files(
     """
     from convnet.inputs import expand_paths
     from convnet.predictions import PredictionWriter, output_format
+
+    paths = [paths] if isinstance(paths, str | os.PathLike) else paths
 
     if top_k < 1 or batch_size < 1:
         raise ConfigError(f"top_k and batch_size must be >= 1. Received: {top_k}, {batch_size}.")
@@ -465,16 +470,18 @@ def lr_find(
         steps: batches to run at most (defaults to 200).
         min_lr: the first learning rate (defaults to 1e-7).
         max_lr: the last learning rate (defaults to 10).
-        **settings: config or recipe keys applied over `config`, as for `train`.
+        **settings: config or recipe keys applied over `config`, as for `train` (`train` and
+            `test` take data in hand too).
 
     Returns:
         The result of `convnet.training.lr_find.lr_range_test`, plus "plot": the PNG's path.
     """
     check_lr_range(steps, min_lr, max_lr)
+    memory = {key: settings.pop(key) for key in DATA_ARGUMENTS if _in_memory(settings.get(key))}
     config = _config(config, settings)
-    from convnet.data import fitted_to_data, load_training_data  # the readers: NumPy, polars
+    from convnet.data import fitted_to_data, load_training_data, read_given  # NumPy, polars
 
-    data = load_training_data(config)
+    data = load_training_data(config, read_given(config, memory))
     config = fitted_to_data(config, data)
     train_set = data.train  # the very examples `train` would fit on
     framework.load(config.backend)

@@ -234,7 +234,16 @@ def _check_type(key: str, value, hint, source: str):
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)
-    raise ConfigError(f"{source}: {key!r} must be {names}. Received: {value!r}.")
+    raise ConfigError(f"{source}: {key!r} must be {names}. Received: {_shown(value)}.")
+
+
+def _shown(value) -> str:
+    """`value` for a message: a setting's own value, but only the type of data (an array, a
+    DataFrame), which a message must never print."""
+    if isinstance(value, str | int | float | bool | list | dict | None):
+        text = repr(value)
+        return text if len(text) <= 80 else f"{text[:77]}..."
+    return f"a {type(value).__module__.split('.')[0]} {type(value).__name__}"
 
 
 def make_config(values: dict, source: str = "config") -> TrainConfig:

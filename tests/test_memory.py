@@ -191,6 +191,8 @@ def test_run_predict_matches_convnet_predict(array_run, tmp_path):
     for row, probabilities in zip(from_cli, from_paths, strict=True):
         assert row["class"] == CLASS_NAMES[probabilities.argmax()]
         assert row["probability"] == pytest.approx(float(probabilities.max()), abs=1e-5)
+    (one,) = convnet.predict(array_run.path, str(files[0]))  # a path, not a list of letters
+    assert one["class"] == from_cli[0]["class"]
     with pytest.raises(DataError, match=r"^x: array of shape \(5, 5\); expected images of shape \(28, 28, 1\)"):
         array_run.predict(np.zeros((5, 5)))
 
@@ -245,3 +247,12 @@ def test_an_array_run_killed_with_sigkill_resumes_to_the_end(tmp_path):
     done = convnet.load(run)
     assert done.manifest["status"] == "complete" and len(done.history) == 4
     assert done.config.pixel_range == "0,1" and done.test_accuracy > 0.9
+
+
+def test_lr_find_takes_data_in_memory_and_config_errors_show_no_data(tmp_path):
+    found = convnet.lr_find(
+        train=(TRAIN.x / 255.0, TRAIN.y), steps=5, batch_size=32, plot=tmp_path / "lr.png"
+    )
+    assert 2 <= len(found["learning_rates"]) <= 5 and (tmp_path / "lr.png").is_file()
+    with pytest.raises(ConfigError, match=r"'limit' must be int or NoneType. Received: a numpy"):
+        convnet.train(train=(TRAIN.x, TRAIN.y), limit=np.arange(5000), out=str(tmp_path / "r"))

@@ -94,7 +94,8 @@ def to_pixels(
             f"range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy}."
         )
     if (low, high) == (0, 255):
-        if (array != np.round(array)).any():  # 0.5 between two levels is not a pixel value
+        fractions = np.issubdtype(array.dtype, np.floating) and (array != np.round(array)).any()
+        if fractions:  # 0.5 between two levels is not a pixel value
             looks = " (they look scaled to [0, 1]: multiply by 255)" if array.max() <= 1 else ""
             raise DataError(f"{name}: holds fractions{looks}; expected integer pixels 0-255.")
         return array.astype(np.uint8), pixel_range
