@@ -507,6 +507,7 @@ def tune(
     out: str | Path | None = None,
     tensorboard: str | None = None,
     mlflow: str | None = None,
+    verbose: int = 1,
     **settings,
 ):
     """Searches a preset's recipe with Optuna (TPE, and a pruner fed each epoch's validation
@@ -533,6 +534,8 @@ def tune(
         out: the tune folder; default `tunes/PRESET-YYYYmmdd-HHMMSS`.
         tensorboard: TensorBoard logs of each trial, as `train` takes it.
         mlflow: an MLflow tracking URI that each trial is logged to, as `train` takes it.
+        verbose: 1 prints a line on stderr as each trial finishes, whichever worker ran it (its
+            values, the best so far, the time left); 0 prints nothing. Defaults to 1.
         **settings: config or recipe keys applied over `config`, as for `train`; a recipe
             setting given here or in `config` is fixed for every trial, not searched.
 
@@ -572,7 +575,7 @@ def tune(
         plan.folder.mkdir(parents=True, exist_ok=True)  # to hold the new study's SQLite file
     from convnet.tuning.tune import run
 
-    return run(plan, url, data)
+    return run(plan, url, data, verbose=verbose)
 
 
 def _check_tune_numbers(trials, workers, time_budget, heartbeat) -> None:

@@ -243,6 +243,9 @@ def _add_tune_command(commands) -> None:
         "after twice that (default: 30)",
     )
     where.add_argument("--out", help="tune folder (default: tunes/PRESET-TIME)")
+    tune.add_argument(
+        "--quiet", action="store_true", help="no line on stderr as each trial finishes"
+    )
     _add_tracking_flags(tune, "each trial")
     _add_config_flags(tune, skip=("out", "time_budget"))
     _add_json_flag(tune)
@@ -433,7 +436,7 @@ def _train(args) -> None:
 
 def _tune(args) -> None:
     own = ("trials", "space", "objective", "objectives", "time_budget", "pruner", "workers")
-    where = ("storage", "study", "heartbeat", "out", "tensorboard", "mlflow")
+    where = ("storage", "study", "heartbeat", "out", "tensorboard", "mlflow", "quiet")
     flags = _config_flags(args, *own, *where)
     objectives = args.objectives.split(",") if args.objectives else [args.objective]
     objectives = [o for o in objectives if o] or None
@@ -451,6 +454,7 @@ def _tune(args) -> None:
         out=args.out,
         tensorboard=args.tensorboard,
         mlflow=args.mlflow,
+        verbose=0 if args.quiet else 1,
         **flags,
     )
     if args.json:

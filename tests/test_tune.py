@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import datetime
+import io
 import re
 import signal
 import subprocess
@@ -16,8 +19,13 @@ from conftest import CONVNET, run_cli
 import convnet
 from convnet.cli import main
 from convnet.runs import Run, list_runs
+from convnet.tuning.plan import TunePlan
+from convnet.tuning.progress import Progress
 from convnet.tuning.space import load_space
 from convnet.tuning.study import ReportEpochs, run_values
+
+# The line `convnet tune` prints on stderr as each trial finishes.
+PROGRESS = re.compile(r"trial (\d+)/(\d+): (.*)")
 
 
 def trials_csv(folder: Path) -> list[dict]:
@@ -28,23 +36,29 @@ def study_of(folder: Path, name: str = "convnet") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{folder / 'study.db'}")
 
 
+def progress_lines(stderr: str) -> list[re.Match]:
+    return [found for line in stderr.splitlines() if (found := PROGRESS.fullmatch(line))]
+
+
 @pytest.fixture(scope="module")
 def tuned(tmp_path_factory, tiny_npz):
-    """Three trials of the seed preset's learning rate and batch size, one epoch each."""
+    """Three trials of the seed preset's learning rate and batch size, one epoch each; and what
+    the tune printed on stderr."""
     space = tmp_path_factory.mktemp("space") / "space.yaml"
     space.write_text(
         "learning_rate: {low: 1.0e-4, high: 1.0e-2, log: true}\n"
         "batch_size: {choices: [32, 64]}\nlabel_smoothing: 0.05\n"
     )
     folder = tmp_path_factory.mktemp("tunes") / "tune"
-    result = convnet.tune(
-        train=str(tiny_npz), epochs=1, trials=3, space=str(space), out=str(folder)
-    )
-    return folder, result, space
+    with contextlib.redirect_stderr(io.StringIO()) as stderr:
+        result = convnet.tune(
+            train=str(tiny_npz), epochs=1, trials=3, space=str(space), out=str(folder)
+        )
+    return folder, result, space, stderr.getvalue()
 
 
 def test_a_tune_leaves_its_trials_as_runs_and_the_best_as_a_whole_run(tuned):
-    folder, result, _ = tuned
+    folder, result, *_ = tuned
     rows = trials_csv(folder)
     assert result.finished == 3 and [row["state"] for row in rows] == ["complete"] * 3
     assert set(rows[0]) >= {"number", "val_accuracy", "run", "learning_rate", "batch_size"}
@@ -73,18 +87,39 @@ def test_a_tune_leaves_its_trials_as_runs_and_the_best_as_a_whole_run(tuned):
     assert "Best trial" in page
 
 
+def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
+    folder, _, _, stderr = tuned
+    rows = trials_csv(folder)
+    lines = progress_lines(stderr)
+    assert [line[1] for line in lines] == [row["number"] for row in rows]  # each once, in order
+    best = None
+    for line, row in zip(lines, rows, strict=True):
+        value = float(row["val_accuracy"])
+        if best is None or value > float(best["val_accuracy"]):
+            best = row
+        last = row is rows[-1]
+        left = "" if last else r"; (about \d+ min|less than a minute) left"  # none to go after
+        assert re.fullmatch(
+            rf"val_accuracy {value:.4f} \(best {float(best['val_accuracy']):.4f}, "
+            rf"trial {best['number']}\), \d+ s{left}",
+            line[3],
+        ), line[0]
+        assert line[2] == "3"
+
+
 def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path):
-    folder, result, _ = tuned
+    folder, result, *_ = tuned
     trial = folder / result.best[0]["run"]
     again = run_cli("train", "--config", trial / "config.yaml", "--out", tmp_path / "again")
     assert again.returncode == 0, again.stderr
     assert Run(tmp_path / "again").config().recipe() == Run(trial).config().recipe()
 
 
-def test_running_a_tune_again_continues_it(tuned):
-    folder, _, _ = tuned
+def test_running_a_tune_again_continues_it(tuned, capsys):
+    folder, *_ = tuned
     before = trials_csv(folder)
-    result = convnet.tune(trials=4, out=str(folder))
+    result = convnet.tune(trials=4, out=str(folder), verbose=0)
+    assert progress_lines(capsys.readouterr().err) == []  # verbose=0: silent
     after = trials_csv(folder)
     assert result.finished == 4 and len(after) == 4
     assert after[:3] == before  # the finished trials are kept, none run again
@@ -131,12 +166,60 @@ def test_each_epoch_is_reported_and_a_hopeless_trial_stops():
     assert callback.trial.reports == [(0, 0.5), (1, 0.4)]
 
 
-def test_a_pruned_trial_is_marked_in_its_run(tmp_path, tiny_npz, monkeypatch):
+def test_a_pruned_trial_is_marked_in_its_run(tmp_path, tiny_npz, monkeypatch, capsys):
     monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
     result = convnet.tune(train=str(tiny_npz), epochs=2, trials=1, out=str(tmp_path / "t"))
     [row] = trials_csv(tmp_path / "t")
     assert (result.finished, row["state"]) == (1, "pruned")
     assert Run(tmp_path / "t" / row["run"]).status() == "pruned"
+    [line] = progress_lines(capsys.readouterr().err)  # no trial complete: no best, none to go
+    value = float(row["val_accuracy"])
+    assert re.fullmatch(rf"trial 0/1: val_accuracy {value:.4f}, \d+ s, pruned at epoch 1", line[0])
+
+
+def frozen(number, state, values=None, seconds=60.0, retries=()):
+    """A finished trial, `number` minutes after the first, that took `seconds`."""
+    end = datetime.datetime(2026, 1, 1) + datetime.timedelta(minutes=number)
+    attrs = {"failed_trial": retries[0], "retry_history": list(retries)} if retries else {}
+    return optuna.trial.FrozenTrial(
+        number=number,
+        state=state,
+        value=None,
+        values=values,
+        datetime_start=end - datetime.timedelta(seconds=seconds),
+        datetime_complete=end if state.is_finished() else None,
+        params={},
+        distributions={},
+        user_attrs={},
+        system_attrs=attrs,
+        intermediate_values={},
+        trial_id=number,
+    )
+
+
+@pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")  # as open_storage
+def test_progress_lines_of_a_pareto_study_its_failed_trials_and_the_time_left(tmp_path):
+    objectives = ["val_accuracy", "parameters"]
+    plan = TunePlan(tmp_path, {}, {}, {}, objectives, trials=11, workers=2)
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    progress = Progress(study, plan)
+    state = optuna.trial.TrialState
+    trials = [
+        frozen(0, state.COMPLETE, [0.8, 1000.0]),
+        frozen(1, state.COMPLETE, [0.7, 2000.0], seconds=120),  # worse on both
+        frozen(2, state.FAIL, seconds=30),
+        frozen(3, state.WAITING, retries=[2]),  # the heartbeat's copy of trial 2
+        frozen(4, state.FAIL, seconds=5),
+    ]
+    assert progress.lines(trials) == [
+        # a mean of 60 s for each of 10 trials to go, on 2 workers
+        "trial 0/11: val_accuracy 0.8000, parameters 1,000 (on the Pareto front), 60 s; "
+        "about 5 min left",
+        "trial 1/11: val_accuracy 0.7000, parameters 2,000, 2.0 min; about 7 min left",
+        "trial 2/11: failed (its worker stopped; run again as trial 3), 30 s; about 7 min left",
+        "trial 4/11: failed, 5 s; about 7 min left",
+    ]
+    assert progress.lines(trials) == []  # each trial once
 
 
 # --- refused in one line, nothing written -----------------------------------------------------
@@ -206,6 +289,8 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp
     retried_from = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
     retried = [t for t in trials if retried_from(t) == 0]
     assert [t.state.name for t in retried] == ["COMPLETE"]
+    [failed] = [line[3] for line in progress_lines(again.stderr) if line[1] == "0"]
+    assert failed.startswith(f"failed (its worker stopped; run again as trial {retried[0].number})")
     assert sum(state == "COMPLETE" for state in states.values()) == 2
     rows = trials_csv(out)
     assert [row["retries"] for row in rows if row["number"] == str(retried[0].number)] == ["0"]
@@ -251,6 +336,8 @@ def test_two_local_workers_share_the_sqlite_study(tmp_path, tiny_npz):
     assert result.returncode == 0, result.stderr
     trials = study_of(out).get_trials()
     assert sum(t.state.name == "COMPLETE" for t in trials) >= 4
+    printed = [int(line[1]) for line in progress_lines(result.stderr)]  # by the first process
+    assert sorted(printed) == [t.number for t in trials]  # each once, whichever worker ran it
     folders = sorted(p.name for p in (out / "trials").iterdir())
     assert folders == [f"trial-{t.number:04d}" for t in trials]  # one folder, one run, each
     manifests = [Run(out / t.user_attrs["run"]).read_json("manifest.json") for t in trials]
@@ -280,8 +367,10 @@ def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
     out = tmp_path / "tune"
     result = run_cli("tune", "--train", tiny_npz, "--epochs", "2", "--trials", "2", "--out", out,
-                     "--mlflow", uri, "--tensorboard", tmp_path / "tb", cwd=tmp_path)  # fmt: skip
+                     "--mlflow", uri, "--tensorboard", tmp_path / "tb", "--quiet",
+                     cwd=tmp_path)  # fmt: skip
     assert result.returncode == 0, result.stderr
+    assert progress_lines(result.stderr) == []
     client = mlflow.tracking.MlflowClient(uri)
     for row in trials_csv(out):
         name = Path(row["run"]).name

@@ -1,4 +1,5 @@
-"""Plots of a run, drawn with matplotlib's Agg backend (no display needed)."""
+"""Plots of a run, drawn on `matplotlib.figure.Figure` objects of their own: never through pyplot,
+so the caller's backend and open figures (a notebook's inline plots) are left as they are."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from sklearn.metrics import ConfusionMatrixDisplay
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-from sklearn.metrics import ConfusionMatrixDisplay  # noqa: E402
-
-from convnet.files import write_atomic  # noqa: E402
+from convnet.files import write_atomic
 
 # Above this many classes the cells are too small for their numbers to be read.
 MAX_ANNOTATED_CLASSES = 20
@@ -51,7 +50,8 @@ def learning_curves(
         stopped_early: whether early stopping ended training, which the line's label says.
     """
     epochs = range(1, len(history["loss"]) + 1)
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), layout="constrained")
+    fig = Figure(figsize=(12, 4.5), layout="constrained")
+    axes = fig.subplots(1, 2)
     for ax, metric, title in zip(axes, ("accuracy", "loss"), ("Accuracy", "Loss"), strict=True):
         ax.plot(epochs, history[metric], "o-", color="tab:blue", label=f"Training {metric}")
         if f"val_{metric}" in history:
@@ -89,7 +89,8 @@ def confusion_matrix_plot(
 
     n = len(class_names)
     side = min(max(5.0, 0.5 * n + 2.5), 16.0)  # inches; 5 keeps two small ones side by side
-    fig, ax = plt.subplots(figsize=(side + 1.0, side), layout="constrained")
+    fig = Figure(figsize=(side + 1.0, side), layout="constrained")
+    ax = fig.subplots()
     values = row_normalised(matrix) if normalise else matrix
     ConfusionMatrixDisplay(values, display_labels=list(class_names)).plot(
         ax=ax,
@@ -121,9 +122,8 @@ def reliability_diagram(bins: dict, path: str | Path) -> Path:
     centres = edges[:-1] + width / 2
     accuracy = np.array([np.nan if a is None else a for a in bins["accuracy"]])
     confidence = np.array([np.nan if c is None else c for c in bins["confidence"]])
-    fig, (top, bottom) = plt.subplots(
-        2, 1, figsize=(6.5, 7), height_ratios=(3, 1), sharex=True, layout="constrained"
-    )
+    fig = Figure(figsize=(6.5, 7), layout="constrained")
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 1), sharex=True)
     top.bar(centres, accuracy, width=width, edgecolor="black", color="tab:blue", label="Accuracy")
     gap_bottom = np.fmin(accuracy, confidence)
     top.bar(
@@ -178,9 +178,8 @@ def top_losses_gallery(
         return None
     columns = min(len(losses), 6)
     rows = -(-len(losses) // columns)
-    fig, axes = plt.subplots(
-        rows, columns, figsize=(2.1 * columns, 2.5 * rows), squeeze=False, layout="constrained"
-    )
+    fig = Figure(figsize=(2.1 * columns, 2.5 * rows), layout="constrained")
+    axes = fig.subplots(rows, columns, squeeze=False)
     for ax in axes.flat[len(losses) :]:
         ax.axis("off")
     for ax, item in zip(axes.flat, losses, strict=False):
@@ -218,7 +217,8 @@ def sample_grid(
             top, left = row * (height + gap), column * (width + gap)
             tiles[top : top + height, left : left + width] = images[i]
     cell = 0.9  # inches per image
-    fig, ax = plt.subplots(figsize=(1.6 + cell * per_class, 0.7 + cell * n), layout="constrained")
+    fig = Figure(figsize=(1.6 + cell * per_class, 0.7 + cell * n), layout="constrained")
+    ax = fig.subplots()
     _show(ax, tiles)
     ax.set_frame_on(False)
     ax.set_yticks([row * (height + gap) + height / 2 for row in range(n)], class_names)
@@ -234,8 +234,9 @@ def compare_curves(histories: dict[str, dict[str, list[float]]], path: str | Pat
         histories: run name -> its `read_history` columns.
         path: where to write the PNG.
     """
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5), layout="constrained")
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    fig = Figure(figsize=(13, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    colours = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
     for index, (name, history) in enumerate(histories.items()):
         colour = colours[index % len(colours)]
         epochs = range(1, len(history.get("loss", [])) + 1)
@@ -264,7 +265,8 @@ def lr_find_plot(result: dict, path: str | Path) -> Path:
             by `convnet.training.lr_find.lr_range_test`.
         path: where to write the PNG.
     """
-    fig, ax = plt.subplots(figsize=(8, 5), layout="constrained")
+    fig = Figure(figsize=(8, 5), layout="constrained")
+    ax = fig.subplots()
     ax.plot(result["learning_rates"], result["losses"], color="tab:blue", label="Training loss")
     marks = (
         ("suggested", "tab:red", "Suggested"),
@@ -293,9 +295,8 @@ def lr_find_plot(result: dict, path: str | Path) -> Path:
     return save_figure(fig, path)
 
 
-def save_figure(fig, path: str | Path) -> Path:
-    """Writes `fig` as a PNG atomically and closes it."""
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Writes `fig` as a PNG atomically. No pyplot figure manager holds it: nothing to close."""
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return write_atomic(path, buffer.getvalue())

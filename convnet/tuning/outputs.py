@@ -8,17 +8,13 @@ import csv
 import html
 import io
 import shutil
-import warnings
 from pathlib import Path
 
-import matplotlib
+import optuna
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")  # files only, never a window
-import matplotlib.pyplot as plt  # noqa: E402
-import optuna  # noqa: E402
-import optuna.visualization.matplotlib as views  # noqa: E402
-
-from convnet.files import replace_durably, write_atomic  # noqa: E402
+from convnet.files import replace_durably, write_atomic
+from convnet.tuning import views
 
 BEST_DIR = "best"
 
@@ -71,10 +67,13 @@ def write_tune_page(study: optuna.Study, folder: Path, objectives: list[str]) ->
     """tune.html: the best trials' settings and values, the optimisation history, parameter
     importances, a parallel-coordinates plot and, with two objectives, the Pareto front."""
     names = {i: name for i, name in enumerate(objectives)}
-    figures = [("Optimisation history", _history), ("Parameter importances", _importances)]
-    figures.append(("Parallel coordinates", _parallel))
+    figures = [
+        ("Optimisation history", views.history),
+        ("Parameter importances", views.importances),
+        ("Parallel coordinates", views.parallel),
+    ]
     if len(objectives) > 1:
-        figures.append(("Pareto front", _pareto))
+        figures.append(("Pareto front", views.pareto))
     sections = [_best_table(study, objectives)]
     for title, draw in figures:
         sections.append(f"<h2>{title}</h2>{_figure(draw, study, names)}")
@@ -121,44 +120,12 @@ def _short(value) -> str:
 
 def _figure(draw, study: optuna.Study, names: dict[int, str]) -> str:
     """A plot as an inline PNG, or a line saying why there is none (too few trials)."""
-    plt.close("all")
+    figure = Figure(figsize=(9, 5), layout="constrained")
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
-            draw(study, names)
+        draw(study, names, figure.subplots())
     except (ValueError, RuntimeError, ZeroDivisionError) as error:
         return f"<p>Not drawn: {html.escape(str(error))}</p>"
-    figure = plt.gcf()
-    figure.set_size_inches(9, 5)
-    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=90)
-    plt.close("all")
     encoded = base64.b64encode(buffer.getvalue()).decode()
     return f"<img alt='' src='data:image/png;base64,{encoded}'>"
-
-
-def _needs(study: optuna.Study, count: int) -> None:
-    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    if len(complete) < count:
-        raise ValueError(f"needs {count} completed trials, {len(complete)} so far.")
-
-
-def _history(study, names):
-    _needs(study, 1)
-    views.plot_optimization_history(study, target=lambda t: t.values[0], target_name=names[0])
-
-
-def _importances(study, names):
-    _needs(study, 2)
-    views.plot_param_importances(study, target=lambda t: t.values[0], target_name=names[0])
-
-
-def _parallel(study, names):
-    _needs(study, 2)
-    views.plot_parallel_coordinate(study, target=lambda t: t.values[0], target_name=names[0])
-
-
-def _pareto(study, names):
-    _needs(study, 1)
-    views.plot_pareto_front(study, target_names=list(names.values()))

@@ -9,6 +9,7 @@ another machine against the same storage, runs the same trials.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import signal
@@ -25,6 +26,7 @@ from convnet.data import TrainingData, load_training_data
 from convnet.errors import ConvnetWarning
 from convnet.tuning import outputs
 from convnet.tuning.plan import PLAN_FILE, TunePlan
+from convnet.tuning.progress import Progress
 from convnet.tuning.storage import DONE, open_storage, open_study
 
 # The database URL with its password, which tune.json does not hold, for spawned workers.
@@ -61,26 +63,33 @@ def study_for(plan: TunePlan, storage_url: str, seed: int | None) -> optuna.Stud
     )
 
 
-def run(plan: TunePlan, storage_url: str, data: TrainingData | None = None) -> TuneResult:
+def run(
+    plan: TunePlan, storage_url: str, data: TrainingData | None = None, verbose: int = 1
+) -> TuneResult:
     """Runs `plan`'s worker processes (this one and `plan.workers - 1` more) to the end, this
-    one on `data` if given (else it reads the data the plan names).
+    one on `data` if given (else it reads the data the plan names); with `verbose`, a line on
+    stderr as each trial finishes (`convnet.tuning.progress`).
 
     Raises:
         TuneInterrupted: Ctrl-C; the study keeps every finished trial.
     """
     study = study_for(plan, storage_url, plan.seed)  # checks the study before any training
     plan.write()
+    # Before the other workers start, so that it knows which trials finished before this tune.
+    progress = Progress(study, plan) if verbose else contextlib.nullcontext()
     others = [_spawn(plan.folder, index, storage_url) for index in range(1, plan.workers)]
     try:
-        _work(plan, study, data)
-        for index, process in enumerate(others, 1):
-            if process.wait():
-                warnings.warn(
-                    f"worker {index} of {plan.folder} exited with code {process.returncode}; "
-                    "its running trial is run again by the next tune on the study.",
-                    ConvnetWarning,
-                    stacklevel=2,
-                )
+        with progress:
+            _work(plan, study, data)
+            for index, process in enumerate(others, 1):
+                if process.wait():
+                    warnings.warn(
+                        f"worker {index} of {plan.folder} exited with code "
+                        f"{process.returncode}; its running trial is run again by the next "
+                        "tune on the study.",
+                        ConvnetWarning,
+                        stacklevel=2,
+                    )
     except KeyboardInterrupt:
         for process in others:
             process.send_signal(signal.SIGINT)
