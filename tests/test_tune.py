@@ -25,7 +25,7 @@ from convnet.tuning.space import load_space
 from convnet.tuning.study import ReportEpochs, run_values
 
 # The line `convnet tune` prints on stderr as each trial finishes.
-PROGRESS = re.compile(r"trial (\d+)/(\d+): (.*)")
+PROGRESS = re.compile(r"trial (\d+) \((\d+)/(\d+)\): (.*)")  # number (done/target): ...
 
 
 def trials_csv(folder: Path) -> list[dict]:
@@ -102,9 +102,10 @@ def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
         assert re.fullmatch(
             rf"val_accuracy {value:.4f} \(best {float(best['val_accuracy']):.4f}, "
             rf"trial {best['number']}\), \d+ s{left}",
-            line[3],
+            line[4],
         ), line[0]
-        assert line[2] == "3"
+        assert line[3] == "3"
+    assert [int(line[2]) for line in lines] == list(range(1, len(rows) + 1))
 
 
 def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path):
@@ -174,7 +175,9 @@ def test_a_pruned_trial_is_marked_in_its_run(tmp_path, tiny_npz, monkeypatch, ca
     assert Run(tmp_path / "t" / row["run"]).status() == "pruned"
     [line] = progress_lines(capsys.readouterr().err)  # no trial complete: no best, none to go
     value = float(row["val_accuracy"])
-    assert re.fullmatch(rf"trial 0/1: val_accuracy {value:.4f}, \d+ s, pruned at epoch 1", line[0])
+    assert re.fullmatch(
+        rf"trial 0 \(1/1\): val_accuracy {value:.4f}, \d+ s, pruned at epoch 1", line[0]
+    )
 
 
 def frozen(number, state, values=None, seconds=60.0, retries=()):
@@ -213,11 +216,11 @@ def test_progress_lines_of_a_pareto_study_its_failed_trials_and_the_time_left(tm
     ]
     assert progress.lines(trials) == [
         # a mean of 60 s for each of 10 trials to go, on 2 workers
-        "trial 0/11: val_accuracy 0.8000, parameters 1,000 (on the Pareto front), 60 s; "
+        "trial 0 (1/11): val_accuracy 0.8000, parameters 1,000 (on the Pareto front), 60 s; "
         "about 5 min left",
-        "trial 1/11: val_accuracy 0.7000, parameters 2,000, 2.0 min; about 7 min left",
-        "trial 2/11: failed (its worker stopped; run again as trial 3), 30 s; about 7 min left",
-        "trial 4/11: failed, 5 s; about 7 min left",
+        "trial 1 (2/11): val_accuracy 0.7000, parameters 2,000, 2.0 min; about 7 min left",
+        "trial 2 (2/11): failed (its worker stopped; run again as trial 3), 30 s; about 7 min left",
+        "trial 4 (2/11): failed, 5 s; about 7 min left",
     ]
     assert progress.lines(trials) == []  # each trial once
 
@@ -289,7 +292,7 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp
     retried_from = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number
     retried = [t for t in trials if retried_from(t) == 0]
     assert [t.state.name for t in retried] == ["COMPLETE"]
-    [failed] = [line[3] for line in progress_lines(again.stderr) if line[1] == "0"]
+    [failed] = [line[4] for line in progress_lines(again.stderr) if line[1] == "0"]
     assert failed.startswith(f"failed (its worker stopped; run again as trial {retried[0].number})")
     assert sum(state == "COMPLETE" for state in states.values()) == 2
     rows = trials_csv(out)

@@ -2,7 +2,7 @@
 it: the tune's main process reads the study's storage, which every worker writes to, every few
 seconds (a worker's own stderr is not the caller's in a notebook). For example:
 
-  trial 5/40: val_accuracy 0.9132 (best 0.9170, trial 3), 41 s, pruned at epoch 2; about 9 min left
+  trial 4 (5/40): val_accuracy 0.9132 (best 0.9170, trial 3), 41 s, pruned at epoch 2; 9 min left
 """
 
 from __future__ import annotations
@@ -78,7 +78,10 @@ class Progress:
             outcome = _failure(trial, trials)
         else:
             outcome = _outcome(trial, before, self.plan.objectives)
-        line = f"trial {trial.number}/{self.plan.trials}: {outcome}"
+        # The trial's number (its folder's, trials/trial-0004), then the trials done of the
+        # target: with several workers trials finish out of order, and failed ones do not count.
+        done = sum(t.state in DONE for t in before)
+        line = f"trial {trial.number} ({done}/{self.plan.trials}): {outcome}"
         if trial.duration:
             line += f", {_seconds(trial.duration.total_seconds())}"
         if trial.state == optuna.trial.TrialState.PRUNED:
