@@ -15,6 +15,7 @@ _EXPORTS = {
     "predict_files": "convnet.api",
     "summary": "convnet.api",
     "fetch": "convnet.api",
+    "export_csv": "convnet.api",
     "report": "convnet.api",
     "compare": "convnet.api",
     "lr_find": "convnet.api",

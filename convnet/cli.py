@@ -615,7 +615,7 @@ def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 1 when some inputs failed (predict), 2 for
     a user error, 130 when interrupted."""
     args = _parser().parse_args(argv)
-    framework.quiet(not args.verbose)
+    framework.quiet(False if args.verbose else None)  # None: TF_CPP_MIN_LOG_LEVEL=0 shows too
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("always", ConvnetWarning)

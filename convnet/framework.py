@@ -14,17 +14,35 @@ import sys
 from convnet import backend as backends
 from convnet.errors import BackendError
 
-_quiet = False
+_quiet: bool | None = None  # None: as the user's TF_CPP_MIN_LOG_LEVEL says, else quiet
 
 
-def quiet(enabled: bool = True) -> None:
-    """Whether `load` drops what the frameworks' C++ code writes to stderr while they start.
+def quiet(enabled: bool | None = True) -> None:
+    """Whether `load` hides what the frameworks' C++ code writes to stderr while they start.
 
-    TensorFlow's oneDNN and absl lines are written before any of its log settings apply; the CLI
-    asks for quiet unless `-v`. Library users keep their stderr untouched by default.
+    TensorFlow writes its oneDNN, CUDA and absl lines (`I0000 ... oneDNN custom operations are
+    on`, `E0000 ... failed call to cuInit`) before its log settings apply, so hiding them means
+    sending file descriptor 2 to /dev/null while `load` imports it (in Jupyter, fd 2 reaches the
+    notebook). They are hidden by default, in Python as on the command line, unless you set
+    TF_CPP_MIN_LOG_LEVEL=0; a call here decides over both. An error importing the framework
+    still reaches you: BackendError, with its message.
+
+    Args:
+        enabled: True hides the lines, False shows them (`convnet -v`), None leaves it to
+            TF_CPP_MIN_LOG_LEVEL as before any call. Defaults to True.
+
+    Example:
+        >>> convnet.framework.quiet(False)  # before the first `convnet.train`
     """
     global _quiet
     _quiet = enabled
+
+
+def _hides_startup() -> bool:
+    """Whether `load` hides the frameworks' start-up lines: see `quiet`."""
+    if _quiet is not None:
+        return _quiet
+    return os.environ.get("TF_CPP_MIN_LOG_LEVEL", "").strip() != "0"
 
 
 def load(backend: str | None = None, devices: int | None = None) -> str:
@@ -41,9 +59,10 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
         # bfloat16 or AMX; elsewhere (AVX2 alone) its own convolutions made a `fast` training
         # step 1.5x slower (docs/benchmarks.md). A value the user set wins.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    if _quiet:  # and TensorFlow's own log lines after its start, below warnings
+    hide = _hides_startup()
+    if hide:  # and TensorFlow's own log lines after its start, below errors; a level set wins
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _muted_stderr(_quiet):
+    with _muted_stderr(hide):
         try:
             import keras
 

@@ -87,13 +87,15 @@ class Run:
 
     @property
     def history(self):
-        """history.csv as a pandas DataFrame: one row per epoch, loss, accuracy, val_*, times."""
+        """history.csv as a pandas DataFrame: one row per epoch, loss, accuracy, val_*, times;
+        `epoch` counts from 1, as Keras' progress and the report's curves do."""
         import pandas as pd
 
         history = self.path / "history.csv"
         if not history.is_file():
             return pd.DataFrame()
         frame = pd.read_csv(history, na_values=["NA"])
+        frame["epoch"] += 1  # CSVLogger's epochs count from 0
         return frame.dropna(axis="columns", how="all")  # val_* without a validation split
 
     @functools.cached_property

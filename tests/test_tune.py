@@ -20,7 +20,7 @@ import convnet
 from convnet.cli import main
 from convnet.runs import Run, list_runs
 from convnet.tuning.plan import TunePlan
-from convnet.tuning.progress import Progress
+from convnet.tuning.progress import TrialLines
 from convnet.tuning.space import load_space
 from convnet.tuning.study import ReportEpochs, run_values
 
@@ -205,7 +205,7 @@ def test_progress_lines_of_a_pareto_study_its_failed_trials_and_the_time_left(tm
     objectives = ["val_accuracy", "parameters"]
     plan = TunePlan(tmp_path, {}, {}, {}, objectives, trials=11, workers=2)
     study = optuna.create_study(directions=["maximize", "minimize"])
-    progress = Progress(study, plan)
+    progress = TrialLines(study, plan)
     state = optuna.trial.TrialState
     trials = [
         frozen(0, state.COMPLETE, [0.8, 1000.0]),

@@ -51,6 +51,7 @@ from convnet.training.keras_recipe import (
     learning_rate,
     seed_everything,
 )
+from convnet.training.progress import EpochBars
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -256,7 +257,7 @@ def _fit(
     callbacks = _callbacks(session, run_dir, steps, start)
     (timer,) = (c for c in callbacks if isinstance(c, EpochTimer))
     fit_started = time.perf_counter()
-    with StopOnInterrupt() as stop:
+    with StopOnInterrupt() as stop, EpochBars(verbose) as progress:
         history = session.model.fit(
             train_batches,
             steps_per_epoch=steps,

@@ -23,7 +23,7 @@ FINISHED = (*DONE, optuna.trial.TrialState.FAIL)
 POLL_SECONDS = 2.0
 
 
-class Progress:
+class TrialLines:
     """Prints each trial of `study` that finishes while it watches, in the order they finish: a
     context manager that watches from a thread of its own and, on a normal exit, prints the last.
 
@@ -40,7 +40,7 @@ class Progress:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="tune-progress", daemon=True)
 
-    def __enter__(self) -> Progress:
+    def __enter__(self) -> TrialLines:
         self._thread.start()
         return self
 

@@ -26,7 +26,7 @@ from convnet.data import TrainingData, load_training_data
 from convnet.errors import ConvnetWarning
 from convnet.tuning import outputs
 from convnet.tuning.plan import PLAN_FILE, TunePlan
-from convnet.tuning.progress import Progress
+from convnet.tuning.progress import TrialLines
 from convnet.tuning.storage import DONE, open_storage, open_study
 
 # The database URL with its password, which tune.json does not hold, for spawned workers.
@@ -76,7 +76,7 @@ def run(
     study = study_for(plan, storage_url, plan.seed)  # checks the study before any training
     plan.write()
     # Before the other workers start, so that it knows which trials finished before this tune.
-    progress = Progress(study, plan) if verbose else contextlib.nullcontext()
+    progress = TrialLines(study, plan) if verbose else contextlib.nullcontext()
     others = [_spawn(plan.folder, index, storage_url) for index in range(1, plan.workers)]
     try:
         with progress:
