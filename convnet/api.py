@@ -254,6 +254,7 @@ def predict_files(
     unsafe: bool = False,
     tta: bool = True,
     on_row: Callable[[dict], None] | None = None,
+    verbose: int = 1,
 ) -> dict:
     """Classifies any number of files, streaming: rows are written as each batch finishes.
 
@@ -272,6 +273,8 @@ def predict_files(
         batch_size: inputs read and classified together.
         unsafe, tta: as for `predict`.
         on_row: called with each row, after it is written (the CLI lists failures).
+        verbose: 1 shows a progress bar of the inputs done, in a notebook or on a terminal's
+            stderr (`convnet.progress.bar`); 0 none. Defaults to 1.
 
     Returns:
         {"out", "format", "rows", "failed": [{"file", "error"}], "skipped": [other files found
@@ -282,8 +285,10 @@ def predict_files(
             written, kaggle for inputs other than one CSV. DataError: a path is missing or of an
             unsupported type, or (kaggle) the test CSV cannot be read. All before any row.
     """
+    from convnet.data.folder import IMAGE_SUFFIXES
     from convnet.inputs import expand_paths
     from convnet.predictions import PredictionWriter, output_format
+    from convnet.progress import bar
 
     paths = [paths] if isinstance(paths, str | os.PathLike) else paths
 
@@ -306,13 +311,16 @@ def predict_files(
     class_names = run.read_json("manifest.json").get("data", {}).get("class_names")
     failed, unread = [], []
     # Opened first, so an `out` that cannot be written is refused before the model loads.
-    with PredictionWriter(out, format, top_k, class_names) as writer:
+    images = all(path.suffix.lower() in IMAGE_SUFFIXES for path in files)  # an input each
+    shown = bar(len(files) if images else None, "predict", verbose, unit="input")
+    with PredictionWriter(out, format, top_k, class_names) as writer, shown:
         # Loaded (with its framework) when the first readable input needs it, so inputs that
         # cannot be read are refused without paying for Keras.
         predictor = functools.cache(lambda: _predictor(run, unsafe, tta))
         if "image_shape" not in reading:  # older runs record it only in the model
             reading["image_shape"] = predictor()[0].input_shape[1:]
         for row in _stream(predictor, files, reading, class_names, top_k, batch_size):
+            shown.update(1)
             if "error" in row:
                 if format == "kaggle":
                     raise DataError(f"{row['file']}: {row['error']}")

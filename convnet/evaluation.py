@@ -18,6 +18,7 @@ from sklearn.metrics import (
 
 from convnet.data.dataset import Dataset
 from convnet.models.recipe import Recipe
+from convnet.progress import bar
 
 # The uint8 views given to the model in one call: 64 MiB, 85,000 images of 28x28 in one view.
 VIEWS_PER_CALL_BYTES = 64 * 2**20
@@ -62,13 +63,15 @@ class TestTimeAugmentation:
         forward: Callable[[np.ndarray], np.ndarray],
         x: np.ndarray,
         chunk_bytes: int = VIEWS_PER_CALL_BYTES,
+        done: Callable[[int], object] | None = None,
     ) -> np.ndarray:
         """The mean of `forward` (uint8 images -> probabilities) over the views of `x`.
 
         The views of as many images as fit in `chunk_bytes` go through `forward` in one call: a
         server request of one image is one model call, not 18, and a test set of 10,000 28x28
         images one `predict`, not ten: each call of Keras' `predict` has a cost of its own
-        before any image (docs/benchmarks.md, convnet against plain PyTorch).
+        before any image (docs/benchmarks.md, convnet against plain PyTorch). `done` is called
+        with the number of images of each call when it returns.
         """
         image_bytes = max(int(np.prod(x.shape[1:])), 1) * self.count
         chunk = max(chunk_bytes // image_bytes, 1)
@@ -79,6 +82,8 @@ class TestTimeAugmentation:
             probabilities = forward(np.concatenate(views))
             shape = (len(views), len(images), probabilities.shape[-1])
             means.append(probabilities.reshape(shape).mean(axis=0))
+            if done:  # the images of this call are done
+                done(len(images))
         return np.concatenate(means)
 
 
@@ -95,11 +100,24 @@ def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
 
 
 def predict_proba(
-    model, x: np.ndarray, batch_size: int = 1024, tta: TestTimeAugmentation | None = None
+    model,
+    x: np.ndarray,
+    batch_size: int = 1024,
+    tta: TestTimeAugmentation | None = None,
+    verbose: int | str = 0,
 ) -> np.ndarray:
-    """Class probabilities for uint8 images, averaged over the `tta` views (none by default)."""
+    """Class probabilities for uint8 images, averaged over the `tta` views (none by default).
+
+    With several views and `verbose` 1, a progress bar counts the images done
+    (`convnet.progress.bar`): 18 views of a test set take a while.
+    """
     tta = tta or TestTimeAugmentation()
-    return tta.average(lambda view: model.predict(view, batch_size=batch_size, verbose=0), x)
+    forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
+    if tta.count == 1:
+        return tta.average(forward, x)
+    description = f"test-time views ({tta.count} per image)"
+    with bar(len(x), description, verbose, unit="image") as shown:
+        return tta.average(forward, x, done=shown.update)
 
 
 def evaluate(

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
+import os
+import pty
+import struct
+import subprocess
+import termios
 import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import make_images, run_cli, write_csv
+from conftest import CONVNET, make_images, run_cli, write_csv
 from PIL import Image
 
 import convnet
@@ -164,3 +170,34 @@ def test_memory_holds_one_batch_whatever_the_count(tmp_path, trained_run):
         tracemalloc.stop()
         assert summary["rows"] == 1000
     assert peaks[20] < peaks[1000] - 1_000_000, peaks
+
+
+def test_a_folder_shows_its_progress_on_a_terminal_and_not_in_a_pipe(tmp_path, trained_run):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    for i, image in enumerate(make_images(30, seed=5).x):
+        Image.fromarray(image[..., 0]).save(folder / f"{i:02}.png")
+    terminal, stderr = pty.openpty()  # stderr is a terminal, as a person's is, 100 wide
+    fcntl.ioctl(stderr, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    done = subprocess.run(
+        [CONVNET, "predict", trained_run, folder, "--out", tmp_path / "a.csv"],
+        stderr=stderr,
+        stdout=subprocess.DEVNULL,
+        timeout=300,
+    )
+    os.close(stderr)
+    shown = b""
+    while True:
+        try:
+            chunk = os.read(terminal, 65536)
+        except OSError:  # the other end is closed and drained
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(terminal)
+    assert done.returncode == 0
+    assert "predict: 100%" in shown.decode() and "30/30" in shown.decode()
+    piped = run_cli("predict", trained_run, folder, "--out", tmp_path / "b.csv")
+    assert piped.returncode == 0 and "predict:" not in piped.stderr
+    assert (tmp_path / "a.csv").read_text() == (tmp_path / "b.csv").read_text()

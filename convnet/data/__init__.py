@@ -234,8 +234,8 @@ def hold_out_test(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     where = f"{data.source} (a held-out {fraction:.0%}, seed {seed})"
     warnings.warn(
         f"{data.source} has no test set: holding out {len(test)} of its {len(data)} examples "
-        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass --test to use "
-        "another.",
+        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass --test (test= in "
+        "Python) to use another.",
         HeldOutTestWarning,
         stacklevel=3,
     )

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-
 import keras
-import tqdm
+
+from convnet.progress import bar_class, in_kernel
 
 
 class EpochBars(keras.callbacks.Callback):
@@ -80,23 +78,3 @@ class EpochBars(keras.callbacks.Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-
-
-def in_kernel() -> bool:
-    """Whether this process is a Jupyter kernel: IPython with a kernel behind its shell."""
-    ipython = sys.modules.get("IPython")  # never imported here: a terminal has no need of it
-    shell = ipython.get_ipython() if ipython is not None else None
-    return getattr(shell, "kernel", None) is not None
-
-
-def bar_class() -> type[tqdm.tqdm]:
-    """tqdm's notebook widget in a Jupyter kernel with ipywidgets, else its text bar.
-
-    tqdm.auto would choose alike, but warns in a kernel without ipywidgets; its text bar renders
-    there too, redrawn in place with carriage returns.
-    """
-    if in_kernel() and importlib.util.find_spec("ipywidgets") is not None:
-        from tqdm.notebook import tqdm as notebook_bar
-
-        return notebook_bar
-    return tqdm.tqdm

@@ -219,7 +219,7 @@ def _fit_and_finish(
     a run stopped anywhere resumes."""
     with _recording_status(run):
         timings = _fit(session, run.path, start, verbose, callbacks)
-        metrics = _finish(session, run, started - start.elapsed, timings)
+        metrics = _finish(session, run, started - start.elapsed, timings, verbose)
         manifest = run.read_json("manifest.json") | {
             "status": "complete",
             "timings": {k: metrics[k] for k in ("fit_seconds", "wall_seconds")},
@@ -278,10 +278,12 @@ def _fit(
     }
 
 
-def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
+def _finish(
+    session: Session, run: Run, started: float, timings: dict, verbose: int | str = 0
+) -> dict:
     """After the last epoch: the best weights, calibration, the saved model, test metrics and
     the report. Returns the metrics, `timings` among them; `started` is when the run began, its
-    earlier processes' training counted."""
+    earlier processes' training counted; `verbose` 1 shows the test-time views' progress."""
     recipe, data, model = session.recipe, session.data, session.model
     extra = {}
     if _keeps_best(recipe, session.validation):
@@ -293,7 +295,7 @@ def _finish(session: Session, run: Run, started: float, timings: dict) -> dict:
     if recipe.calibrate and data.validation is not None:
         extra["temperature"] = calibrate(model, data.validation, tta)
     _save_model(model, run.path)
-    probabilities = predict_proba(model, data.test.x, tta=tta)
+    probabilities = predict_proba(model, data.test.x, tta=tta, verbose=verbose)
     metrics = test_metrics(data.test, probabilities) | extra | timings
     metrics["parameters"] = model.count_params()
     metrics["wall_seconds"] = time.perf_counter() - started
