@@ -99,7 +99,7 @@ def train(
     check_new_run_dir(config.out)  # before the data is read
     from convnet.data import fitted_to_data, load_training_data, read_given  # NumPy, polars
 
-    data = load_training_data(config, read_given(config, memory))
+    data = load_training_data(config, read_given(config, memory), keep=True)
     config = fitted_to_data(config, data)
     # Recorded in config.yaml: evaluate, predict, report and serve use it again.
     config = dataclasses.replace(config, backend=framework.load(config.backend, config.devices))

@@ -15,7 +15,7 @@ from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_folder
 from convnet.data.idx import read_idx_dataset
-from convnet.data.memory import read_memory
+from convnet.data.memory import KeptRecords, read_memory
 from convnet.data.npz import has_test_split, read_npz
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
@@ -321,8 +321,8 @@ class TrainingData:
         validation: the held-out part of `full`, or None when `val_split` is 0.
         test_split: the share of the source held out as `test`, or None if it had a test set.
         class_weight: each class index's weight in the loss, or None for equal weights.
-        given: the data given in Python by argument ("train", "test"), as read, which the run
-            keeps in its folder (`convnet.data.memory.write_record`).
+        kept: the records of the data given in Python, which the run keeps in its folder
+            (`convnet.data.memory.KeptRecords`), or None.
     """
 
     full: Dataset
@@ -331,7 +331,7 @@ class TrainingData:
     validation: Dataset | None
     test_split: float | None = None
     class_weight: dict[int, float] | None = None
-    given: dict[str, Dataset] = dataclasses.field(default_factory=dict)
+    kept: KeptRecords | None = None
 
 
 def load_config_data(
@@ -385,13 +385,16 @@ def read_given(config: TrainConfig, memory: dict) -> dict[str, Dataset]:
     return sets
 
 
-def load_training_data(config: TrainConfig, given: dict | None = None) -> TrainingData:
+def load_training_data(
+    config: TrainConfig, given: dict | None = None, keep: bool = False
+) -> TrainingData:
     """Reads, limits and splits the data `config` names, as `train` and `lr-find` use it.
 
     Args:
         config: the settings naming the data.
         given: Datasets of data given in Python (`read_given`) in place of the paths `config`
-            names; the run keeps them (`TrainingData.given`).
+            names.
+        keep: make the records a run keeps of `given` (`TrainingData.kept`).
 
     Raises:
         DataError: the data cannot be read, or the sets do not fit together.
@@ -402,7 +405,8 @@ def load_training_data(config: TrainConfig, given: dict | None = None) -> Traini
         full = full.take(slice(0, config.limit))
     train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
     weights = class_weights(config.class_weight, train)
-    return TrainingData(full, test, train, validation, test_split, weights, given or {})
+    kept = KeptRecords(given) if keep and given else None
+    return TrainingData(full, test, train, validation, test_split, weights, kept)
 
 
 def fitted_to_data(config: TrainConfig, data: TrainingData) -> TrainConfig:

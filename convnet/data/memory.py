@@ -3,17 +3,18 @@ tuple of arrays.
 
 They are checked as files are (pixel range, sizes, labels), and a message names the argument and
 the place (`train x[3, 5, 7] = 300 ...`, `train row 3, column 'pixel8' ...`), never the data. A run
-keeps what it was given in its folder (`write_record`: uint8 pixels, labels and class names in one
-compressed NPZ), so that resuming, evaluating and reporting read it back as they read a file.
+keeps what it was given in its folder (uint8 pixels, labels and class names in one
+compressed NPZ, `KeptRecords`), so that resuming, evaluating and reporting read it back as they
+read a file.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import io
 import math
 import zipfile
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
@@ -175,21 +176,26 @@ def _pixels(x: np.ndarray, pixel_range: str | None, place, argument: str) -> tup
     name = f"{argument} x"
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{name}: holds {x.dtype} values; expected numbers, such as uint8 0-255.")
-    if np.issubdtype(x.dtype, np.floating):
-        missing = ~np.isfinite(x)
-        if missing.any():
-            at = np.unravel_index(np.argmax(missing), x.shape)
-            raise DataError(f"{place(at)} = {x[at]}; expected a pixel value, a finite number.")
+    # The least and the greatest settle each check (NaN and infinities among them); a mask to
+    # find the first value at fault costs 8x more, and is made only then.
+    least, most = x.min(), x.max()
+    if not (np.isfinite(least) and np.isfinite(most)):
+        at = _first(~np.isfinite(x))
+        raise DataError(f"{place(at)} = {x[at]}; expected a pixel value, a finite number.")
     pixel_range = pixel_range or detect_range(x, name, lambda i: f"image {i}")
     low, high = parse_range(pixel_range)
-    outside = (x < low) | (x > high)
-    if outside.any():
-        at = np.unravel_index(np.argmax(outside), x.shape)
+    if least < low or most > high:
+        at = _first((x < low) | (x > high))
         raise DataError(
             f"{place(at)} = {x[at].item():.10g} is outside the pixel range {low:g} to {high:g} "
             f"(pixel_range {pixel_range}); pass the data's own pixel_range."
         )
     return to_pixels(x, name, pixel_range, remedy="pass the data's own pixel_range")
+
+
+def _first(mask: np.ndarray) -> tuple[int, ...]:
+    """The index of the first True in `mask`."""
+    return tuple(int(i) for i in np.unravel_index(np.argmax(mask), mask.shape))
 
 
 def _labels(y: np.ndarray, class_names, argument: str) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -245,9 +251,9 @@ def _is_number(value) -> bool:
     return True
 
 
-def write_record(path: str | Path, data: Dataset) -> Path:
-    """Writes `data` as the NPZ that `convnet.data.npz.read_npz` reads back unchanged: its uint8
-    pixels, labels, class names and the range the pixels were scaled from."""
+def encode_record(data: Dataset) -> bytes:
+    """`data` as the NPZ that `convnet.data.npz.read_npz` reads back unchanged: its uint8 pixels,
+    labels, class names and the range the pixels were scaled from."""
     arrays = {
         "x_train": data.x,
         "y_train": data.y,
@@ -261,11 +267,30 @@ def write_record(path: str | Path, data: Dataset) -> Path:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
                 np.lib.format.write_array(member, array, allow_pickle=False)
-    return write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
+
+
+class KeptRecords:
+    """The records a run keeps of the data given in Python (`encode_record`), by argument.
+
+    They are compressed in a thread from the moment they are made: zlib releases the GIL, so the
+    framework's import and the model's building go on beside it, and training on data in memory
+    costs no more time than on files (docs/benchmarks.md, data in memory).
+    """
+
+    def __init__(self, given: dict[str, Dataset]):
+        self._pool = concurrent.futures.ThreadPoolExecutor(1, "convnet-records")
+        self._encoded = {name: self._pool.submit(encode_record, d) for name, d in given.items()}
+        self._pool.shutdown(wait=False)  # its thread ends when the records are made
+
+    def write(self, paths: dict[str, str]) -> None:
+        """Writes each record to its path (by argument), atomically."""
+        for name, encoded in self._encoded.items():
+            write_atomic(paths[name], encoded.result())
 
 
 def recorded_range(archive) -> str | None:
-    """The range an NPZ record's pixels were scaled from (`write_record`); None for an NPZ
+    """The range an NPZ record's pixels were scaled from (`encode_record`); None for an NPZ
     that is no record."""
     if RECORD_RANGE_KEY not in archive.files:
         return None

@@ -86,8 +86,10 @@ def to_pixels(
     if pixel_range == FULL_RANGE and array.dtype == np.uint8:
         return array, pixel_range
     low, high = parse_range(pixel_range)
-    outside = ~((array >= low) & (array <= high))  # NaN is outside too
-    if outside.any():
+    # The least and the greatest settle it (NaN fails both comparisons): a mask of the values
+    # outside, to name the first, costs 8x more and is made only then.
+    if array.size and not (array.min() >= low and array.max() <= high):
+        outside = ~((array >= low) & (array <= high))
         first = np.unravel_index(np.argmax(outside), array.shape)
         raise DataError(
             f"{name}: {row_name(int(first[0]))} holds {array[first].item():g}, outside the pixel "

@@ -16,7 +16,6 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
-from convnet.data.memory import write_record
 from convnet.errors import DiskFull
 from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
 from convnet.files import replace_durably
@@ -367,8 +366,8 @@ def _begin_run(
     context: distributed.Context,
 ) -> Run:
     """Writes the data given in Python, config.yaml and the manifest of a run that begins."""
-    for argument, given in data.given.items() if context.is_chief else ():
-        write_record(getattr(config, argument), given)  # where config.yaml says it is
+    if data.kept and context.is_chief:  # where config.yaml says the data is
+        data.kept.write({"train": config.train, "test": config.test})
     run = Run.begin(run_dir, config)
     train, test = data.full, data.test
     run.write_json(
