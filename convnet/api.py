@@ -19,7 +19,7 @@ from pathlib import Path
 from convnet import framework
 from convnet.config import TrainConfig, check_lr_range, load_config
 from convnet.errors import ConfigError, DataError
-from convnet.models.registry import Preset, get_preset, list_presets
+from convnet.models.registry import Preset, check_image_size, get_preset, list_presets
 from convnet.reports.html import HtmlPage
 from convnet.run import Run
 from convnet.runs import RUNS_ROOT, check_new_run_dir, claimed, default_run_dir, list_runs
@@ -93,6 +93,7 @@ def train(
             return _resume(resume, config, settings, command, verbose, started, everything)
 
         return tracking.tracked(resume, resume_with, **trackers, resume=True)
+    _check_callbacks(callbacks)
     memory = {key: settings.pop(key) for key in DATA_ARGUMENTS if _in_memory(settings.get(key))}
     config = _config(config, settings)
     config = _keeping(config, memory) if memory else config
@@ -115,6 +116,21 @@ def train(
 
     result = tracking.tracked(config.out, train_with, **trackers)
     return Run(result.run, result.is_chief)
+
+
+def _check_callbacks(callbacks) -> None:
+    """Refuses, before anything is read or written, callbacks that are not Keras callbacks.
+
+    Raises:
+        ConfigError: naming the first one's index and type.
+    """
+    hooks = ("set_model", "set_params", "on_train_begin", "on_epoch_end")
+    for index, callback in enumerate(callbacks):
+        if isinstance(callback, type) or not all(hasattr(callback, h) for h in hooks):
+            raise ConfigError(
+                f"callbacks[{index}] is a {type(callback).__name__}; expected a "
+                "keras.callbacks.Callback instance."
+            )
 
 
 def _in_memory(value) -> bool:
@@ -193,6 +209,7 @@ def evaluate(
     from convnet.models.factory import load_model
 
     model = load_model(run.model_file, safe_mode=not unsafe)
+    run.check_outputs(model.output_shape[-1])
     views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     metrics = score(model, test_set, tta=views) | {"tta_views": views.count}
     if test is None and tta:
@@ -389,6 +406,7 @@ def _predictor(run: RunFolder, unsafe: bool, tta: bool):
     from convnet.models.factory import load_model
 
     model = load_model(run.model_file, safe_mode=not unsafe)
+    run.check_outputs(model.output_shape[-1])
     views = TestTimeAugmentation.of(config.recipe(), enabled=tta)
     return model, views, run.read_json("manifest.json").get("data", {}).get("class_names")
 
@@ -398,10 +416,38 @@ def create_model(
 ):
     """A preset's Keras model for raw uint8 images (see `convnet.models.factory.create_model`)."""
     get_preset(preset)  # an unknown name is refused before Keras is imported
+    _check_model_shape(preset, input_shape, num_classes)
     framework.load()
     from convnet.models.factory import create_model as build
 
     return build(preset, input_shape, num_classes, precision)
+
+
+def _check_model_shape(preset: str, input_shape, num_classes: int) -> None:
+    """Refuses what no model can be built for: an input shape that is not (H, W, C) images as
+    large as the preset takes, or fewer than two classes.
+
+    Raises:
+        ConfigError: naming the argument and what was expected.
+    """
+    shape = tuple(input_shape) if isinstance(input_shape, list | tuple) else None
+    whole = shape and len(shape) == 3 and all(_is_count(v) for v in shape)
+    if not whole:
+        raise ConfigError(
+            f"input_shape must be (height, width, channels), each an integer >= 1. "
+            f"Received: {input_shape!r}."
+        )
+    try:
+        check_image_size(preset, shape, "input_shape")
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    if not _is_count(num_classes) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer >= 2. Received: {num_classes!r}.")
+
+
+def _is_count(value) -> bool:
+    """Whether `value` is an integer >= 1 (NumPy's included, bool not)."""
+    return not isinstance(value, bool) and hasattr(value, "__index__") and value >= 1
 
 
 def presets(pattern: str = "*") -> list[Preset]:
@@ -630,8 +676,9 @@ def serve(
         insecure: serve a non-loopback address without a key. Defaults to False.
 
     Raises:
-        ConfigError: a timeout, `max_connections` or `workers` not above 0, an empty key, the
-            address is in use, or a non-loopback address without a key or `insecure`.
+        ConfigError: a timeout, `max_connections` or `workers` not above 0, an empty key or one
+            with spaces at its ends, the address is in use, or a non-loopback address without a
+            key or `insecure`.
     """
     guards = dict(
         header_timeout=header_timeout,
@@ -646,6 +693,11 @@ def serve(
         api_key = os.environ.get("CONVNET_API_KEY")
     if api_key is not None and not api_key.strip():
         raise ConfigError("the API key is empty; pass a non-empty --api-key or CONVNET_API_KEY.")
+    if api_key is not None and api_key != api_key.strip():
+        raise ConfigError(
+            "the API key has spaces at its ends, which no request can carry; pass --api-key "
+            "or CONVNET_API_KEY without them."
+        )
     found = RunFolder(run)
     found.config()
     found.require_model()

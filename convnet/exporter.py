@@ -81,7 +81,9 @@ def export_model(
     out = _destination(Path(out) if out else run.path / FORMATS[format], format)
     calibration = _calibration_images(run) if quantize == "int8" else None
     views = TestTimeAugmentation.of(run.config().recipe(), enabled=tta)
-    model = _in_inference_mode(load_model(run.model_file), views)
+    trained = load_model(run.model_file)
+    run.check_outputs(trained.output_shape[-1])
+    model = _in_inference_mode(trained, views)
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
     try:

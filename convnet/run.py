@@ -105,7 +105,9 @@ class Run:
         framework.load_for_run(self.config.backend)
         from convnet.models.factory import load_model
 
-        return load_model(self._folder.model_file)
+        model = load_model(self._folder.model_file)
+        self._folder.check_outputs(model.output_shape[-1])
+        return model
 
     def predict(self, x, batch_size: int = 1024, tta: bool = True) -> np.ndarray:
         """Class probabilities of images, read as the run reads its inputs.

@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import time
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -273,6 +274,43 @@ class Run:
         names = self.read_json("manifest.json").get("data", {}).get("class_names")
         return tuple(names) if names is not None else None
 
+    def check_outputs(self, count: int) -> None:
+        """Refuses a model whose `count` outputs are not the classes the run's record names:
+        predictions would be named wrongly, or past the end of the names.
+
+        Raises:
+            RunError: naming the manifest, both counts, and what to do.
+        """
+        names = self.class_names()
+        if names is not None and len(names) != count:
+            raise RunError(
+                f"{self.path / 'manifest.json'}: names {len(names)} classes, but {MODEL_FILE} "
+                f"gives {count} outputs; the record does not match the model. Restore the run's "
+                "manifest.json, or train the run again."
+            )
+
+    def set_status(self, status: str, **extra) -> None:
+        """Writes `status` (and `extra`) into the manifest, so that it says what the run is.
+
+        On a full disk, where the atomic write has no room for its copy, the manifest is
+        rewritten in place: a few bytes more fit in the blocks it holds already, and a run
+        stopped by a full disk must not stay "running" in its own record.
+
+        Raises:
+            OSError: neither write could be made.
+        """
+        manifest = self.read_json("manifest.json") | {"status": status} | extra
+        try:
+            self.write_json("manifest.json", manifest)
+        except OSError as error:
+            if error.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            text = json.dumps(manifest, indent=2, default=str) + "\n"
+            with (self.path / "manifest.json").open("r+b") as f:
+                f.write(text.encode())
+                f.truncate()
+                os.fsync(f.fileno())
+
     def load_data(self, test: str | None = None):
         """The run's (training, test) Datasets, as its config names them.
 
@@ -327,10 +365,14 @@ class Run:
     def summary(self) -> dict:
         """One line of `convnet runs`: name, status, preset, test accuracy, start date."""
         manifest = self.read_json("manifest.json")
+        config = self.config()  # a config.yaml that does not read is a damaged run
+        status = self.status()
+        if status == "complete" and not zipfile.is_zipfile(self.model_file):
+            raise RunError(f"{self.model_file}: damaged; not a .keras zip archive.")
         return {
             "run": str(self.path),
-            "status": self.status(),
-            "preset": manifest.get("preset") or self.config().preset,
+            "status": status,
+            "preset": manifest.get("preset") or config.preset,
             "test_accuracy": self.read_json("metrics.json").get("test_accuracy"),
             "started": manifest.get("started"),
         }

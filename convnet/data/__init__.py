@@ -403,10 +403,26 @@ def load_training_data(
     check_image_size(config.preset, full.image_shape, full.source)
     if config.limit:  # read whole when a test set was held out of it (`_train_test`)
         full = full.take(slice(0, config.limit))
+    check_classes(full)
     train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
     weights = class_weights(config.class_weight, train)
     kept = KeptRecords(given) if keep and given else None
     return TrainingData(full, test, train, validation, test_split, weights, kept)
+
+
+def check_classes(data: Dataset) -> None:
+    """Refuses training data of fewer than two classes, before any training.
+
+    Raises:
+        DataError: naming the source and the one class it holds.
+    """
+    present = np.unique(data.y)
+    if len(present) < 2:
+        only = f" ({data.class_names[present[0]]!r})" if len(present) else ""
+        raise DataError(
+            f"{data.source}: the training data holds one class{only}; expected images of at "
+            "least two classes to tell apart."
+        )
 
 
 def fitted_to_data(config: TrainConfig, data: TrainingData) -> TrainConfig:

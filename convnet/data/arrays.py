@@ -155,7 +155,7 @@ def read_pixels(
         for chunk, first in () if span.settled else rows_after(stream, dtype, shape, rows, name):
             span.add(chunk, first)
         pixel_range = span.detect(name)
-    return to_pixels(kept, name, pixel_range)
+    return to_pixels(kept, name, pixel_range, in_place=True)  # `kept` is this read's own
 
 
 class PixelSpan:

@@ -16,6 +16,11 @@ from convnet.data.dataset import Dataset, numbered_class_names
 from convnet.data.pixels import to_pixels
 from convnet.errors import DataError
 
+# The largest square greyscale image a CSV row may hold: past it, a file is not MNIST-like data,
+# and parsing a million-column header alone took 3.5 GB (docs/benchmarks.md, hostile input).
+MAX_SIDE = 512
+MAX_COLUMNS = MAX_SIDE * MAX_SIDE + 1
+
 
 def read_csv(
     path: str | Path,
@@ -58,6 +63,7 @@ def read_csv(
 
 
 def _read(path: Path, label_column, class_names, labeled: bool, pixel_range) -> Dataset:
+    _check_width(path)
     header = _first_line(path)
     has_header = _looks_like_header(header)
     names = header if has_header else [f"column{i}" for i in range(len(header))]
@@ -114,6 +120,27 @@ def _read(path: Path, label_column, class_names, labeled: bool, pixel_range) -> 
         return Dataset(x, np.zeros(len(x), np.int64), class_names or ("0",), str(path), pixel_range)
     y, class_names = _labels(path, frame.get_column(names[label_index]), has_header, class_names)
     return Dataset(x, y, class_names, str(path), pixel_range)
+
+
+def _check_width(path: Path) -> None:
+    """Refuses a file whose first line has more than MAX_COLUMNS columns, counting its commas a
+    chunk at a time: before a parser makes a string, or a column, of each.
+
+    Raises:
+        DataError: naming the file and the count.
+    """
+    commas = 0
+    with _open_text(path) as f:
+        while chunk := f.read(2**20):
+            line = chunk.split("\n", 1)[0]
+            commas += line.count(",")
+            if len(line) < len(chunk) or commas >= MAX_COLUMNS:
+                break
+    if commas >= MAX_COLUMNS:
+        raise DataError(
+            f"{path}: over {MAX_COLUMNS:,} columns; expected a label and at most "
+            f"{MAX_COLUMNS - 1:,} pixel columns (images up to {MAX_SIDE}x{MAX_SIDE})."
+        )
 
 
 def _first_line(path: Path) -> list[str]:

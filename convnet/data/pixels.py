@@ -20,6 +20,7 @@ FULL_RANGE = "0,255"
 # Integer data whose maximum is at most this is taken as 0..max (4-bit images, scikit-learn's
 # 0-16 digits, 0/1 bitmaps); above it, as 0-255 pixels.
 SMALL_MAX = 16
+SCALE_CHUNK = 2**22  # values scaled at a time: 16 MB of float32
 
 
 def format_range(low: float, high: float) -> str:
@@ -51,10 +52,10 @@ def detect_range(
         return "-1,1"
     extreme = int(np.argmin(array) if low < 0 else np.argmax(array))
     where = row_name(int(np.unravel_index(extreme, array.shape)[0]))
-    found = f"values from {low:g} to {high:g} ({where} holds {array.flat[extreme]:g})"
+    found = f"values from {low:.10g} to {high:.10g} ({where} holds {array.flat[extreme]:.10g})"
     raise DataError(
         f"{name}: holds {found}; expected pixels 0-255, small integers 0-{SMALL_MAX}, or floats "
-        f"in [0, 1] or [-1, 1]. Pass --pixel-range LOW,HIGH (such as 0,{high:g}) to scale them."
+        f"in [0, 1] or [-1, 1]. Pass --pixel-range LOW,HIGH (such as 0,{high:.10g}) to scale them."
     )
 
 
@@ -64,6 +65,7 @@ def to_pixels(
     pixel_range: str | None = None,
     row_name: Callable[[int], str] = lambda i: f"image {i}",
     remedy: str = "pass the data's own --pixel-range",
+    in_place: bool = False,
 ) -> tuple[np.ndarray, str]:
     """`array`'s values as uint8 pixels 0-255, scaled from `pixel_range`.
 
@@ -73,6 +75,8 @@ def to_pixels(
         pixel_range: "LOW,HIGH" the values span, or None to detect it (`detect_range`).
         row_name: names the image at an index, for messages (a CSV names its line).
         remedy: what a message about values outside `pixel_range` tells the user to do.
+        in_place: uint8 `array` may be overwritten with the pixels (a reader's own copy), so
+            that 0/1 or 0-16 data is scaled without a second array of its size.
 
     Returns:
         (pixels, the range used).
@@ -92,8 +96,8 @@ def to_pixels(
         outside = ~((array >= low) & (array <= high))
         first = np.unravel_index(np.argmax(outside), array.shape)
         raise DataError(
-            f"{name}: {row_name(int(first[0]))} holds {array[first].item():g}, outside the pixel "
-            f"range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy}."
+            f"{name}: {row_name(int(first[0]))} holds {array[first].item():.10g}, outside the "
+            f"pixel range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy}."
         )
     if (low, high) == (0, 255):
         fractions = np.issubdtype(array.dtype, np.floating) and (array != np.round(array)).any()
@@ -101,5 +105,33 @@ def to_pixels(
             looks = " (they look scaled to [0, 1]: multiply by 255)" if array.max() <= 1 else ""
             raise DataError(f"{name}: holds fractions{looks}; expected integer pixels 0-255.")
         return array.astype(np.uint8), pixel_range
-    scaled = (array.astype(np.float32) - low) * np.float32(255 / (high - low))
-    return np.rint(scaled).astype(np.uint8), pixel_range
+    if np.issubdtype(array.dtype, np.integer) and high - low <= 255:  # a table of each value
+        table = _scaled(np.arange(int(low), int(high) + 1), low, high)
+        return _looked_up(array, table, int(low), in_place), pixel_range
+    return _scaled(array, low, high), pixel_range
+
+
+def _looked_up(array: np.ndarray, table: np.ndarray, low: int, in_place: bool) -> np.ndarray:
+    """`table[value - low]` for each integer value of `array`, a few images at a time, into
+    `array` itself when it is uint8 and `in_place`."""
+    pixels = array if in_place and array.dtype == np.uint8 else np.empty(array.shape, np.uint8)
+    rows = max(1, SCALE_CHUNK // max(1, array[:1].size))
+    for start in range(0, len(array), rows):
+        part = array[start : start + rows]
+        pixels[start : start + rows] = table[part - low if low else part]
+    return pixels
+
+
+def _scaled(array: np.ndarray, low: float, high: float) -> np.ndarray:
+    """`array`'s values from [low, high] to uint8 0-255, rounded, a few images at a time: in
+    float32 at once, 0/1 bitmaps took 4x their size again (docs/benchmarks.md, hostile input)."""
+    pixels = np.empty(array.shape, np.uint8)
+    factor = np.float32(255 / (high - low))
+    rows = max(1, SCALE_CHUNK // max(1, array[:1].size))
+    for start in range(0, len(array), rows):
+        part = array[start : start + rows].astype(np.float32)
+        part -= np.float32(low)
+        part *= factor
+        np.rint(part, out=part)
+        pixels[start : start + rows] = part
+    return pixels

@@ -10,6 +10,8 @@ import numpy as np
 from convnet.data.dataset import Dataset
 from convnet.errors import DataError
 
+MAX_WEIGHT = 1e6
+
 
 def class_weights(spec: str | None, data: Dataset) -> dict[int, float] | None:
     """The weight of each class index in the loss, as Keras' `fit(class_weight=...)` takes it.
@@ -55,9 +57,14 @@ def _weights_file(path: Path, class_names: tuple[str, ...]) -> dict[int, float]:
                 f"{path}: class {name!r} is not one of the training data's classes "
                 f"({', '.join(class_names)})."
             )
-        if isinstance(weight, bool) or not isinstance(weight, int | float) or not weight >= 0:
+        number = isinstance(weight, int | float) and not isinstance(weight, bool)
+        # Past 1e6 a weight swamps the loss (1e308 overflows it): no real data asks for that.
+        if not number or not 0 <= weight <= MAX_WEIGHT:
             raise DataError(
-                f"{path}: the weight of {name!r} must be a number >= 0. Received: {weight!r}."
+                f"{path}: the weight of {name!r} must be a number from 0 to {MAX_WEIGHT:g}. "
+                f"Received: {weight!r}."
             )
         weights[index[name]] = float(weight)
+    if not any(weights.values()):
+        raise DataError(f"{path}: every class weighs 0, so nothing would be learned.")
     return weights

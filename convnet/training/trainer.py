@@ -443,4 +443,4 @@ def _recording_status(run: Run):
 
 def _set_status(run: Run, status: str, **extra) -> None:
     with contextlib.suppress(OSError):
-        run.write_json("manifest.json", run.read_json("manifest.json") | {"status": status} | extra)
+        run.set_status(status, **extra)
