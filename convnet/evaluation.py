@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import logging
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -113,11 +115,26 @@ def predict_proba(
     """
     tta = tta or TestTimeAugmentation()
     forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
-    if tta.count == 1:
-        return tta.average(forward, x)
-    description = f"test-time views ({tta.count} per image)"
-    with bar(len(x), description, verbose, unit="image") as shown:
-        return tta.average(forward, x, done=shown.update)
+    with retracing_unlogged():
+        if tta.count == 1:
+            return tta.average(forward, x)
+        description = f"test-time views ({tta.count} per image)"
+        with bar(len(x), description, verbose, unit="image") as shown:
+            return tta.average(forward, x, done=shown.update)
+
+
+@contextlib.contextmanager
+def retracing_unlogged():
+    """Holds back TensorFlow's warning that a predict function "triggered tf.function retracing"
+    while the block runs, then puts its logger back as it was: every batch size of a call, and
+    every model of a session, traces anew by design, and the warning's advice does not apply."""
+    logger = logging.getLogger("tensorflow")
+    level = logger.level
+    logger.setLevel(max(level, logging.ERROR))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def evaluate(

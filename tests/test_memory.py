@@ -177,6 +177,16 @@ def test_runs_on_the_same_arrays_compare_as_the_same_data(array_run, tmp_path):
     assert page.is_file() and "<iframe srcdoc=" in page._repr_html_()
 
 
+def test_two_calibrated_runs_in_one_session_log_no_retracing_warning(tmp_path, caplog):
+    for name in ("one", "two"):  # `fast` calibrates over its views: a trace each, by design
+        run = convnet.train(
+            preset="fast", train=(TRAIN.x, TRAIN.y), epochs=1, out=str(tmp_path / name), verbose=0
+        )
+        for count in range(1, 5):
+            run.predict(TEST.x[:count])
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+
+
 def test_run_predict_matches_convnet_predict(array_run, tmp_path):
     files = []
     for i in range(5):

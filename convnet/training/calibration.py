@@ -16,7 +16,7 @@ from scipy.special import log_softmax, logsumexp
 
 from convnet.data.dataset import Dataset
 from convnet.errors import ConfigError
-from convnet.evaluation import TestTimeAugmentation
+from convnet.evaluation import TestTimeAugmentation, retracing_unlogged
 
 # A one-parameter fit needs few examples; each costs one model pass per test-time view.
 MAX_EXAMPLES = 2000
@@ -37,10 +37,12 @@ def calibrate(model, validation: Dataset, tta: TestTimeAugmentation) -> float:
     features = keras.Model(model.inputs, head.input)
     kernel, bias = (np.asarray(w, np.float64) for w in (head.kernel, head.bias))
     data = validation.take(slice(0, MAX_EXAMPLES))
-    logits = [
-        np.asarray(features.predict(view, batch_size=1024, verbose=0), np.float64) @ kernel + bias
-        for view in tta.views(data.x)
-    ]
+    with retracing_unlogged():  # a view at a time
+        logits = [
+            np.asarray(features.predict(view, batch_size=1024, verbose=0), np.float64) @ kernel
+            + bias
+            for view in tta.views(data.x)
+        ]
     temperature = fit_temperature(log_softmax(np.stack(logits), axis=-1), data.y)
     head.kernel.assign(head.kernel / temperature)
     head.bias.assign(head.bias / temperature)
