@@ -45,5 +45,10 @@ def bar(total: int | None, description: str, verbose: int | str = 1, unit: str =
 
 
 class _Silent(contextlib.nullcontext):
+    """A bar that shows nothing."""
+
+    def __init__(self):
+        super().__init__(self)  # `with bar(...) as shown` gives the bar itself, as tqdm does
+
     def update(self, n: int = 1) -> None:
         pass

@@ -13,6 +13,7 @@ from convnet.evaluation import (
     interpretation,
     most_confused,
     per_class_report,
+    predict_proba,
     row_normalised,
     top_losses,
 )
@@ -184,3 +185,14 @@ def test_tta_settings_come_from_a_recipe():
         TestTimeAugmentation(True, 1)
     )
     assert TestTimeAugmentation.of(Recipe(flip=True), enabled=False).count == 1
+
+
+def test_predict_proba_over_views_with_and_without_a_progress_bar():
+    class Model:  # stands in for Keras: what predict_proba asks of a model
+        def predict(self, x, batch_size, verbose):
+            return np.tile([0.25, 0.75], (len(x), 1))
+
+    x = np.zeros((5, 8, 8, 1), np.uint8)
+    for verbose in (0, 1, 2):
+        found = predict_proba(Model(), x, tta=TestTimeAugmentation(flip=True), verbose=verbose)
+        assert found.shape == (5, 2) and np.allclose(found[:, 1], 0.75)
