@@ -294,8 +294,10 @@ def predict_files(
             stderr (`convnet.progress.bar`); 0 none. Defaults to 1.
 
     Returns:
-        {"out", "format", "rows", "failed": [{"file", "error"}], "skipped": [other files found
-        in folders]}.
+        {"out", "format", "rows", "failed": [{"file", "error"}], "skipped": [{"file",
+        "reason"} of the other files found in folders], "stream": whether the rows went to a
+        stream (stdout, `out` a FIFO or a character device) rather than a file}. File names
+        that are not UTF-8 are given with their bytes escaped (`convnet.inputs.display_name`).
 
     Raises:
         ConfigError: `top_k` or `batch_size` below 1, an unknown format, an `out` that cannot be
@@ -303,7 +305,7 @@ def predict_files(
             unsupported type, or (kaggle) the test CSV cannot be read. All before any row.
     """
     from convnet.data.folder import IMAGE_SUFFIXES
-    from convnet.inputs import expand_paths
+    from convnet.inputs import display_name, expand_paths, skip_reason
     from convnet.predictions import PredictionWriter, output_format
     from convnet.progress import bar
 
@@ -361,7 +363,8 @@ def predict_files(
         "format": format,
         "rows": writer.rows,
         "failed": failed,
-        "skipped": [str(path) for path in skipped],
+        "skipped": [{"file": display_name(p), "reason": skip_reason(p)} for p in skipped],
+        "stream": writer.stream,
     }
 
 

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import json
 import os
+import signal
 import sys
 import threading
 import warnings
@@ -514,16 +515,19 @@ def _predict(args) -> int:
         tta=args.tta,
         on_row=show,
     )
+    # Rows streamed to stdout (or a FIFO, a device) keep it to themselves: the summary goes aside.
+    summary = sys.stderr if result["stream"] else sys.stdout
     if args.out is None and args.format is None and args.json:
         print("[]" if first else "]")
     elif args.json:
-        print(json.dumps(result))
+        print(json.dumps(result), file=summary)
     elif args.out:
-        print(f"predictions: {args.out} ({result['rows']} rows)")
-    if result["skipped"]:
+        print(f"predictions: {args.out} ({result['rows']} rows)", file=summary)
+    for reason in dict.fromkeys(skip["reason"] for skip in result["skipped"]):
+        files = [skip["file"] for skip in result["skipped"] if skip["reason"] == reason]
         print(
-            f"convnet: skipped {len(result['skipped'])} files that are not images in the folders "
-            f"given, such as {result['skipped'][0]}",
+            f"convnet: skipped {len(files)} files in the folders given ({reason}), such as "
+            f"{files[0]}",
             file=sys.stderr,
         )
     if result["failed"]:
@@ -611,13 +615,43 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
         _default_showwarning(message, category, filename, lineno, file, line)
 
 
+class _TerminateAsInterrupt:
+    """While in effect, SIGTERM (`kill`, a container or a scheduler stopping the command) does
+    what Ctrl-C does: it runs SIGINT's handler, so the cleanup written for Ctrl-C runs (temporary
+    files removed, a training run left "interrupted" and resumable), where the default action
+    ends the process on the spot. During `fit` that handler stops at the next batch
+    (`StopOnInterrupt`); elsewhere it raises KeyboardInterrupt in the main thread."""
+
+    received = False
+    _installed = False
+
+    def __enter__(self):
+        with contextlib.suppress(ValueError):  # not the main thread: signals are not ours
+            self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._installed = True
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._installed:
+            signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self.received = True
+        handler = signal.getsignal(signal.SIGINT)
+        if not callable(handler):  # SIGINT ignored (started in the background): stop anyway
+            raise KeyboardInterrupt
+        handler(signal.SIGINT, frame)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Runs one subcommand. Returns the exit code: 0, 1 when some inputs failed (predict), 2 for
-    a user error, 130 when interrupted."""
+    a user error, 130 when interrupted (Ctrl-C), 143 when terminated (SIGTERM: 128 + 15, as if
+    the signal had ended the process, but after the same cleanup as Ctrl-C)."""
     args = _parser().parse_args(argv)
     framework.quiet(False if args.verbose else None)  # None: TF_CPP_MIN_LOG_LEVEL=0 shows too
+    terminate = _TerminateAsInterrupt()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), terminate:
             warnings.simplefilter("always", ConvnetWarning)
             warnings.showwarning = _show_warning
             code = args.handler(args)  # None, or 1 when some of the work failed (predict)
@@ -625,8 +659,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as interrupt:
-        print(f"convnet: {str(interrupt) or 'interrupted'}", file=sys.stderr)
-        return 130
+        stopped = "terminated" if terminate.received else "interrupted"
+        print(f"convnet: {str(interrupt) or stopped}", file=sys.stderr)
+        return 143 if terminate.received else 130
     return code or 0
 
 

@@ -19,6 +19,7 @@ from convnet.data.folder import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
 from convnet.data.memory import LABEL_COLUMNS
 from convnet.data.pixels import FULL_RANGE, to_pixels
 from convnet.errors import DataError
+from convnet.files import special_kind
 
 
 def image_to_input(
@@ -106,16 +107,18 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
     """The files to read: each file named, and the image files under each folder named.
 
     Folders are walked recursively, each folder's files by name before its subfolders by name,
-    and give image files only: a `.csv` or `.npy` beside the scans is more likely an earlier
-    run's predictions or a label list than pixels, and must be named to be read. Hidden files
-    and folders (".DS_Store", macOS "._x.png" resource forks, ".git") are left out.
+    and give regular image files only: a `.csv` or `.npy` beside the scans is more likely an
+    earlier run's predictions or a label list than pixels, and must be named to be read; a FIFO,
+    a device or a socket could make a read wait for ever. Hidden files and folders (".DS_Store",
+    macOS "._x.png" resource forks, ".git") are left out.
 
     Returns:
-        (files, skipped): the files to read, in order, and the other files found in folders.
+        (files, skipped): the files to read, in order, and the other files found in folders
+        (`skip_reason` says why each was left).
 
     Raises:
-        DataError: a path named is missing, or a file named is of an unsupported type; checked
-            for every path before any is read.
+        DataError: a path named is missing, not a regular file, or of an unsupported type;
+            checked for every path before any is read.
     """
     files, skipped = [], []
     for path in map(Path, paths):
@@ -124,18 +127,39 @@ def expand_paths(paths: list[str | Path]) -> tuple[list[Path], list[Path]]:
                 subfolders[:] = sorted(d for d in subfolders if not d.startswith("."))
                 for name in sorted(n for n in names if not n.startswith(".")):
                     found = Path(folder, name)
-                    is_image = found.suffix.lower() in IMAGE_SUFFIXES
-                    (files if is_image else skipped).append(found)
+                    (skipped if skip_reason(found) else files).append(found)
+        elif not path.exists():
+            raise DataError(f"{display_name(path)}: file not found.")
         elif not path.is_file():
-            raise DataError(f"{path}: file not found.")
+            kind = special_kind(path.stat().st_mode)
+            raise DataError(f"{display_name(path)}: {kind}; expected a regular file or a folder.")
         elif path.suffix.lower() not in {".npy", ".csv", *IMAGE_SUFFIXES}:
             raise DataError(
-                f"{path}: unsupported file type {path.suffix.lower()!r}; expected an image "
+                f"{display_name(path)}: unsupported file type {path.suffix.lower()!r}; "
+                "expected an image "
                 f"({', '.join(sorted(IMAGE_SUFFIXES))}), .npy, .csv or a folder of images."
             )
         else:
             files.append(path)
     return files, skipped
+
+
+def skip_reason(found: Path) -> str | None:
+    """Why a file found in a folder is not read ("not an image", "a FIFO", ...); None when it
+    is read: a regular image file, or one whose read will say what is wrong (a broken link)."""
+    if found.suffix.lower() not in IMAGE_SUFFIXES:
+        return "not an image"
+    try:
+        kind = special_kind(found.stat().st_mode)
+    except OSError:
+        return None
+    return f"{kind}, not a regular file" if kind else None
+
+
+def display_name(path: str | Path) -> str:
+    """`path` as text any UTF-8 writer takes: bytes of a name that are not UTF-8 (a file from a
+    system with another encoding), which Python holds as lone surrogates, shown as `\\xNN`."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
 def read_file_inputs(
@@ -146,20 +170,30 @@ def read_file_inputs(
     Raises:
         DataError: naming the file, when it cannot be read or holds the wrong shape.
     """
-    suffix = path.suffix.lower()
+    suffix, name = path.suffix.lower(), display_name(path)
     if suffix == ".npy":
-        batch = npy_to_inputs(path, input_shape, str(path), pixel_range)
+        batch = npy_to_inputs(path, input_shape, name, pixel_range)
     elif suffix == ".csv":
         batch = _csv(path, input_shape, pixel_range)
     else:
-        try:
-            data = path.read_bytes()
-        except OSError as error:  # permission denied, a file gone since the folder was listed
-            raise DataError(f"{path}: cannot read ({error.strerror or error}).") from None
-        return [str(path)], image_file_to_inputs(data, input_shape, light_background, str(path))
+        data = _read_regular_file(path, name)
+        return [name], image_file_to_inputs(data, input_shape, light_background, name)
     if len(batch) == 1 and suffix == ".npy":
-        return [str(path)], batch
-    return [f"{path}[{i}]" for i in range(len(batch))], batch
+        return [name], batch
+    return [f"{name}[{i}]" for i in range(len(batch))], batch
+
+
+def _read_regular_file(path: Path, name: str) -> bytes:
+    """The bytes of `path`, if it is a regular file: one made a FIFO or a device since its folder
+    was listed is refused, not waited on (the open does not wait for a FIFO's writer)."""
+    try:
+        with open(os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)), "rb") as file:
+            kind = special_kind(os.fstat(file.fileno()).st_mode)
+            if kind:
+                raise DataError(f"{name}: {kind}; expected a regular file.")
+            return file.read()
+    except OSError as error:  # permission denied, a file gone since the folder was listed
+        raise DataError(f"{name}: cannot read ({error.strerror or error}).") from None
 
 
 def iter_inputs(
@@ -177,7 +211,8 @@ def iter_inputs(
         try:
             names, batch = read_file_inputs(path, input_shape, light_background, pixel_range)
         except DataError as error:
-            yield str(path), None, str(error).removeprefix(f"{path}: ")
+            name = display_name(path)
+            yield name, None, str(error).removeprefix(f"{name}: ").removeprefix(f"{path}: ")
             continue
         for name, pixels in zip(names, batch, strict=True):
             yield name, pixels, None
