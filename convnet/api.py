@@ -560,7 +560,7 @@ def tune(
     storage: str | None = None,
     study: str | None = None,
     pruner: str | None = None,
-    heartbeat: int = 30,
+    heartbeat: int | None = None,
     out: str | Path | None = None,
     tensorboard: str | None = None,
     mlflow: str | None = None,
@@ -587,7 +587,8 @@ def tune(
         study: the study's name in its storage; default "convnet".
         pruner: "median" (the default), "hyperband" or "none".
         heartbeat: seconds between a running trial's heartbeats; a trial silent for twice that
-            (its worker killed) is failed and run again.
+            (its worker killed) is failed and run again. Defaults to 30, or a continued
+            tune's own.
         out: the tune folder; default `tunes/PRESET-YYYYmmdd-HHMMSS`.
         tensorboard: TensorBoard logs of each trial, as `train` takes it.
         mlflow: an MLflow tracking URI that each trial is logged to, as `train` takes it.
@@ -628,8 +629,6 @@ def tune(
     from convnet.training.tracking import check_installed
 
     check_installed(plan.tensorboard, plan.mlflow)
-    if not (earlier or storage):
-        plan.folder.mkdir(parents=True, exist_ok=True)  # to hold the new study's SQLite file
     from convnet.tuning.tune import run
 
     return run(plan, url, data, verbose=verbose)
@@ -640,7 +639,7 @@ def _check_tune_numbers(trials, workers, time_budget, heartbeat) -> None:
         ("trials", trials, trials is None or trials >= 1, "an integer >= 1"),
         ("workers", workers, workers >= 1, "an integer >= 1"),
         ("time_budget", time_budget, time_budget is None or time_budget > 0, "> 0 seconds"),
-        ("heartbeat", heartbeat, heartbeat >= 1, "an integer >= 1 (seconds)"),
+        ("heartbeat", heartbeat, heartbeat is None or heartbeat >= 1, "an integer >= 1 (seconds)"),
     ]
     for name, value, ok, expected in checks:
         if not ok:

@@ -239,9 +239,9 @@ def _add_tune_command(commands) -> None:
     where.add_argument(
         "--heartbeat",
         type=int,
-        default=30,
+        default=None,
         help="seconds between a trial's heartbeats; a killed worker's trial is run again "
-        "after twice that (default: 30)",
+        "after twice that (default: 30, or a continued tune's own)",
     )
     where.add_argument("--out", help="tune folder (default: tunes/PRESET-TIME)")
     tune.add_argument(

@@ -6,8 +6,11 @@ import contextlib
 import csv
 import datetime
 import io
+import os
 import re
+import shutil
 import signal
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +21,7 @@ from conftest import CONVNET, run_cli
 
 import convnet
 from convnet.cli import main
+from convnet.errors import ConvnetWarning
 from convnet.runs import Run, list_runs
 from convnet.tuning.plan import TunePlan
 from convnet.tuning.progress import TrialLines
@@ -52,7 +56,7 @@ def tuned(tmp_path_factory, tiny_npz):
     folder = tmp_path_factory.mktemp("tunes") / "tune"
     with contextlib.redirect_stderr(io.StringIO()) as stderr:
         result = convnet.tune(
-            train=str(tiny_npz), epochs=1, trials=3, space=str(space), out=str(folder)
+            train=str(tiny_npz), epochs=1, trials=3, space=str(space), out=str(folder), heartbeat=7
         )
     return folder, result, space, stderr.getvalue()
 
@@ -125,6 +129,75 @@ def test_running_a_tune_again_continues_it(tuned, capsys):
     assert result.finished == 4 and len(after) == 4
     assert after[:3] == before  # the finished trials are kept, none run again
     assert list_runs(folder.parent)[0]["status"] == "tune 4/4"
+    settings = [(row["learning_rate"], row["batch_size"]) for row in after]
+    assert settings[3] not in settings[:3]  # a new process draws new settings
+    assert TunePlan.read(folder).heartbeat == 7  # how it runs, as given at first
+
+
+@pytest.fixture
+def tune_copy(tuned, tmp_path) -> Path:
+    """A copy of the module's tune folder, to damage."""
+    folder = tmp_path / "tune"
+    shutil.copytree(tuned[0], folder, symlinks=True)
+    return folder
+
+
+def damage(db: Path, how: str) -> None:
+    if how.startswith("random bytes"):
+        with db.open("r+b") as f:
+            f.seek(0 if how.endswith("header") else 2 * 4096)
+            f.write(os.urandom(4096))
+    elif how == "a dropped table":
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            connection.execute("DROP TABLE trial_values")
+            connection.commit()
+    else:  # another study's database in its place
+        db.unlink()
+        study = optuna.create_study(study_name="convnet", storage=f"sqlite:///{db}")
+        study.set_user_attr("preset", "seed")
+        study.set_user_attr("objectives", ["val_accuracy"])
+        study.add_trial(optuna.trial.create_trial(value=0.5))
+
+
+@pytest.mark.parametrize(
+    ("how", "reason"),
+    [
+        ("random bytes over its header", r"a damaged study database \(file is not a database\)"),
+        ("random bytes over its pages", r"a damaged study database \(.*malformed.*\)"),
+        ("a dropped table", r"a damaged study database \(no table 'trial_values'\)"),
+        ("another study", r"study 'convnet' has no trial 1 \(.*trial-0001\), so it is not the"),
+    ],
+)
+def test_a_damaged_study_database_is_one_line_saying_what_to_do(tune_copy, capsys, how, reason):
+    db = tune_copy / "study.db"
+    damage(db, how)
+    assert main(["tune", "--out", str(tune_copy)]) == 2
+    [err] = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(rf"convnet: error: {re.escape(str(db))}: {reason}.*", err), err
+    what_to_do = "aside and run the command again to rebuild the study from the trial folders"
+    assert re.search(rf"move (it|the database) {what_to_do}", err)
+    assert "another --out to start afresh" in err
+
+
+@pytest.mark.parametrize("loss", ["deleted", "emptied"])
+def test_a_lost_study_is_rebuilt_from_its_trial_folders(tune_copy, loss):
+    db = tune_copy / "study.db"
+    before, rows = study_of(tune_copy).get_trials(), trials_csv(tune_copy)
+    db.unlink() if loss == "deleted" else db.write_bytes(b"")
+    lost = rf"{re.escape(str(db))}: held none of the {len(before)} trials in .*; rebuilt the study"
+    with pytest.warns(ConvnetWarning, match=lost):
+        convnet.tune(out=str(tune_copy), verbose=0)  # its own --trials: all finished already
+    after = study_of(tune_copy).get_trials()
+    kept = [(t.number, t.state, t.params, t.values, t.user_attrs["run"]) for t in before]
+    assert [(t.number, t.state, t.params, t.values, t.user_attrs["run"]) for t in after] == kept
+    without_seconds = [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+    assert [{k: v for k, v in row.items() if k != "seconds"} for row in trials_csv(tune_copy)] == (
+        without_seconds
+    )
+    if loss == "deleted":  # and it goes on, numbering its trials after those
+        result = convnet.tune(out=str(tune_copy), trials=len(before) + 1, verbose=0)
+        assert result.finished == len(before) + 1
+        assert Run(tune_copy / "trials" / f"trial-{len(before):04d}").status() == "complete"
 
 
 def test_two_objectives_give_a_pareto_front(tmp_path, tiny_npz):
@@ -237,6 +310,16 @@ def test_progress_lines_of_a_pareto_study_its_failed_trials_and_the_time_left(tm
         ("", ["--storage", "postgresql://nobody@127.0.0.1:9/none"], r"cannot open the study's"),
         ("", ["--objectives", "val_accuracy,speed"], r"unknown objective 'speed'"),
         ("", ["--trials", "0"], r"trials must be an integer >= 1"),
+        (
+            "width: {choices: [[1, 2], {x: 1}]}",
+            [],
+            r"space.yaml: 'width': each choice must be a number, .* Received: \[1, 2\]",
+        ),
+        (
+            "batch_size: {low: 1.5, high: 7.2}",
+            [],
+            r"space.yaml: 'batch_size': expected whole numbers low and high. Received: low 1.5",
+        ),
     ],
 )
 def test_bad_tune_settings_are_one_line_and_write_nothing(
@@ -273,7 +356,7 @@ def test_the_default_space_of_each_preset_holds_settings_its_builder_takes():
 def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     args = ["tune", "--train", tiny_npz, "--epochs", "12", "--batch-size", "16"]
-    args += ["--trials", "2", "--heartbeat", "1", "--out", out]
+    args += ["--trials", "2", "--out", out]
     worker = subprocess.Popen([CONVNET, *map(str, args)], stderr=subprocess.PIPE)
     history = out / "trials" / "trial-0000" / "history.csv"
     deadline = time.monotonic() + 300
@@ -282,10 +365,12 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp
         time.sleep(0.05)
     worker.send_signal(signal.SIGKILL)
     worker.wait()
-    time.sleep(2.5)  # past the grace period of two heartbeats
 
-    again = run_cli("tune", "--out", out, "--heartbeat", "1")
+    # At once, within two heartbeats (30 s): its process is gone from this machine, as its run
+    # folder records.
+    again = run_cli("tune", "--out", out)
     assert again.returncode == 0, again.stderr
+    assert Run(out / "trials" / "trial-0000").read_json("manifest.json")["status"] == "interrupted"
     trials = study_of(out).get_trials()
     states = {t.number: t.state.name for t in trials}
     assert states[0] == "FAIL"

@@ -7,16 +7,20 @@ import base64
 import csv
 import html
 import io
+import os
+import secrets
 import shutil
 from pathlib import Path
 
 import optuna
 from matplotlib.figure import Figure
 
-from convnet.files import replace_durably, write_atomic
+from convnet.files import fsync_path, replace_durably, write_atomic
 from convnet.tuning import views
+from convnet.tuning.plan import folder_lock
 
 BEST_DIR = "best"
+COPIES_DIR = f".{BEST_DIR}"  # the copies `best` links to (`copy_best`)
 
 
 def write_trials_csv(study: optuna.Study, folder: Path, objectives: list[str]) -> Path:
@@ -47,7 +51,14 @@ def best_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
 def copy_best(study: optuna.Study, folder: Path) -> Path | None:
     """Copies the best trial's run folder to `folder/best/`, replacing an earlier best; None
     with two objectives (the user picks from the front) or when the best ran on another
-    machine (its run folder is there)."""
+    machine (its run folder is there).
+
+    `best` is a symbolic link to the copy, in `folder/.best/`: a new link renamed over the old
+    one replaces it in one step, so that `best` names a complete run whenever the process is
+    killed. A folder cannot be renamed over a folder that holds files, and removing the old one
+    first left a moment with no `best` at all. Where links cannot be made (Windows without the
+    privilege), `best` is a folder replaced in two renames.
+    """
     best = best_trials(study)
     if len(study.directions) > 1 or not best:
         return None
@@ -55,12 +66,44 @@ def copy_best(study: optuna.Study, folder: Path) -> Path | None:
     source = folder / run.get("run", "")
     if not (source / "model.keras").is_file():
         return None
-    target, staging = folder / BEST_DIR, folder / f".{BEST_DIR}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
-    shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".lock", "backup"))
-    shutil.rmtree(target, ignore_errors=True)
-    replace_durably(staging, target)
+    target, copies = folder / BEST_DIR, folder / COPIES_DIR
+    with folder_lock(folder):  # another tune's process on the folder may be replacing it too
+        _remove_unlinked(target, copies)
+        copy = copies / f"{source.name}-{secrets.token_hex(4)}"
+        staging = copies / f".{copy.name}.tmp"
+        shutil.copytree(source, staging, ignore=shutil.ignore_patterns(".lock", "backup"))
+        replace_durably(staging, copy)
+        _point(target, copy)
+        _remove_unlinked(target, copies)
     return target
+
+
+def _point(link: Path, copy: Path) -> None:
+    """Makes `link` name `copy`, replacing what it named in one rename where links can be
+    made, in two (a folder moved aside, then `copy`) where they cannot."""
+    new = link.with_name(f".{link.name}.{secrets.token_hex(4)}.link")
+    try:
+        os.symlink(os.path.relpath(copy, link.parent), new, target_is_directory=True)
+    except OSError:  # no links here: a folder, as in tunes made before them
+        if link.is_dir() and not link.is_symlink():
+            os.replace(link, copy.with_name(f"{link.name}-{secrets.token_hex(4)}"))
+        replace_durably(copy, link)
+        return
+    if link.is_dir() and not link.is_symlink():  # made as a folder, before links
+        os.replace(link, copy.with_name(f"{link.name}-{secrets.token_hex(4)}"))
+    os.replace(new, link)
+    fsync_path(link.parent)
+
+
+def _remove_unlinked(link: Path, copies: Path) -> None:
+    """Removes the copies in `copies` that `link` does not name: earlier bests, and those of
+    a process killed before it linked them. And links left by such a process."""
+    named = Path(os.readlink(link)).name if link.is_symlink() else None
+    for path in copies.iterdir() if copies.is_dir() else ():
+        if path.name != named:
+            shutil.rmtree(path, ignore_errors=True)
+    for path in link.parent.glob(f".{link.name}.*.link"):
+        path.unlink(missing_ok=True)
 
 
 def write_tune_page(study: optuna.Study, folder: Path, objectives: list[str]) -> Path:

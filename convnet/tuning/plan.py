@@ -4,12 +4,16 @@ study's trials. No framework and no Optuna: a plan is checked, and refused, at o
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import filelock
 
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
@@ -25,6 +29,11 @@ from convnet.tuning.space import (
 PLAN_FILE = "tune.json"
 STORAGE_FILE = "study.db"
 HIDDEN = "***"
+# Held while a process makes or joins the tune in its folder, and while it replaces `best`. An OS
+# lock (flock), released however the process ends.
+LOCK_FILE = ".tune.lock"
+# What a tune's folder holds before its plan is written: the lock, the SQLite study.
+MAKING = (LOCK_FILE, STORAGE_FILE, f"{STORAGE_FILE}-journal", f"{STORAGE_FILE}-wal")
 
 
 @dataclass
@@ -44,7 +53,8 @@ class TunePlan:
         study: the study's name.
         pruner: "median", "hyperband" or "none".
         heartbeat: seconds between a running trial's heartbeats.
-        seed: the first worker's sampler seed; None for a random one.
+        seed: the sampler's seed, taken with each trial's number (`convnet.tuning.sampler`);
+            None for a random one.
         tensorboard, mlflow: where each trial's run is also recorded (`convnet train`'s
             --tensorboard and --mlflow); None for nowhere.
         writes_outputs: whether this process writes trials.csv after its trials (not saved).
@@ -74,6 +84,12 @@ class TunePlan:
             else Param(name, p["low"], p["high"], p["log"])
             for name, p in self.params.items()
         }
+
+    def searches_as(self, other: TunePlan) -> bool:
+        """Whether this plan searches the same space of the same settings as `other` (how its
+        workers run, and where its study is stored, aside)."""
+        same = ("config", "params", "fixed", "objectives", "study", "pruner")
+        return all(getattr(self, name) == getattr(other, name) for name in same)
 
     def storage_url(self, given: str | None = None) -> str:
         """The URL to open: `given`, else the plan's, else the SQLite file in the folder.
@@ -141,7 +157,9 @@ def check_folder(folder: Path) -> TunePlan | None:
         raise ConfigError(f"{folder}: a file, not a folder; choose another --out.")
     if (folder / PLAN_FILE).is_file():
         return TunePlan.read(folder)
-    if folder.exists() and any(folder.iterdir()):
+    # Another tune started there at the same time may be making it; `convnet.tuning.tune.run`
+    # settles, under the folder's lock, which plan holds.
+    if folder.exists() and any(p.name not in MAKING for p in folder.iterdir()):
         raise ConfigError(
             f"{folder}: already exists, is not empty and holds no tune; choose another --out."
         )
@@ -175,6 +193,7 @@ def new_plan(
         fixed=fixed,
         objectives=check_objectives(list(objectives or ["val_accuracy"])),
         trials=running.pop("trials") or 20,
+        heartbeat=running.pop("heartbeat") or 30,
         storage=hide_password(storage) if storage else None,
         study=study or "convnet",
         pruner=pruner or "median",
@@ -197,7 +216,24 @@ def continued_plan(earlier: TunePlan, given: dict, storage: str | None, **runnin
         )
     trials = running.pop("trials") or earlier.trials
     stored = hide_password(storage) if storage else earlier.storage
-    for tracker in ("tensorboard", "mlflow"):  # as before unless given again
-        if running[tracker] is None:
-            running[tracker] = getattr(earlier, tracker)
+    for kept in ("heartbeat", "tensorboard", "mlflow"):  # as before unless given again
+        if running[kept] is None:
+            running[kept] = getattr(earlier, kept)
     return dataclasses.replace(earlier, trials=trials, storage=stored, **running)
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path) -> Iterator[None]:
+    """Holds the tune folder's lock during the block, making the folder if needed; a folder
+    made here that holds nothing else when the block fails is removed again."""
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with filelock.FileLock(folder / LOCK_FILE):
+            yield
+    except BaseException:
+        if made and [p.name for p in folder.iterdir()] == [LOCK_FILE]:
+            with contextlib.suppress(OSError):
+                (folder / LOCK_FILE).unlink()
+                folder.rmdir()
+        raise

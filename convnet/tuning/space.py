@@ -13,7 +13,6 @@ A space file's entries replace the preset's default ones of the same name and ad
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +47,8 @@ OBJECTIVES = {
     "parameters": "minimize",
 }
 PRUNERS = ("median", "hyperband", "none")
+CHOICE_TYPES = (bool, int, float, str, type(None))  # what a choice may be
+KINDS = {int: "a whole number", float: "a number", bool: "true or false", str: "a string"}
 
 
 def check_objectives(names: list[str]) -> list[str]:
@@ -135,7 +136,8 @@ def load_space(preset: str, path: str | Path | None = None) -> tuple[dict[str, P
 
     Raises:
         ConfigError: naming the file and entry: an unknown setting, a range whose low is not
-            below its high, a log range not above 0, or values the recipe refuses.
+            below its high, a log range not above 0, a choice that is not a plain value,
+            fractional bounds of a whole-number setting, or values the recipe refuses.
     """
     space, fixed = default_space(preset), {}
     if path is None:
@@ -168,6 +170,14 @@ def _param(name: str, entry: dict, where: str) -> Param:
             raise ConfigError(
                 f"{where}: choices must be a non-empty list, alone. Received: {entry}."
             )
+        # Optuna stores a choice as it is, so only a plain value (and the recipe compares
+        # numbers with `<`, which a list or a mapping would fail with a TypeError of its own).
+        for choice in choices:
+            if not isinstance(choice, CHOICE_TYPES):
+                raise ConfigError(
+                    f"{where}: each choice must be a number, a string, true/false or null. "
+                    f"Received: {choice!r}."
+                )
         _check_values(name, choices, where)
         return Param(name, choices=tuple(choices))
     low, high, log = entry.get("low"), entry.get("high"), entry.get("log", False)
@@ -181,15 +191,25 @@ def _param(name: str, entry: dict, where: str) -> Param:
         raise ConfigError(f"{where}: low must be below high. Received: low {low}, high {high}.")
     if log and low <= 0:
         raise ConfigError(f"{where}: a log range must be above 0. Received: low {low}.")
+    if field_type(name) is int:  # rounded, the range searched would not be the file's
+        if not all(float(v).is_integer() for v in (low, high)):
+            raise ConfigError(
+                f"{where}: expected whole numbers low and high. Received: low {low}, high {high}."
+            )
+        low, high = int(low), int(high)
     _check_values(name, [low, high], where)
-    if field_type(name) is int:
-        low, high = math.ceil(low), math.floor(high)
     return Param(name, low, high, log)
 
 
 def _check_values(name: str, values: list, where: str) -> None:
-    """Refuses values the recipe itself would refuse, before any trial is run."""
+    """Refuses values of the wrong type or that the recipe itself would refuse, before any
+    trial is run."""
+    kind = field_type(name)
     for value in values:
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        fits = {int: isinstance(value, int) and number, float: number}.get(kind)
+        if value is not None and not (isinstance(value, kind) if fits is None else fits):
+            raise ConfigError(f"{where}: expected {KINDS[kind]}. Received: {value!r}.")
         try:
             Recipe(**{name: value})
         except (ConfigError, TypeError) as error:

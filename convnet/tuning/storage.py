@@ -11,17 +11,37 @@ for the file's lock (a 60 s busy timeout), and a trial writes to it a few times 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sqlite3
 import time
 import warnings
+from pathlib import Path
 
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
 
 from convnet.errors import ConfigError
 from convnet.tuning.plan import hide_password
+from convnet.tuning.sampler import TrialSeeded
 from convnet.tuning.space import OBJECTIVES
 
 DONE = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # finished trials
+# The tables of Optuna's relational storage that hold a study, in every version since 2.0.
+TABLES = (
+    "studies",
+    "study_directions",
+    "study_user_attributes",
+    "study_system_attributes",
+    "trials",
+    "trial_params",
+    "trial_values",
+    "trial_intermediate_values",
+    "trial_user_attributes",
+    "trial_system_attributes",
+    "version_info",
+)
 
 
 def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
@@ -35,7 +55,10 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
     # Optuna marks the heartbeat and its retry callback experimental; they are what a tune
     # on several processes needs.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    sqlite = url.startswith("sqlite")
+    if sqlite:
+        check_sqlite_file(url)
+    engine = {"connect_args": {"timeout": 60}} if sqlite else {}
     for attempt in range(3):
         try:
             return optuna.storages.RDBStorage(
@@ -45,16 +68,54 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
                 grace_period=2 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3),
             )
-        except sqlalchemy.exc.IntegrityError as error:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
             # Workers started together on a new database race to create Optuna's tables, and
-            # all but one fail on PostgreSQL's catalog: the tables exist once the winner is done.
+            # all but one fail: on PostgreSQL's catalog (an IntegrityError), on SQLite with
+            # "table ... already exists". The tables exist once the winner is done.
             failure = error
+            if not (isinstance(error, sqlalchemy.exc.IntegrityError) or _created(error)):
+                break
             time.sleep(1 + attempt)
         except (sqlalchemy.exc.SQLAlchemyError, ValueError, ImportError) as error:
             failure = error
             break
     reason = str(getattr(failure, "orig", None) or failure).strip().splitlines()[0]
     raise ConfigError(f"cannot open the study's storage {hide_password(url)} ({reason}).")
+
+
+def _created(error: Exception) -> bool:
+    return "already exists" in str(error)
+
+
+def check_sqlite_file(url: str) -> None:
+    """Refuses a SQLite study file that is damaged: not a database, pages that do not read, or
+    one of Optuna's tables gone. Opened as it is, Optuna would make a missing table again,
+    empty, and carry on with the study's trials, values or settings silently lost.
+
+    Raises:
+        ConfigError: naming the file, why, and how to rebuild the study or start afresh.
+    """
+    path = sqlalchemy.engine.make_url(url).database
+    if not path or path == ":memory:" or not os.path.isfile(path) or not os.path.getsize(path):
+        return  # an empty or missing file is a new database
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"{Path(path).absolute().as_uri()}?mode=ro", uri=True, timeout=60)
+        ) as db:
+            check = db.execute("PRAGMA quick_check").fetchone()[0]
+            if check != "ok":  # "*** in database main ***\nPage 3: btreeInitPage() returns ..."
+                check = f"database disk image is malformed: {check.splitlines()[-1]}"
+            tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    except sqlite3.Error as error:
+        check = str(error)
+    missing = sorted(set(TABLES) - tables) if check == "ok" else []
+    if check != "ok" or missing:
+        reason = check if check != "ok" else f"no table {missing[0]!r}"
+        raise ConfigError(
+            f"{path}: a damaged study database ({reason}); move it aside and run the command "
+            "again to rebuild the study from the trial folders, or choose another --out to "
+            "start afresh."
+        )
 
 
 def open_study(
@@ -76,7 +137,7 @@ def open_study(
         study_name=name,
         directions=directions,
         load_if_exists=True,
-        sampler=optuna.samplers.TPESampler(seed=seed),
+        sampler=TrialSeeded(seed),
         pruner=_pruner(pruner) if len(objectives) == 1 else optuna.pruners.NopPruner(),
     )
     made_for = study.user_attrs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from pathlib import Path
 
 import keras
@@ -12,14 +13,15 @@ import optuna
 
 from convnet.config import TrainConfig
 from convnet.data import TrainingData, fitted_to_data
-from convnet.errors import ConfigError, ConvnetError
-from convnet.reports.plots import read_history
+from convnet.errors import ConfigError
 from convnet.runs import Run
 from convnet.training import tracking, trainer
+from convnet.tuning.records import TRIALS_DIR, run_values
 from convnet.tuning.space import Param
 from convnet.tuning.storage import DONE
 
-TRIALS_DIR = "trials"
+RUNNING = optuna.trial.TrialState.RUNNING
+POLL_SECONDS = 2.0  # how often a worker waiting for the others' last trials looks again
 
 
 class ReportEpochs(keras.callbacks.Callback):
@@ -91,25 +93,6 @@ def suggest(trial: optuna.Trial, param: Param):
     return trial.suggest_float(param.name, param.low, param.high, log=param.log)
 
 
-def run_values(run_dir: Path, objectives: list[str]) -> list[float]:
-    """The objectives' values of a finished run: validation metrics at the epoch whose weights
-    it kept (its best with restore_best, else its last), training seconds, parameters."""
-    metrics = Run(run_dir).read_json("metrics.json")
-    history = read_history(run_dir / "history.csv")
-    kept = metrics.get("best_epoch") or metrics["epochs"]
-    found = {
-        "train_seconds": metrics["fit_seconds"],
-        "parameters": metrics["parameters"],
-    }
-    for name in ("val_accuracy", "val_loss"):
-        if history.get(name):
-            found[name] = history[name][kept - 1]
-    missing = [o for o in objectives if o not in found]
-    if missing:
-        raise ConvnetError(f"{run_dir}: no {missing[0]} (is val_split 0?).")
-    return [float(found[o]) for o in objectives]
-
-
 def run_worker(
     study: optuna.Study,
     trials: Trials,
@@ -121,17 +104,46 @@ def run_worker(
     `timeout` seconds have passed. A trial whose settings cannot train is marked failed and the
     study goes on; any other error stops this worker. `callbacks` run after each trial."""
     os.makedirs(trials.folder / TRIALS_DIR, exist_ok=True)
-    if _finished(study) >= n_trials:
+    target = Target(n_trials, None if timeout is None else time.monotonic() + timeout)
+    if not target.room(study):
         return
     study.optimize(
         trials,
         n_trials=None,
         timeout=timeout,
         catch=(ConfigError,),
-        callbacks=[optuna.study.MaxTrialsCallback(n_trials, states=DONE), *callbacks],
+        callbacks=[target, *callbacks],
         gc_after_trial=True,
     )
 
 
-def _finished(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=DONE))
+@dataclasses.dataclass
+class Target:
+    """Stops a worker once the trials finished and those running, in every worker, make
+    `n_trials`. Counting only the finished ones (Optuna's MaxTrialsCallback), each worker would
+    start one more while the others' last trials run, and the study would end trials over.
+
+    Attributes:
+        n_trials: finished trials (complete or pruned) the study stops at.
+        deadline: `time.monotonic()` past which this worker stops; None for none.
+    """
+
+    n_trials: int
+    deadline: float | None = None
+
+    def __call__(self, study: optuna.Study, _) -> None:
+        if not self.room(study):
+            study.stop()
+
+    def room(self, study: optuna.Study) -> bool:
+        """Whether another trial is needed. While the trials running elsewhere would make the
+        target but have not yet, waits: one of them could fail, or its worker die."""
+        while self.deadline is None or time.monotonic() < self.deadline:
+            # A killed worker's trial counts as running until its heartbeat is found stale.
+            optuna.storages.fail_stale_trials(study)
+            trials = study.get_trials(deepcopy=False, states=(*DONE, RUNNING))
+            done = sum(t.state in DONE for t in trials)
+            if done >= self.n_trials or len(trials) < self.n_trials:
+                return done < self.n_trials
+            time.sleep(POLL_SECONDS)
+        return False

@@ -23,9 +23,9 @@ import optuna
 from convnet import framework
 from convnet.config import make_config
 from convnet.data import TrainingData, load_training_data
-from convnet.errors import ConvnetWarning
-from convnet.tuning import outputs
-from convnet.tuning.plan import PLAN_FILE, TunePlan
+from convnet.errors import ConfigError, ConvnetWarning
+from convnet.tuning import outputs, records
+from convnet.tuning.plan import PLAN_FILE, TunePlan, folder_lock
 from convnet.tuning.progress import TrialLines
 from convnet.tuning.storage import DONE, open_storage, open_study
 
@@ -56,10 +56,10 @@ class TuneInterrupted(KeyboardInterrupt):
     """Ctrl-C stopped the tune; the message says how to continue. The CLI exits 130."""
 
 
-def study_for(plan: TunePlan, storage_url: str, seed: int | None) -> optuna.Study:
+def study_for(plan: TunePlan, storage_url: str) -> optuna.Study:
     storage = open_storage(storage_url, plan.heartbeat)
     return open_study(
-        storage, plan.study, plan.config["preset"], plan.objectives, plan.pruner, seed
+        storage, plan.study, plan.config["preset"], plan.objectives, plan.pruner, plan.seed
     )
 
 
@@ -71,12 +71,20 @@ def run(
     stderr as each trial finishes (`convnet.tuning.progress`).
 
     Raises:
+        ConfigError: another tune was started in the same folder at the same time with other
+            settings, or the study's storage is damaged or not the one its trials ran in.
         TuneInterrupted: Ctrl-C; the study keeps every finished trial.
     """
-    study = study_for(plan, storage_url, plan.seed)  # checks the study before any training
-    plan.write()
-    # Before the other workers start, so that it knows which trials finished before this tune.
-    progress = TrialLines(study, plan) if verbose else contextlib.nullcontext()
+    # Under the folder's lock: tunes started together on one new folder would race to create
+    # its SQLite tables, and to write tune.json, each with its own plan.
+    with folder_lock(plan.folder):
+        plan = _settled(plan)
+        study = study_for(plan, storage_url)  # checks the study before any training
+        records.rebuild_lost_study(study, plan)
+        plan.write()
+        # Before the other workers start, so that it knows which trials finished before this.
+        progress = TrialLines(study, plan) if verbose else contextlib.nullcontext()
+        records.fail_lost_trials(study, plan.folder)  # after: their lines say so
     others = [_spawn(plan.folder, index, storage_url) for index in range(1, plan.workers)]
     try:
         with progress:
@@ -108,6 +116,23 @@ def run(
     return _summarize(plan, study)
 
 
+def _settled(plan: TunePlan) -> TunePlan:
+    """`plan`, once sure that a tune.json written meanwhile by another process searches alike.
+
+    Raises:
+        ConfigError: it searches otherwise.
+    """
+    if not (plan.folder / PLAN_FILE).is_file():
+        return plan
+    if not TunePlan.read(plan.folder).searches_as(plan):
+        raise ConfigError(
+            f"{plan.folder}: another tune was started there at the same time with other "
+            "settings; choose another --out, or continue that tune with: "
+            f"convnet tune --out {plan.folder}"
+        )
+    return plan
+
+
 def _work(plan: TunePlan, study: optuna.Study, data: TrainingData | None = None) -> None:
     """This process's trials, on the data and backend the plan's config names."""
     config = make_config(plan.config, str(plan.folder / PLAN_FILE))
@@ -133,6 +158,7 @@ def _spawn(folder: Path, index: int, storage_url: str) -> subprocess.Popen:
 
 def _summarize(plan: TunePlan, study: optuna.Study) -> TuneResult:
     """Writes trials.csv, best/ and tune.html from the study as it stands."""
+    records.fail_lost_trials(study, plan.folder)  # a local worker killed during this tune
     outputs.write_trials_csv(study, plan.folder, plan.objectives)
     best_run = outputs.copy_best(study, plan.folder)
     outputs.write_tune_page(study, plan.folder, plan.objectives)
@@ -153,13 +179,13 @@ def _summarize(plan: TunePlan, study: optuna.Study) -> TuneResult:
 
 
 def _worker_main(folder: str, index: str) -> int:
-    """A spawned worker: the plan in `folder`, a sampler seeded apart from the others."""
+    """A spawned worker: the plan in `folder` (its sampler seeded by each trial's number, so
+    that it draws other settings than the other workers)."""
     framework.quiet(True)
     plan = TunePlan.read(Path(folder))
     url = os.environ.get(STORAGE_ENV) or plan.storage_url()
-    seed = None if plan.seed is None else plan.seed + int(index)
     try:
-        _work(dataclasses.replace(plan, writes_outputs=False), study_for(plan, url, seed))
+        _work(dataclasses.replace(plan, writes_outputs=False), study_for(plan, url))
     except KeyboardInterrupt:
         return 130
     return 0
