@@ -115,7 +115,8 @@ def test_class_names_that_do_not_match_the_model_are_one_line(mislabelled_run, t
     image = tmp_path / "x.npy"
     np.save(image, make_images(1).x[0])
     message = "names 3 classes, but model.keras gives 4 outputs; the record does not match"
-    for command in (["predict", mislabelled_run, image], ["export", mislabelled_run]):
+    serve = ["serve", mislabelled_run, "--port", "0"]  # refused as it loads, before serving
+    for command in (["predict", mislabelled_run, image], ["export", mislabelled_run], serve):
         done = run_cli(*command)
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert message in done.stderr

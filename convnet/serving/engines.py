@@ -105,8 +105,15 @@ def load_engine(run: Run, engine: str = "keras") -> Engine:
 
     Raises:
         ConvnetError: an unknown engine name.
-        RunError: the run has no model.
+        RunError: the run has no model, or its record names other classes than the model has
+            outputs (every answer would be named wrongly).
     """
+    loaded = _engine(run, engine)
+    run.check_outputs(loaded.num_classes)
+    return loaded
+
+
+def _engine(run: Run, engine: str) -> Engine:
     tta = TestTimeAugmentation.of(run.config().recipe())
     if engine == "keras":
         from convnet.models.factory import load_model  # Keras, which the ONNX engine needs not
