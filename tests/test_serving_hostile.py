@@ -225,6 +225,29 @@ def test_truncated_multipart_body_gets_400(live, body):
     assert response.status_code == 200 and len(response.json()["predictions"]) == 3
 
 
+@pytest.mark.parametrize(
+    ("header_length", "data", "message"),
+    [
+        # "²" is a digit to str.isdigit(), not to int(); sent as Latin-1, as HTTP decodes it.
+        (b"\xb2", None, "Inference-Header-Content-Length '\u00b2'; expected a number of bytes"),
+        (b"9" * 5000, None, "Inference-Header-Content-Length '9999"),  # int() takes 4,300
+        (None, [10**400] + [0] * 783, "input: data holds an integer too large for a pixel."),
+    ],
+    ids=["superscript two", "5000 digits", "10**400"],
+)
+def test_v2_numbers_no_parser_takes_get_400(live, trained_run, header_length, data, message):
+    tensor = {"name": "input", "shape": [1, 28, 28, 1], "datatype": "UINT8"}
+    tensor |= {"data": data} if data else {"parameters": {"binary_data_size": 784}}
+    header = json.dumps({"inputs": [tensor]}).encode()
+    response = httpx.post(
+        url(live, f"/v2/models/{trained_run.name}/infer"),
+        content=header + (b"" if data else bytes(784)),
+        headers={"inference-header-content-length": header_length} if header_length else {},
+    )
+    assert response.status_code == 400, response.text
+    assert response.json()["error"].startswith(message)
+
+
 def test_client_gone_mid_upload_is_one_info_line(live, caplog):
     caplog.set_level(logging.INFO)
     with socket.create_connection(live) as sock:

@@ -313,6 +313,85 @@ def test_non_loopback_address_needs_a_key_or_insecure(trained_run):
     assert "(API key required)" in server.output[0]
 
 
+def raw_get(port: int, target: bytes) -> bytes:
+    """The whole answer to `GET target`, sent as written (no client re-encodes it)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n" % target)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+# A whole access-log line of the server's format, after a CR LF, in the path of a keyless request.
+FORGED = (
+    b"/v1/model%0d%0a2026-12-06%2017:00:00,000%20[1]%2010.0.0.9:4444%20%22POST%20/v1/predict"
+    b"%22%20200%203.0%20ms"
+)
+
+
+def test_access_log_escapes_what_the_client_sent(trained_run):
+    server = Server(str(trained_run), "--api-key", KEY)
+    try:
+        server.wait_ready()
+        forged = raw_get(server.port, FORGED)
+        # ESC (a terminal's colour), a quote, a backslash and U+2028 (a line break to many readers)
+        colored = raw_get(server.port, b"/v1/%1b%5b31mred%22%5c%e2%80%a8")
+    finally:
+        server.stop()
+    assert forged.startswith(b"HTTP/1.1 401 ") and colored.startswith(b"HTTP/1.1 401 ")
+    log = "".join(server.output)
+    lines = log.splitlines()  # also splits at U+2028
+    assert not [line for line in lines if line.startswith("2026-12-06 17:00:00,000")], log
+    assert "\x1b" not in log
+    entry = r"\S+ \S+ \[\d+\] 127\.0\.0\.1:\d+ \"GET {}\" 401 [\d.]+ ms"
+    forged_path = re.escape(
+        r"/v1/model\x0d\x0a2026-12-06 17:00:00,000 [1] 10.0.0.9:4444 \x22POST /v1/predict\x22 "
+        r"200 3.0 ms"
+    )
+    colored_path = re.escape(r"/v1/\x1b[31mred\x22\x5c\u2028")
+    assert len([line for line in lines if re.fullmatch(entry.format(forged_path), line)]) == 1
+    assert len([line for line in lines if "10.0.0.9" in line]) == 1, log
+    assert len([line for line in lines if re.fullmatch(entry.format(colored_path), line)]) == 1
+    assert len([line for line in lines if "31mred" in line]) == 1, log
+
+
+@pytest.mark.parametrize("key", [" k ", "k\n", "\tk"])
+def test_serve_refuses_a_key_with_spaces_at_its_ends(trained_run, key):
+    """HTTP drops the spaces at a header value's ends: the server would refuse every request."""
+    refused = subprocess.run(
+        [CONVNET, "serve", str(trained_run), "--api-key", key, "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.splitlines() == [
+        "convnet: error: the API key has spaces at its ends, which no request can carry; pass "
+        "--api-key or CONVNET_API_KEY without them."
+    ], refused.stderr
+
+
+def test_api_and_app_refuse_a_key_with_spaces_at_its_ends(trained_run, monkeypatch):
+    from convnet import api
+    from convnet.errors import ConfigError
+    from convnet.serving import server
+
+    started = []  # a key taken would serve for ever: fail instead
+    monkeypatch.setattr(server, "run_server", lambda *args, **kwargs: started.append(args))
+    with pytest.raises(ConfigError, match=r"^the API key has spaces at its ends, which no"):
+        api.serve(trained_run, port=0, api_key=" k ")
+    monkeypatch.setenv("CONVNET_API_KEY", "k\n")  # as a secret file read into a variable holds it
+    with pytest.raises(ConfigError, match=r"^the API key has spaces at its ends"):
+        api.serve(trained_run, port=0)
+    # At once, not on the first request: Starlette makes its middleware only then.
+    with pytest.raises(ConfigError, match=r"^The API key has spaces at its ends"):
+        create_app(trained_run, api_key="k ")
+    with pytest.raises(ConfigError, match=r"^The API key must not be empty"):
+        create_app(trained_run, api_key="")
+    assert started == []
+
+
 def test_two_workers_share_the_port_and_stop_together(trained_run, images):
     metrics_dirs = set(Path(tempfile.gettempdir()).glob("convnet-metrics-*"))
     server = Server(str(trained_run), "--workers", "2", "--header-timeout", "1")

@@ -34,9 +34,9 @@ from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
 from convnet.predictions import top_classes
 from convnet.runs import Run
-from convnet.serving.auth import RequireApiKey
+from convnet.serving.auth import RequireApiKey, check_key
 from convnet.serving.engines import MicroBatcher, load_engine
-from convnet.serving.metrics import Metrics, ObserveRequests
+from convnet.serving.metrics import Metrics, ObserveRequests, escape_for_log
 from convnet.serving.payloads import Limits, PredictJSON, parse_request
 from convnet.serving.protocol_v2 import add_v2_routes
 
@@ -89,8 +89,11 @@ def create_app(
         A FastAPI app; run it with any ASGI server (`convnet serve` uses uvicorn).
 
     Raises:
+        ConfigError: `api_key` is empty or has spaces at its ends.
         RunError: the run folder or its model is missing.
     """
+    if api_key is not None:
+        check_key(api_key)  # now: Starlette makes RequireApiKey on the first request only
     run = Run(run)
     model = load_engine(run, engine)
     metrics = Metrics()
@@ -121,7 +124,7 @@ def create_app(
         return Response(data, media_type=content_type)
 
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    if api_key:
+    if api_key is not None:
         app.add_middleware(RequireApiKey, key=api_key)
     app.add_middleware(ObserveRequests, metrics=metrics)  # the outermost: it sees the 401s too
     return app
@@ -181,7 +184,7 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, error: ClientDisconnect) -> Response:
-        log.info("client disconnected during %s %s", request.method, request.url.path)
+        log.info("client disconnected during %s", _request_line(request))
         return Response(status_code=499)  # nginx's "client closed request"; nobody reads it
 
     @app.exception_handler(ConvnetError)
@@ -190,8 +193,15 @@ def _add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, error: Exception) -> JSONResponse:
-        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        log.exception("unexpected error on %s", _request_line(request))
         return _error(request, f"internal error ({type(error).__name__}).", 500)
+
+
+def _request_line(request: Request) -> str:
+    """The method and path for a log line, escaped, as the access log writes them: both are the
+    client's (see `escape_for_log`). The scope's path, not `url.path`, which silently drops a
+    decoded CR or LF."""
+    return escape_for_log(f"{request.method} {request.scope['path']}")
 
 
 def _is_v2(request: Request) -> bool:

@@ -16,7 +16,24 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from convnet.errors import ConfigError
+
 OPEN_PATHS = frozenset({"/", "/healthz", "/v2/health/live", "/v2/health/ready"})
+
+
+def check_key(key: str) -> None:
+    """Refuses a key that no request could match.
+
+    Raises:
+        ConfigError: the key is empty or has spaces at its ends (HTTP drops those from every
+            header value; the server strips the client's key alike).
+    """
+    if not key:
+        raise ConfigError("The API key must not be empty. Received: key=''.")
+    if key != key.strip():  # the key itself is never shown: it is a secret
+        raise ConfigError(
+            "The API key has spaces at its ends, which no request can carry; pass it without them."
+        )
 
 
 class RequireApiKey:
@@ -24,12 +41,14 @@ class RequireApiKey:
 
     Args:
         app: the app behind it.
-        key: the API key; a non-empty string.
+        key: the API key; a non-empty string without spaces at its ends.
+
+    Raises:
+        ConfigError: the key is empty or has spaces at its ends.
     """
 
     def __init__(self, app: ASGIApp, key: str):
-        if not key:
-            raise ValueError("The API key must not be empty. Received: key=''.")
+        check_key(key)
         self.app = app
         self._key = key.encode()
 

@@ -8,6 +8,8 @@ mode), whichever worker answers the scrape.
 
 The access log is one line per request on the `convnet.access` logger: client, method, path
 (without its query string), status, duration. Never a header or a body, so never an API key.
+What a client chose (its path, method, forwarded address) goes through `escape_for_log`: a path
+decoded from `%0d%0a` would otherwise end the line and write one of the client's making.
 """
 
 from __future__ import annotations
@@ -107,12 +109,38 @@ class ObserveRequests:
         client = scope.get("client")
         access_log.info(
             '%s "%s %s" %d %.1f ms',
-            f"{client[0]}:{client[1]}" if client else "-",
-            scope["method"],
-            scope["path"],
+            escape_for_log(f"{client[0]}:{client[1]}") if client else "-",
+            escape_for_log(scope["method"]),
+            escape_for_log(scope["path"]),
             status,
             seconds * 1000,
         )
+
+
+def escape_for_log(text: str) -> str:
+    r"""`text` with every character that could end its field or its line, or drive a terminal,
+    written as an escape, as nginx writes its log: `"`, `\`, the control characters (`\x0d`,
+    `\x1b`) and the other unprintable ones (`\u2028`, a line break to many readers; `\u202e`,
+    which reverses the text after it). Printable characters, `é` among them, stay as they are.
+
+    Example:
+        >>> print(escape_for_log('/v1/model\r\n"x"'))
+        /v1/model\x0d\x0a\x22x\x22
+    """
+    if text.isprintable() and '"' not in text and "\\" not in text:
+        return text  # the usual path, at no cost
+    return "".join(_escape_char(char) for char in text)
+
+
+def _escape_char(char: str) -> str:
+    # `"` and `\` as \xHH rather than \" and \\: one kind of escape to read back, and no quote
+    # left for a reader that splits the line on quotes.
+    if char.isprintable() and char not in '"\\':
+        return char
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 def _route(scope: Scope) -> str:

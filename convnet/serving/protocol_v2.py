@@ -27,7 +27,7 @@ from pydantic import BaseModel
 from convnet.errors import DataError
 from convnet.inputs import pixels_to_inputs
 from convnet.serving.engines import MicroBatcher
-from convnet.serving.payloads import Limits, PayloadTooLarge, parse_json, read_body
+from convnet.serving.payloads import Limits, PayloadTooLarge, byte_count, parse_json, read_body
 
 INPUT = "input"
 OUTPUTS = ("probabilities", "class")
@@ -156,12 +156,13 @@ def decode_infer(
     """
     header, binary = body, b""
     if header_length is not None:
-        if not header_length.isdigit() or int(header_length) > len(body):
+        length = byte_count(header_length)
+        if length is None or length > len(body):
             raise DataError(
                 f"Inference-Header-Content-Length {header_length!r}; expected a number of bytes "
                 f"up to the body's {len(body):,}."
             )
-        header, binary = body[: int(header_length)], body[int(header_length) :]
+        header, binary = body[:length], body[length:]
     request = parse_json(InferRequest, header, "inference request")
     if [i.name for i in request.inputs] != [INPUT]:
         raise DataError(
@@ -206,6 +207,8 @@ def _tensor(tensor: InferInput, binary: bytes, input_shape, limits: Limits) -> n
         array = np.asarray(tensor.data, np.float64)
     except (ValueError, TypeError):
         raise DataError(f"{tensor.name}: data is not a rectangular array of numbers.") from None
+    except OverflowError:  # JSON integers have no limit; 10**400 is past float64's
+        raise DataError(f"{tensor.name}: data holds an integer too large for a pixel.") from None
     if array.size != size:
         raise DataError(
             f"{tensor.name}: {array.size:,} values; shape {list(shape)} needs {size:,}."
