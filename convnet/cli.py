@@ -586,7 +586,7 @@ def _presets(args) -> None:
 
 def _port(text: str) -> int:
     """A TCP port number, 0 to 65535 (0: any free port)."""
-    if not text.isdigit() or int(text) > 65535:
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or int(text) > 65535:
         raise argparse.ArgumentTypeError(f"{text!r} is not a port number; expected 0 to 65535")
     return int(text)
 

@@ -192,7 +192,7 @@ class PredictionWriter:
             ) from None
 
     def _label(self, name: str):
-        return name if name.isdigit() else self.class_names.index(name)
+        return name if name.isascii() and name.isdigit() else self.class_names.index(name)
 
     def __enter__(self) -> PredictionWriter:
         return self

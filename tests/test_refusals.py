@@ -140,3 +140,14 @@ def test_a_value_a_hair_past_255_is_named_as_it_is():
     x[1, 3, 4] = 255.0000001
     with pytest.raises(DataError, match=r"\(image 1 holds 255.0000001\)"):
         convnet.train(train=(x, [0, 1]), out="never")
+
+
+def test_numbers_only_unicode_calls_digits_are_refused_in_one_line(tmp_path, tiny_npz):
+    """`str.isdigit()` takes "²" and 5,000 digits, which `int()` then refuses with a traceback."""
+    for value in ("\u00b2", "9" * 5000):
+        port = run_cli("serve", tmp_path, "--port", value)
+        assert port.returncode == 2 and "Traceback" not in port.stderr, port.stderr
+        train = ["train", "--train", tiny_npz, "--out", tmp_path / "run"]
+        processes = run_cli(*train, env={"CONVNET_NUM_PROCESSES": value})
+        assert processes.returncode == 2 and processes.stderr.count("\n") == 1, processes.stderr
+        assert "$CONVNET_NUM_PROCESSES must be an integer" in processes.stderr

@@ -174,7 +174,9 @@ def _looks_like_header(row: list[str]) -> bool:
 def _label_index(path: Path, names: list[str], has_header: bool, label_column) -> int:
     if label_column is None:
         return names.index("label") if has_header and "label" in names else 0
-    if isinstance(label_column, int) or str(label_column).isdigit():
+    if isinstance(label_column, int) or (
+        str(label_column).isascii() and str(label_column).isdigit()
+    ):
         index = int(label_column)
         if index >= len(names):
             raise DataError(

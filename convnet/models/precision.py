@@ -82,7 +82,7 @@ def find_accelerator(backend: str) -> Accelerator | None:
             return None
         capability = getattr(device, "compute_capability", None)
         major, _, minor = str(capability or "").partition(".")
-        numbers = (int(major), int(minor or 0)) if major.isdigit() else None
+        numbers = (int(major), int(minor or 0)) if major.isascii() and major.isdigit() else None
         return Accelerator(device.device_kind, numbers)
     if backend == "torch":
         import torch

@@ -482,7 +482,11 @@ def trim_history(path: str | Path, epochs: int) -> dict[str, str]:
     for line in lines[1:]:
         row = dict(zip(fields, next(csv.reader([line]), []), strict=False))
         epoch = row.get("epoch", "")
-        if not line.endswith("\n") or len(row) != len(fields) or not epoch.isdigit():
+        if (
+            not line.endswith("\n")
+            or len(row) != len(fields)
+            or not (epoch.isascii() and epoch.isdigit())
+        ):
             break  # a row torn by a kill mid-write
         if int(epoch) >= epochs:
             break

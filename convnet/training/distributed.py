@@ -201,7 +201,8 @@ def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
         text = os.environ.get(variable)
         if values[key] is None and text:
             integer = key != "coordinator"
-            if integer and not text.strip().isdigit():
+            digits = text.strip()  # ASCII only: isdigit() takes "²", which int() refuses
+            if integer and not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
                 raise ConfigError(f"${variable} must be an integer. Received: {text!r}.")
             values[key] = int(text) if integer else text
     num, rank, coordinator = values["num_processes"], values["process_id"], values["coordinator"]
@@ -218,7 +219,9 @@ def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
         if not 0 <= rank < num:
             raise ConfigError(f"process_id must be in [0, {num}). Received: process_id={rank}.")
     host, _, port = (coordinator or "").rpartition(":")
-    if coordinator and not (host and port.isdigit() and int(port) <= 65535):
+    if coordinator and not (
+        host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
+    ):
         raise ConfigError(
             f"coordinator must be HOST:PORT (process 0's address, such as 10.0.0.1:1234). "
             f"Received: {coordinator!r}."
