@@ -475,3 +475,34 @@ def test_insecure_serves_every_address_without_a_key(trained_run, monkeypatch):
     assert listening.getsockname()[0] == "0.0.0.0" and workers == 1
     assert factory.keywords["api_key"] is None
     listening.close()
+
+
+def test_a_replacement_worker_starts_as_quietly_as_the_first(trained_run, images):
+    """A worker killed is replaced by uvicorn's supervisor; neither writes TensorFlow's start-up
+    lines, with no log level set (conftest's would hide them whatever convnet did)."""
+    server = Server(str(trained_run), "--workers", "2", env={"TF_CPP_MIN_LOG_LEVEL": ""})
+    try:
+        server.wait_ready(180)
+        workers = children(server.process.pid)
+        assert len(workers) >= 2
+        os.kill(workers[0], signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while workers[0] in children(server.process.pid) or len(children(server.process.pid)) < 2:
+            assert time.monotonic() < deadline, "".join(server.output)
+            time.sleep(0.2)
+        for _ in range(20):  # the replacement has loaded its model when both answer
+            response = httpx.post(
+                f"{server.url}/v1/predict", json={"pixels": images.x[:1].tolist()}
+            )
+            assert response.status_code == 200
+        time.sleep(5)  # the replacement's start-up, whatever it writes, is in the output
+    finally:
+        server.stop()
+    log = "".join(server.output)
+    assert not re.search(r"oneDNN|cuInit|^[IWE]\d{4} ", log, re.M), log[-3000:]
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started that are alive (Linux)."""
+    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(child) for child in found if Path(f"/proc/{child}/cmdline").read_bytes()]
