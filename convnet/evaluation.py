@@ -125,16 +125,20 @@ def predict_proba(
 
 @contextlib.contextmanager
 def retracing_unlogged():
-    """Holds back TensorFlow's warning that a predict function "triggered tf.function retracing"
-    while the block runs, then puts its logger back as it was: every batch size of a call, and
-    every model of a session, traces anew by design, and the warning's advice does not apply."""
+    """Holds back TensorFlow's warning that a function "triggered tf.function retracing" while
+    the block runs, and only that one: every model of a session has functions of its own, and
+    every batch size a trace, by design, so its advice does not apply. The logger is as it was
+    after the block."""
     logger = logging.getLogger("tensorflow")
-    level = logger.level
-    logger.setLevel(max(level, logging.ERROR))
+    logger.addFilter(_not_retracing)
     try:
         yield
     finally:
-        logger.setLevel(level)
+        logger.removeFilter(_not_retracing)
+
+
+def _not_retracing(record: logging.LogRecord) -> bool:
+    return "triggered tf.function retracing" not in record.getMessage()
 
 
 def evaluate(

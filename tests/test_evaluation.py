@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 from sklearn.metrics import classification_report, confusion_matrix
@@ -196,3 +198,16 @@ def test_predict_proba_over_views_with_and_without_a_progress_bar():
     for verbose in (0, 1, 2):
         found = predict_proba(Model(), x, tta=TestTimeAugmentation(flip=True), verbose=verbose)
         assert found.shape == (5, 2) and np.allclose(found[:, 1], 0.75)
+
+
+def test_only_tensorflows_retracing_warning_is_held_back_and_only_in_the_block(caplog):
+    from convnet.evaluation import retracing_unlogged
+
+    logger = logging.getLogger("tensorflow")
+    retracing = "5 out of the last 5 calls to <function f> triggered tf.function retracing."
+    with retracing_unlogged():
+        logger.warning(retracing)
+        logger.warning("something else")
+    logger.warning(retracing)
+    assert [r.getMessage() for r in caplog.records] == ["something else", retracing]
+    assert not logger.filters

@@ -17,7 +17,12 @@ from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
 from convnet.errors import DiskFull
-from convnet.evaluation import TestTimeAugmentation, predict_proba, test_metrics
+from convnet.evaluation import (
+    TestTimeAugmentation,
+    predict_proba,
+    retracing_unlogged,
+    test_metrics,
+)
 from convnet.files import replace_durably
 from convnet.machine import machine, versions
 from convnet.models.factory import model_for_recipe, portable_model
@@ -256,7 +261,7 @@ def _fit(
     callbacks = _callbacks(session, run_dir, steps, start)
     (timer,) = (c for c in callbacks if isinstance(c, EpochTimer))
     fit_started = time.perf_counter()
-    with StopOnInterrupt() as stop, EpochBars(verbose) as progress:
+    with StopOnInterrupt() as stop, EpochBars(verbose) as progress, retracing_unlogged():
         history = session.model.fit(
             train_batches,
             steps_per_epoch=steps,
