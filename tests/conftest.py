@@ -7,6 +7,8 @@ import concurrent.futures
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +125,26 @@ def run_async(coroutine):
     """
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coroutine).result()
+
+
+def wait_until(
+    done: Callable[[], bool],
+    process: subprocess.Popen,
+    what: str,
+    timeout: float = 240,
+    poll: float = 0.05,
+) -> None:
+    """Polls `done()` until it holds; fails the test if `process` ends first, or kills it and
+    fails when `timeout` seconds pass. `what` names the awaited state in the failure."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        if process.poll() is not None:
+            ended = f"ended early ({process.returncode}), before {what}"
+            pytest.fail(f"{ended}: {process.stderr.read()}")
+        if time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"no {what} within {timeout} s")
+        time.sleep(poll)
 
 
 def run_cli(

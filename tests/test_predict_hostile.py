@@ -13,11 +13,10 @@ import stat
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
-from conftest import CONVNET, make_images, run_cli
+from conftest import CONVNET, make_images, run_cli, wait_until
 from PIL import Image
 from test_resume import EPOCHS, TRAIN_FLAGS, epochs_logged, kill, start, wait_for_epochs
 
@@ -243,14 +242,7 @@ def rows_written(folder: Path) -> bool:
 
 def wait_for_rows(process: subprocess.Popen, folder: Path, timeout: float = 120) -> None:
     """Until the temporary file holds rows: past the model's loading, in the middle."""
-    deadline = time.monotonic() + timeout
-    while not rows_written(folder):
-        if process.poll() is not None:
-            pytest.fail(f"predict ended early ({process.returncode}): {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no rows within {timeout} s")
-        time.sleep(0.02)
+    wait_until(lambda: rows_written(folder), process, "rows written", timeout, poll=0.02)
 
 
 def test_sigterm_mid_folder_leaves_nothing_and_a_killed_run_is_cleaned_next(tmp_path, trained_run):

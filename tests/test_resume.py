@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONVNET, run_cli
+from conftest import CONVNET, run_cli, wait_until
 
 EPOCHS = 5
 # 420 training images in batches of 8: ~53 steps, about a second an epoch, so a kill soon after
@@ -41,14 +41,7 @@ def epochs_logged(run: Path) -> list[int]:
 
 def wait_for_epochs(process: subprocess.Popen, run: Path, count: int, timeout: float = 240):
     """Waits until `count` epochs are in history.csv, then a little more: mid-epoch."""
-    deadline = time.monotonic() + timeout
-    while len(epochs_logged(run)) < count:
-        if process.poll() is not None:
-            pytest.fail(f"training ended early ({process.returncode}): {process.stderr.read()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"no {count} epochs in {timeout} s")
-        time.sleep(0.05)
+    wait_until(lambda: len(epochs_logged(run)) >= count, process, f"{count} epochs", timeout)
     time.sleep(0.2)
 
 
