@@ -148,3 +148,17 @@ def test_two_tunes_started_together_on_a_new_folder_share_its_study(tmp_path, ti
     assert len({tuple(sorted(t.params.items())) for t in trials}) == len(trials)  # none twice
     folders = sorted(p.name for p in (out / "trials").iterdir())
     assert folders == [Path(t.user_attrs["run"]).name for t in trials]
+
+
+def test_a_trial_another_process_is_beginning_is_not_taken_for_lost(tmp_path):
+    """Its folder exists (made and locked) before its config.yaml does: a second tune starting
+    then must neither fail it nor stop on it (seen on PostgreSQL with two machines)."""
+    from convnet.tuning.records import fail_lost_trials
+
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.set_user_attr("run", "trials/trial-0000")
+    (tmp_path / "trials" / "trial-0000").mkdir(parents=True)
+    (tmp_path / "trials" / "trial-0000" / ".lock").touch()
+    fail_lost_trials(study, tmp_path)
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING

@@ -54,11 +54,11 @@ def fail_lost_trials(study: optuna.Study, folder: Path) -> None:
     for trial in study.get_trials(states=states):
         if "run" not in trial.user_attrs:  # not yet begun training
             continue
-        run = Run(folder / trial.user_attrs["run"])
         try:
+            run = Run(folder / trial.user_attrs["run"])
             lost = run.read_json("manifest.json").get("status") == "running"
             lost = lost and run.status() == "interrupted"
-        except ConvnetError:  # a damaged manifest: its trial is not known to be lost
+        except ConvnetError:  # a run another process is beginning, or a damaged one: not lost
             continue
         if not lost:
             continue
