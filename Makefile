@@ -12,6 +12,8 @@ DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
 # works; PyPI's default Linux build is the CUDA one, several GB). Only `make test` installs it.
 TORCH ?= torch==2.13.0
 TEST_DEPS := $(VENV)/.test-deps
+# The protocol clients the serving tests drive, apart from convnet's venv (tests/clients/).
+CLIENTS := .venv-clients/.installed
 
 $(BIN)/convnet: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +28,12 @@ $(BIN)/convnet: pyproject.toml
 $(TEST_DEPS): $(BIN)/convnet
 	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[dev,jax,litert,torch,track]'
+	touch $@
+
+$(CLIENTS): tests/clients/requirements.txt
+	$(PYTHON) -m venv .venv-clients
+	.venv-clients/bin/pip install --quiet --upgrade pip
+	.venv-clients/bin/pip install --quiet -r tests/clients/requirements.txt
 	touch $@
 
 system:
@@ -43,7 +51,7 @@ data: system $(BIN)/convnet
 train: data
 	$(BIN)/convnet train --preset seed
 
-test: data $(TEST_DEPS)
+test: data $(TEST_DEPS) $(CLIENTS)
 	$(BIN)/pytest
 
 lint: $(TEST_DEPS)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import json
 import os
 import subprocess
 import sys
@@ -193,3 +194,27 @@ def artifacts() -> Path:
     """Where tests save screenshots for people to look at (test-artifacts/, git-ignored)."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+CLIENTS_PYTHON = Path(__file__).resolve().parent.parent / ".venv-clients" / "bin" / "python"
+CLIENT_SCRIPTS = Path(__file__).resolve().parent / "clients"
+
+
+def run_client(script: str, *args, timeout: float = 120) -> dict:
+    """Runs `tests/clients/SCRIPT.py ARGS...` in the protocol clients' venv and returns the JSON it
+    prints: the clients run as a user's would, in a process of their own (tests/clients/).
+
+    Fails the test, with the client's stderr, if it exits non-zero or the venv is missing.
+    """
+    if not CLIENTS_PYTHON.exists():
+        pytest.fail(f"{CLIENTS_PYTHON} is missing: `make test` builds it")
+    result = subprocess.run(
+        [str(CLIENTS_PYTHON), str(CLIENT_SCRIPTS / f"{script}.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"},
+    )
+    if result.returncode != 0:
+        pytest.fail(f"client {script} exited {result.returncode}: {result.stderr[-3000:]}")
+    return json.loads(result.stdout)

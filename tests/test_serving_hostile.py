@@ -166,12 +166,37 @@ def test_slow_request_body_gets_408(live):
     )
 
 
-def healthz_status(address) -> int:
-    """The status of `GET /healthz` on a new connection, which the server then closes."""
-    with socket.create_connection(address) as sock:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+def test_v2_request_headers_cut_off_get_the_protocols_error(live):
+    with socket.create_connection(live) as sock:
+        sock.sendall(b"GET /v2/health/ready HTTP/1.1\r\nHost: test\r\n")  # never finished
         received, _ = read_until_closed(sock, timeout=10)
-    return int(received.split(b" ", 2)[1])
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ") and b"application/json" in head
+    assert json.loads(body) == {"error": "request headers not received in time."}
+
+
+def test_slow_v2_request_body_gets_the_protocols_error(live, trained_run):
+    with socket.create_connection(live) as sock:
+        sock.sendall(
+            b"POST /v2/models/%s/infer HTTP/1.1\r\nHost: test\r\nContent-Length: 1000\r\n\r\n{"
+            % trained_run.name.encode()
+        )
+        received, _ = read_until_closed(sock, timeout=10)
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 ")
+    assert json.loads(body)["error"].startswith("request body incomplete after 1 s")
+
+
+def get(address, path: str = "/healthz") -> tuple[int, bytes]:
+    """The status and body of `GET path` on a new connection, which the server then closes."""
+    with socket.create_connection(address) as sock:
+        sock.sendall(b"GET %s HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n" % path.encode())
+        received, _ = read_until_closed(sock, timeout=10)
+    return int(received.split(b" ", 2)[1]), received.partition(b"\r\n\r\n")[2]
+
+
+def healthz_status(address) -> int:
+    return get(address)[0]
 
 
 def test_connections_past_the_cap_get_503(app):
@@ -185,6 +210,12 @@ def test_connections_past_the_cap_get_503(app):
                 held[-1].sendall(b"GET /healthz HTTP/1.1\r\n")  # slow headers, holding on
             print(f"{len(held)} slow connections held before a 503 (max_connections {cap})")
             assert len(held) == cap - 1
+            # Refused past the cap: the Open Inference Protocol's shape on /v2, text elsewhere.
+            assert get(address, "/v2/health/ready") == (
+                503,
+                json.dumps({"error": "too many connections; try again later."}).encode(),
+            )
+            assert get(address) == (503, b"too many connections; try again later.\n")
         finally:
             for sock in held:
                 sock.close()

@@ -3,6 +3,8 @@ FastAPI's test client, and against real `convnet serve` processes with tritoncli
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import os
 import re
@@ -84,6 +86,40 @@ def test_v2_metadata_health_and_infer_agree_with_v1(client, images, trained_run)
     assert [o["name"] for o in outputs] == ["class"]
 
 
+def test_v2_protocol_bodies_versions_and_route_errors(client, trained_run, images):
+    name = trained_run.name
+    assert client.get("/v2/health/live").json() == {"live": True}
+    assert client.get("/v2/health/ready").json() == {"ready": True}
+    for prefix in (f"/v2/models/{name}", f"/v2/models/{name}/versions/1"):
+        assert client.get(f"{prefix}/ready").json() == {"name": name, "ready": True}
+        assert client.get(prefix).json()["versions"] == ["1"]
+        answer = client.post(f"{prefix}/infer", json=infer_body(images.x[:1])).json()
+        assert answer["model_name"] == name and answer["model_version"] == "1"
+    missing = client.get(f"/v2/models/{name}/versions/2/ready")
+    assert missing.status_code == 404
+    assert missing.json() == {"error": f"model '{name}' has no version '2'; it has version '1'."}
+    # Starlette's own refusals, in the protocol's shape under /v2 only.
+    assert client.get("/v2/nothing/here").json() == {"error": "Not Found"}
+    wrong_method = client.get(f"/v2/models/{name}/infer")
+    assert wrong_method.status_code == 405 and wrong_method.json() == {
+        "error": "Method Not Allowed"
+    }
+    assert client.get("/v1/nothing").json() == {"detail": "Not Found"}
+
+
+def test_v2_takes_encoded_images_as_base64_bytes_like_v1(client, trained_run, images):
+    files = []
+    for pixels in images.x[:2]:
+        buffer = io.BytesIO()
+        Image.fromarray(pixels[..., 0]).save(buffer, "PNG")
+        files.append(base64.b64encode(buffer.getvalue()).decode())
+    body = {"inputs": [{"name": "input", "shape": [2, 1], "datatype": "BYTES", "data": files}]}
+    answer = client.post(f"/v2/models/{trained_run.name}/infer", json=body)
+    assert answer.status_code == 200, answer.text
+    probabilities = np.array(answer.json()["outputs"][0]["data"]).reshape(2, -1)
+    np.testing.assert_allclose(probabilities, v1_probabilities(client, images.x[:2]), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("change", "status", "message"),
     [
@@ -91,10 +127,31 @@ def test_v2_metadata_health_and_infer_agree_with_v1(client, images, trained_run)
         ({"name": "pixels"}, 400, r"inputs named \['pixels'\]; expected one input, 'input'"),
         ({"shape": [2, 28, 28]}, 400, r"input: shape \[2, 28, 28\]; expected \[N, 28, 28, 1\]"),
         ({"shape": [3, 28, 28, 1]}, 400, r"input: 1,568 values; shape \[3, 28, 28, 1\] needs"),
-        ({"datatype": "BYTES"}, 400, r"input: datatype 'BYTES'; expected one of \['UINT8'"),
+        ({"datatype": "BOOL"}, 400, r"input: datatype 'BOOL'; expected one of \['UINT8'"),
+        ({"datatype": "BYTES"}, 400, r"input: BYTES shape \[2, 28, 28, 1\]; expected \[N\] or"),
         ({"data": [300] * 1568}, 400, r"input: image 0 holds 300, outside the pixel range"),
         ({"data": ["a"] * 1568}, 400, "input: data is not a rectangular array of numbers"),
         ({"outputs": [{"name": "logits"}]}, 400, r"unknown outputs \['logits'\]"),
+        (
+            {"outputs": [{"name": "probabilities", "parameters": {"classification": 5}}]},
+            400,
+            r"probabilities: classification 5; expected a whole number from 1 to 4",
+        ),
+        (
+            {"outputs": [{"name": "class", "parameters": {"classification": 1}}]},
+            400,
+            r"class: classification is for the 'probabilities' output",
+        ),
+        (
+            {"datatype": "BYTES", "shape": [2], "data": ["aGk=", "not base64!"]},
+            400,
+            r"input\[1\]: expected an encoded image as a base64 string",
+        ),
+        (
+            {"datatype": "BYTES", "shape": [1], "data": ["aGk="]},
+            400,
+            r"input\[0\]: ",
+        ),
         ({"body": {"inputs": "x"}}, 400, "invalid inference request"),
         ({"body": b"{not json"}, 400, "invalid inference request"),
     ],
@@ -116,7 +173,7 @@ def test_v2_bad_requests_get_oip_errors(client, trained_run, change, status, mes
     ("header_length", "size", "message"),
     [
         ("12x", 784, r"Inference-Header-Content-Length '12x'; expected a number of bytes"),
-        (None, 700, r"binary_data_size 700; 784 UINT8 values take 784 bytes and 784 follow"),
+        (None, 700, r"binary_data_size add up to 700 bytes; 784 follow the header"),
     ],
 )
 def test_v2_bad_binary_tensors_get_400(client, trained_run, header_length, size, message):

@@ -25,9 +25,11 @@ from pathlib import Path, PurePath, PureWindowsPath
 import anyio
 import numpy as np
 from fastapi import FastAPI, Query, Request
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from convnet.data.pixels import FULL_RANGE
@@ -38,7 +40,7 @@ from convnet.serving.auth import RequireApiKey, check_key
 from convnet.serving.engines import MicroBatcher, load_engine
 from convnet.serving.metrics import Metrics, ObserveRequests, escape_for_log
 from convnet.serving.payloads import Limits, PredictJSON, parse_request
-from convnet.serving.protocol_v2 import add_v2_routes
+from convnet.serving.protocol_v2 import add_v2_routes, is_v2_path
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("convnet.serving")
@@ -182,6 +184,14 @@ def _add_error_handlers(app: FastAPI) -> None:
         close = {"connection": "close"} if status in (408, 413) else None
         return _error(request, str(error), status, headers=close)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> Response:
+        # Starlette's own refusals (no such route: 404, a wrong method: 405) in the protocol's
+        # shape on /v2, FastAPI's {"detail": ...} elsewhere.
+        if not _is_v2(request):
+            return await http_exception_handler(request, error)
+        return _error(request, str(error.detail), error.status_code, headers=error.headers)
+
     @app.exception_handler(ClientDisconnect)
     async def disconnected(request: Request, error: ClientDisconnect) -> Response:
         log.info("client disconnected during %s", _request_line(request))
@@ -205,7 +215,7 @@ def _request_line(request: Request) -> str:
 
 
 def _is_v2(request: Request) -> bool:
-    return request.url.path.startswith("/v2/")
+    return is_v2_path(request.scope["path"])
 
 
 def _error(request: Request, message: str, status: int, headers=None) -> JSONResponse:

@@ -17,6 +17,7 @@ import json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from convnet.errors import ConfigError
+from convnet.serving.protocol_v2 import is_v2_path
 
 OPEN_PATHS = frozenset({"/", "/healthz", "/v2/health/live", "/v2/health/ready"})
 
@@ -60,7 +61,7 @@ class RequireApiKey:
         message = (
             "missing or wrong API key; send it as 'Authorization: Bearer KEY' or 'X-API-Key: KEY'."
         )
-        body = json.dumps({"error" if path.startswith("/v2") else "detail": message}).encode()
+        body = json.dumps({"error" if is_v2_path(path) else "detail": message}).encode()
         await send(
             {
                 "type": "http.response.start",

@@ -177,7 +177,7 @@ def decode_body(
         raise DataError("no images in the request; send at least one file, image or pixel array.")
     if len(files) > limits.max_images:
         raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
-    _check_total_pixels(files, limits)
+    check_total_pixels(files, limits)
     names, arrays = [], []
     for name, data, media in files:
         if isinstance(data, np.ndarray):
@@ -197,7 +197,7 @@ def _media_type(content_type: str) -> str:
     return content_type.split(";")[0].strip().lower()
 
 
-def _check_total_pixels(files: list, limits: Limits) -> None:
+def check_total_pixels(files: list, limits: Limits) -> None:
     """Refuses a request whose image files together decode into too many pixels.
 
     Raises:

@@ -1,50 +1,78 @@
 """The Open Inference Protocol (KServe v2, Triton's HTTP/REST API) over the served model.
 
-    GET  /v2/health/live, /v2/health/ready, /v2, /v2/models/{name}, /v2/models/{name}/ready
-    POST /v2/models/{name}/infer
+    GET  /v2/health/live, /v2/health/ready, /v2
+    GET  /v2/models/{name}[/versions/1], /v2/models/{name}[/versions/1]/ready
+    POST /v2/models/{name}[/versions/1]/infer
 
 The model's name is the run folder's name (`seed-20250101-120000`): what `convnet runs` lists and
-what `/v1/model` reports as `run`. It takes one input, `input`, of uint8 pixels shaped
-(N, H, W, C) (FP32 and the other integer types are accepted if their values are whole pixel values
-in the training data's range) and returns `probabilities` (FP32, (N, classes)) and `class` (BYTES,
-(N,), the most likely class's name). Tensor data comes as JSON, flat or nested, or in Triton's
-binary extension (`Inference-Header-Content-Length`), which tritonclient sends by default; the
-answer is always JSON, which every v2 client reads. Errors are `{"error": "..."}` with a 4xx.
+what `/v1/model` reports as `run`; a run is version "1" of its model. It takes one input, `input`:
+pixels shaped (N, H, W, C) in any of `DATATYPES` whose values are whole pixel values in the
+training data's range (uint8 for most), or BYTES of shape (N,) or (N, 1), each element an encoded
+image (PNG, JPEG, ...; base64 in JSON) decoded and fitted as `/v1/predict` does. It returns
+`probabilities` (FP32, (N, classes)) and `class` (BYTES, (N,), the most likely class's name); a
+requested output with the `classification` parameter K is instead BYTES (N, K) of Triton's
+`score:index:label`. Tensor data comes as JSON, flat or nested, or in the binary extension
+(`Inference-Header-Content-Length`), which tritonclient sends by default; outputs are binary when
+the request's `binary_data_output` or an output's `binary_data` parameter asks. Errors are
+`{"error": "..."}` with a 4xx.
+
+The request decoding and the outputs are shared with the gRPC transport (`serving.grpc`), which
+hands `decode_request` its raw contents as the binary extension's bytes are handed here.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import struct
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import anyio
 import numpy as np
 from fastapi import FastAPI, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
 from convnet.errors import DataError
 from convnet.inputs import pixels_to_inputs
 from convnet.serving.engines import MicroBatcher
-from convnet.serving.payloads import Limits, PayloadTooLarge, byte_count, parse_json, read_body
+from convnet.serving.payloads import (
+    Limits,
+    PayloadTooLarge,
+    byte_count,
+    check_total_pixels,
+    decode_file,
+    parse_json,
+    read_body,
+)
 
 INPUT = "input"
 OUTPUTS = ("probabilities", "class")
-# OIP datatypes a pixel array may come in, and their NumPy types for the binary extension.
+MODEL_VERSION = "1"
+EXTENSIONS = ["binary_tensor_data", "classification"]
+# The protocol's datatypes that can hold pixel values, and their NumPy types (little-endian, as
+# the binary extension and gRPC's raw contents lay them out). BOOL and BF16 cannot.
 DATATYPES = {
     "UINT8": np.uint8,
-    "UINT16": np.uint16,
-    "INT16": np.int16,
-    "INT32": np.int32,
-    "INT64": np.int64,
-    "FP32": np.float32,
-    "FP64": np.float64,
+    "UINT16": np.dtype("<u2"),
+    "UINT32": np.dtype("<u4"),
+    "UINT64": np.dtype("<u8"),
+    "INT8": np.int8,
+    "INT16": np.dtype("<i2"),
+    "INT32": np.dtype("<i4"),
+    "INT64": np.dtype("<i8"),
+    "FP16": np.dtype("<f2"),
+    "FP32": np.dtype("<f4"),
+    "FP64": np.dtype("<f8"),
 }
+BYTES = "BYTES"
 
 
 class UnknownModel(DataError):
-    """The request names a model this server does not serve (HTTP 404)."""
+    """The request names a model or version this server does not serve (HTTP 404)."""
 
     status_code = 404
 
@@ -69,6 +97,132 @@ class InferRequest(BaseModel):
     outputs: list[RequestedOutput] | None = None
 
 
+@dataclass
+class OutputTensor:
+    """One output of an answer: a numeric array, or for BYTES an object array of `bytes`."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    data: np.ndarray
+    binary: bool = False
+
+    def values(self) -> list:
+        """The values for JSON: numbers, or strings for BYTES."""
+        if self.datatype == BYTES:
+            return [v.decode() for v in self.data.ravel()]
+        return self.data.ravel().tolist()
+
+    def raw(self) -> bytes:
+        """The values as the binary extension and gRPC's raw contents hold them: little-endian,
+        and each BYTES element after its 4-byte little-endian length."""
+        if self.datatype == BYTES:
+            return b"".join(struct.pack("<I", len(v)) + v for v in self.data.ravel())
+        return self.data.astype(DATATYPES[self.datatype], copy=False).tobytes()
+
+
+def is_v2_path(path: str) -> bool:
+    """Whether a request path is the protocol's, whose errors are `{"error": ...}`."""
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def server_metadata(version: str | None) -> dict:
+    return {"name": "convnet", "version": version, "extensions": EXTENSIONS}
+
+
+def model_metadata(info: dict) -> dict:
+    return {
+        "name": info["run"],
+        "versions": [MODEL_VERSION],
+        "platform": "onnxruntime_onnx" if info["engine"] == "onnx" else "keras",
+        "inputs": [{"name": INPUT, "datatype": "UINT8", "shape": [-1, *info["input_shape"]]}],
+        "outputs": [
+            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(info["class_names"])]},
+            {"name": "class", "datatype": BYTES, "shape": [-1]},
+        ],
+    }
+
+
+def check_model(info: dict, name: str, version: str | None = None) -> None:
+    """Raises:
+    UnknownModel: `name` is not the served run, or `version` is given and is not "1".
+    """
+    if name != info["run"]:
+        raise UnknownModel(f"unknown model {name!r}; this server serves {info['run']!r}.")
+    if version not in (None, "", MODEL_VERSION):
+        raise UnknownModel(
+            f"model {name!r} has no version {version!r}; it has version {MODEL_VERSION!r}."
+        )
+
+
+def decode_request(
+    request: InferRequest, raw: list[bytes | None], input_shape, info: dict, limits: Limits
+) -> tuple[str | None, list[RequestedOutput], np.ndarray]:
+    """An infer request's id, the outputs it asks for and the model's uint8 inputs (N, H, W, C);
+    blocking, for a worker thread.
+
+    Args:
+        request: the request; each input's values are in its `data` (numbers, flat or nested;
+            for BYTES, base64 strings or `bytes`) unless `raw` has them.
+        raw: per input, its values as bytes (the binary extension, gRPC's raw contents), or None.
+
+    Raises:
+        DataError: naming the input or output and what was expected (HTTP 400, gRPC
+            INVALID_ARGUMENT); PayloadTooLarge past the image limits.
+    """
+    if [i.name for i in request.inputs] != [INPUT]:
+        raise DataError(
+            f"inputs named {[i.name for i in request.inputs]}; expected one input, {INPUT!r}."
+        )
+    wanted = request.outputs or [RequestedOutput(name=name) for name in OUTPUTS]
+    unknown = [o.name for o in wanted if o.name not in OUTPUTS]
+    if unknown:
+        raise DataError(f"unknown outputs {unknown}; the model has {list(OUTPUTS)}.")
+    for output in wanted:
+        _classes_asked(output, len(info["class_names"]))  # refused before any decoding
+    tensor = request.inputs[0]
+    if tensor.datatype == BYTES:
+        x = _images(tensor, raw[0], input_shape, info, limits)
+    else:
+        array = _tensor(tensor, raw[0], input_shape, limits)
+        x = pixels_to_inputs(array, input_shape, INPUT, info["pixel_range"])
+    return request.id, wanted, x
+
+
+def infer_outputs(
+    probabilities: np.ndarray, wanted: list[RequestedOutput], info: dict, binary: bool = False
+) -> list[OutputTensor]:
+    """The outputs asked for, in their order.
+
+    Args:
+        binary: the request's `binary_data_output`: every output binary unless its own
+            `binary_data` parameter says otherwise.
+    """
+    names = info["class_names"]
+    outputs = []
+    for output in wanted:
+        parameters = output.parameters or {}
+        k = _classes_asked(output, len(names))
+        if k:
+            top = np.argsort(-probabilities, axis=1, kind="stable")[:, :k]
+            data = np.array(
+                [
+                    [f"{probabilities[n, i]:f}:{i}:{names[i]}".encode() for i in row]
+                    for n, row in enumerate(top)
+                ],
+                dtype=object,
+            ).reshape(len(probabilities), k)
+            tensor = OutputTensor(output.name, BYTES, [len(probabilities), k], data)
+        elif output.name == "probabilities":
+            tensor = OutputTensor(output.name, "FP32", list(probabilities.shape), probabilities)
+        else:
+            data = np.array([names[i].encode() for i in probabilities.argmax(1)], dtype=object)
+            tensor = OutputTensor(output.name, BYTES, [len(probabilities)], data)
+        tensor.binary = bool(parameters.get("binary_data", binary))
+        outputs.append(tensor)
+    return outputs
+
+
 def add_v2_routes(
     app: FastAPI,
     model,
@@ -78,82 +232,53 @@ def add_v2_routes(
 ) -> None:
     """Adds the Open Inference Protocol's routes for the app's one model."""
     info = app.state.model_info
-    name = info["run"]
-    metadata = _metadata(info)
-
-    def check(model_name: str) -> None:
-        if model_name != name:
-            raise UnknownModel(f"unknown model {model_name!r}; this server serves {name!r}.")
+    metadata = model_metadata(info)
+    versioned = "/v2/models/{model_name}/versions/{model_version}"
 
     @app.get("/v2/health/live", summary="Liveness (v2)", tags=["v2"])
+    async def live() -> dict:
+        return {"live": True}
+
     @app.get("/v2/health/ready", summary="Readiness (v2)", tags=["v2"])
-    async def health() -> Response:
-        return Response(status_code=200)  # the model loads before the server listens
+    async def ready() -> dict:
+        return {"ready": True}  # the model loads before the server listens
 
     @app.get("/v2", summary="Server metadata (v2)", tags=["v2"])
-    async def server_metadata() -> dict:
-        return {"name": "convnet", "version": app.version, "extensions": ["binary_tensor_data"]}
+    async def server() -> dict:
+        return server_metadata(app.version)
 
     @app.get("/v2/models/{model_name}", summary="Model metadata (v2)", tags=["v2"])
-    async def model_metadata(model_name: str) -> dict:
-        check(model_name)
+    @app.get(versioned, summary="Model metadata of a version (v2)", tags=["v2"])
+    async def model_info(model_name: str, model_version: str | None = None) -> dict:
+        check_model(info, model_name, model_version)
         return metadata
 
     @app.get("/v2/models/{model_name}/ready", summary="Model readiness (v2)", tags=["v2"])
-    async def model_ready(model_name: str) -> Response:
-        check(model_name)
-        return Response(status_code=200)
+    @app.get(f"{versioned}/ready", summary="Model readiness of a version (v2)", tags=["v2"])
+    async def model_ready(model_name: str, model_version: str | None = None) -> dict:
+        check_model(info, model_name, model_version)
+        return {"name": model_name, "ready": True}
 
     @app.post("/v2/models/{model_name}/infer", summary="Classify images (v2)", tags=["v2"])
-    async def infer(model_name: str, request: Request) -> Response:
-        check(model_name)
+    @app.post(f"{versioned}/infer", summary="Classify images with a version (v2)", tags=["v2"])
+    async def infer(
+        model_name: str, request: Request, model_version: str | None = None
+    ) -> Response:
+        check_model(info, model_name, model_version)
         body = await read_body(request, limits)
         header_length = request.headers.get("inference-header-content-length")
         decode = partial(decode_infer, body, header_length, model.input_shape, info, limits)
-        request_id, wanted, x = await anyio.to_thread.run_sync(decode, limiter=decoders)
+        parsed, wanted, x = await anyio.to_thread.run_sync(decode, limiter=decoders)
         probabilities = await batcher.predict(x)
-        outputs = {
-            "probabilities": {
-                "name": "probabilities",
-                "shape": list(probabilities.shape),
-                "datatype": "FP32",
-                "data": probabilities.ravel().tolist(),
-            },
-            "class": {
-                "name": "class",
-                "shape": [len(probabilities)],
-                "datatype": "BYTES",
-                "data": [info["class_names"][i] for i in probabilities.argmax(1)],
-            },
-        }
-        body = {"model_name": name, "outputs": [outputs[o] for o in wanted]}
-        if request_id is not None:
-            body["id"] = request_id
-        return Response(json.dumps(body), media_type="application/json")
-
-
-def _metadata(info: dict) -> dict:
-    return {
-        "name": info["run"],
-        "versions": [],
-        "platform": "onnxruntime_onnx" if info["engine"] == "onnx" else "keras",
-        "inputs": [{"name": INPUT, "datatype": "UINT8", "shape": [-1, *info["input_shape"]]}],
-        "outputs": [
-            {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(info["class_names"])]},
-            {"name": "class", "datatype": "BYTES", "shape": [-1]},
-        ],
-    }
+        binary = bool((parsed.parameters or {}).get("binary_data_output", False))
+        outputs = infer_outputs(probabilities, wanted, info, binary)
+        return _infer_response(info["run"], parsed.id, outputs)
 
 
 def decode_infer(
     body: bytes, header_length: str | None, input_shape, info: dict, limits: Limits
-) -> tuple[str | None, list[str], np.ndarray]:
-    """An infer request's id, the outputs it asks for and its uint8 inputs (N, H, W, C);
-    blocking, for a worker thread.
-
-    Raises:
-        DataError: naming what is wrong (HTTP 400 on the v2 routes).
-    """
+) -> tuple[InferRequest, list[RequestedOutput], np.ndarray]:
+    """A REST infer body read: the request, the outputs it asks for and the model's inputs."""
     header, binary = body, b""
     if header_length is not None:
         length = byte_count(header_length)
@@ -164,25 +289,144 @@ def decode_infer(
             )
         header, binary = body[:length], body[length:]
     request = parse_json(InferRequest, header, "inference request")
-    if [i.name for i in request.inputs] != [INPUT]:
+    raw, offset = [], 0
+    for tensor in request.inputs:  # binary inputs follow the header in the inputs' order
+        size = (tensor.parameters or {}).get("binary_data_size")
+        if size is None:
+            raw.append(None)
+            continue
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+            raise DataError(f"{tensor.name}: binary_data_size {size!r}; expected a byte count.")
+        raw.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
         raise DataError(
-            f"inputs named {[i.name for i in request.inputs]}; expected one input, {INPUT!r}."
+            f"the inputs' binary_data_size add up to {offset:,} bytes; {len(binary):,} follow "
+            "the header."
         )
-    wanted = [o.name for o in request.outputs] if request.outputs else list(OUTPUTS)
-    unknown = [o for o in wanted if o not in OUTPUTS]
-    if unknown:
-        raise DataError(f"unknown outputs {unknown}; the model has {list(OUTPUTS)}.")
-    array = _tensor(request.inputs[0], binary, input_shape, limits)
-    x = pixels_to_inputs(array, input_shape, INPUT, info["pixel_range"])
-    return request.id, wanted, x
+    _, wanted, x = decode_request(request, raw, input_shape, info, limits)
+    return request, wanted, x
 
 
-def _tensor(tensor: InferInput, binary: bytes, input_shape, limits: Limits) -> np.ndarray:
-    """The input's values as an array of its declared shape and datatype."""
+def _infer_response(name: str, request_id: str | None, outputs: list[OutputTensor]) -> Response:
+    """JSON, or with binary outputs the JSON header followed by their bytes."""
+    body: dict = {"model_name": name, "model_version": MODEL_VERSION, "outputs": []}
+    if request_id is not None:
+        body["id"] = request_id
+    chunks = []
+    for tensor in outputs:
+        entry = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if tensor.binary:
+            chunks.append(tensor.raw())
+            entry["parameters"] = {"binary_data_size": len(chunks[-1])}
+        else:
+            entry["data"] = tensor.values()
+        body["outputs"].append(entry)
+    if not chunks:
+        return JSONResponse(body)
+    header = json.dumps(body).encode()
+    return Response(
+        header + b"".join(chunks),
+        media_type="application/octet-stream",
+        headers={"inference-header-content-length": str(len(header))},
+    )
+
+
+def _classes_asked(output: RequestedOutput, count: int) -> int:
+    """The `classification` parameter's K (0 when not asked).
+
+    Raises:
+        DataError: K is not a whole number from 1 to the number of classes, or is asked of
+            `class`, which is already one name per image.
+    """
+    k = (output.parameters or {}).get("classification")
+    if k is None:
+        return 0
+    if output.name != "probabilities":
+        raise DataError(f"{output.name}: classification is for the 'probabilities' output.")
+    if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= count:
+        raise DataError(
+            f"{output.name}: classification {k!r}; expected a whole number from 1 to {count}."
+        )
+    return k
+
+
+def _images(
+    tensor: InferInput, raw: bytes | None, input_shape, info: dict, limits: Limits
+) -> np.ndarray:
+    """BYTES elements, each an encoded image (or `.npy` array), as model inputs."""
+    shape = tuple(tensor.shape)
+    if len(shape) not in (1, 2) or shape[0] < 1 or (len(shape) == 2 and shape[1] != 1):
+        raise DataError(f"{tensor.name}: BYTES shape {list(shape)}; expected [N] or [N, 1].")
+    if shape[0] > limits.max_images:
+        raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
+    if raw is not None:
+        elements = _length_prefixed(tensor.name, raw)
+    elif tensor.data is not None:
+        elements = [_element_bytes(tensor.name, i, v) for i, v in enumerate(_flat(tensor.data))]
+    else:
+        raise DataError(f"{tensor.name}: no data; send data or binary_data_size.")
+    if len(elements) != shape[0]:
+        raise DataError(
+            f"{tensor.name}: {len(elements):,} elements; shape {list(shape)} needs {shape[0]:,}."
+        )
+    files = [(f"{tensor.name}[{i}]", data, None) for i, data in enumerate(elements)]
+    check_total_pixels(files, limits)
+    batches = [
+        decode_file(
+            name, data, None, input_shape, info["background_is_light"], limits, info["pixel_range"]
+        )
+        for name, data, _ in files
+    ]
+    x = np.concatenate(batches)
+    if len(x) > limits.max_images:
+        raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
+    return x
+
+
+def _flat(data: list) -> list:
+    """A nested JSON list's elements in row-major order."""
+    flat = []
+    for value in data:
+        flat.extend(_flat(value) if isinstance(value, list) else [value])
+    return flat
+
+
+def _element_bytes(name: str, index: int, value) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        try:
+            return base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            pass
+    raise DataError(f"{name}[{index}]: expected an encoded image as a base64 string.")
+
+
+def _length_prefixed(name: str, raw: bytes) -> list[bytes]:
+    """The elements of a binary BYTES tensor: each a 4-byte little-endian length, then that
+    many bytes."""
+    elements, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            raise DataError(f"{name}[{len(elements)}]: its 4-byte length is cut short.")
+        (length,) = struct.unpack_from("<I", raw, offset)
+        if offset + 4 + length > len(raw):
+            raise DataError(
+                f"{name}[{len(elements)}]: length {length:,} runs past the tensor's "
+                f"{len(raw):,} bytes."
+            )
+        elements.append(raw[offset + 4 : offset + 4 + length])
+        offset += 4 + length
+    return elements
+
+
+def _tensor(tensor: InferInput, raw: bytes | None, input_shape, limits: Limits) -> np.ndarray:
+    """A pixel input's values as an array of its declared shape and datatype."""
     dtype = DATATYPES.get(tensor.datatype)
     if dtype is None:
         raise DataError(
-            f"{tensor.name}: datatype {tensor.datatype!r}; expected one of {list(DATATYPES)}."
+            f"{tensor.name}: datatype {tensor.datatype!r}; expected one of {[*DATATYPES, BYTES]}."
         )
     shape = tuple(tensor.shape)
     if len(shape) != 4 or shape[1:] != tuple(input_shape) or shape[0] < 1:
@@ -192,15 +436,14 @@ def _tensor(tensor: InferInput, binary: bytes, input_shape, limits: Limits) -> n
     if shape[0] > limits.max_images:
         raise PayloadTooLarge(f"over {limits.max_images:,} images in one request.")
     size = int(np.prod(shape))
-    binary_size = (tensor.parameters or {}).get("binary_data_size")
-    if binary_size is not None:
-        if binary_size != len(binary) or binary_size != size * np.dtype(dtype).itemsize:
+    if raw is not None:
+        itemsize = np.dtype(dtype).itemsize
+        if len(raw) != size * itemsize:
             raise DataError(
-                f"{tensor.name}: binary_data_size {binary_size!r}; {size:,} {tensor.datatype} "
-                f"values take {size * np.dtype(dtype).itemsize:,} bytes and "
-                f"{len(binary):,} follow the header."
+                f"{tensor.name}: {len(raw):,} bytes of data; {size:,} {tensor.datatype} values "
+                f"take {size * itemsize:,}."
             )
-        return np.frombuffer(binary, dtype).reshape(shape)
+        return np.frombuffer(raw, dtype).reshape(shape)
     if tensor.data is None:
         raise DataError(f"{tensor.name}: no data; send data or binary_data_size.")
     try:

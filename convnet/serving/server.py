@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import json
 import logging
 import os
 import shutil
@@ -25,16 +26,36 @@ from collections.abc import Callable
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.protocols.http import httptools_impl
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.supervisors import Multiprocess
 
+from convnet.serving.protocol_v2 import is_v2_path
+
 log = logging.getLogger("convnet.serving")
 
-_LATE = b"request headers not received in time.\n"
-HEADERS_LATE = (
-    b"HTTP/1.1 408 Request Timeout\r\ncontent-type: text/plain; charset=utf-8\r\n"
-    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_LATE), _LATE)
-)
+
+def _refusal(status: bytes, message: str, v2: bool) -> bytes:
+    """A whole response that closes the connection: `{"error": ...}` for the Open Inference
+    Protocol's paths, plain text elsewhere."""
+    if v2:
+        body, media = json.dumps({"error": message}).encode(), b"application/json"
+    else:
+        body, media = message.encode() + b"\n", b"text/plain; charset=utf-8"
+    return (
+        b"HTTP/1.1 %s\r\ncontent-type: %s\r\ncontent-length: %d\r\nconnection: close\r\n\r\n%s"
+        % (status, media, len(body), body)
+    )
+
+
+HEADERS_LATE = {
+    v2: _refusal(b"408 Request Timeout", "request headers not received in time.", v2)
+    for v2 in (False, True)
+}
+BUSY = {
+    v2: _refusal(b"503 Service Unavailable", "too many connections; try again later.", v2)
+    for v2 in (False, True)
+}
 
 
 class HeaderTimeoutProtocol(HttpToolsProtocol):
@@ -82,8 +103,28 @@ class HeaderTimeoutProtocol(HttpToolsProtocol):
         self._header_timer = None
         if not self.transport.is_closing():
             log.debug("%s sent no request headers in %g s", self.client, self.header_timeout)
-            self.transport.write(HEADERS_LATE)
+            # The request line may have arrived: its path says which protocol's error to send.
+            self.transport.write(HEADERS_LATE[is_v2_path(_path(self.url))])
             self.transport.close()
+
+
+def _path(url: bytes) -> str:
+    return url.split(b"?", 1)[0].decode("latin-1")
+
+
+async def _service_unavailable(scope, receive, send) -> None:
+    """uvicorn's answer past `limit_concurrency`, in the protocol's shape on /v2."""
+    response = BUSY[is_v2_path(scope.get("path", ""))]
+    head, body = response.split(b"\r\n\r\n", 1)
+    headers = [tuple(line.split(b": ", 1)) for line in head.split(b"\r\n")[1:]]
+    await send({"type": "http.response.start", "status": 503, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+# uvicorn answers past its connection cap with a plain-text 503 from this module-level app, which
+# it looks up at each refusal; there is no setting for it, and a /v2 client expects JSON. Set on
+# import, so in every worker process too (each spawned worker imports this module).
+httptools_impl.service_unavailable = _service_unavailable
 
 
 def build_server(
