@@ -1,5 +1,5 @@
 """Speed of `convnet serve` on loopback: latency and throughput for single images and for batches,
-through its own /v1 protocol and the Open Inference Protocol (/v2) side by side.
+through its own /v1 protocol and the Open Inference Protocol over REST (/v2) and gRPC side by side.
 
     .venv/bin/python -m bench.serve RUN [--engine keras|onnx ...] [--requests 2000] [--json FILE]
 
@@ -7,10 +7,11 @@ For each engine this starts the real `convnet serve` binary on a free loopback p
 with a minimal asyncio HTTP/1.1 client (keep-alive connections, pre-built requests, so the client
 costs little of the machine the server shares). Each protocol gets the same images: single images at
 1 and 16 concurrent clients (p50/p99 latency, requests/s), then batches (images/s). /v1 sends PNG
-uploads and one `.npy` file per batch; /v2 sends the JSON tensor (784 numbers per image) and, for
-batches, also Triton's binary tensor extension (what tritonclient sends by default). Warm-up
-requests are not timed; every phase is bounded by a request count and a time limit; any non-200
-answer is an error.
+uploads and one `.npy` file per batch; /v2 sends the JSON tensor (784 numbers per image) and
+Triton's binary tensor extension (what tritonclient sends by default); gRPC sends a
+ModelInferRequest with `raw_input_contents` (what tritonclient.grpc sends), on one channel per
+client (grpc.aio, with the stubs convnet serves from). Warm-up requests are not timed; every phase
+is bounded by a request count and a time limit; any non-200 answer (non-OK status) is an error.
 """
 
 from __future__ import annotations
@@ -73,6 +74,16 @@ def v2_binary_request(port: int, model: str, pixels: np.ndarray) -> bytes:
     return post(port, path, "application/octet-stream", header + data, extra)
 
 
+def grpc_request(model: str, pixels: np.ndarray):
+    """ModelInferRequest with the tensor in raw_input_contents."""
+    from convnet.serving.grpc import grpc_predict_v2_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    request.inputs.add(name="input", datatype="UINT8", shape=list(pixels.shape))
+    request.raw_input_contents.append(np.ascontiguousarray(pixels).tobytes())
+    return request
+
+
 def multipart_request(port: int, filename: str, data: bytes, query: str = "") -> bytes:
     """One complete HTTP POST /v1/predict request with a single file part."""
     body = (
@@ -109,14 +120,16 @@ async def _client(port: int, requests: list[bytes], count: int, deadline: float,
         writer.close()
 
 
-async def load(port: int, requests: list[bytes], clients: int, total: int, seconds: float) -> dict:
+async def load(
+    port: int, requests: list, clients: int, total: int, seconds: float, client=_client
+) -> dict:
     """`total` requests spread over `clients` concurrent connections, stopped after `seconds`."""
     out = {"latencies": [], "errors": 0}
     deadline = time.perf_counter() + seconds
     started = time.perf_counter()
     per_client = -(-total // clients)
     await asyncio.gather(
-        *(_client(port, requests, per_client, deadline, out) for _ in range(clients))
+        *(client(port, requests, per_client, deadline, out) for _ in range(clients))
     )
     wall = time.perf_counter() - started
     latencies = np.array(out["latencies"]) * 1000
@@ -128,6 +141,30 @@ async def load(port: int, requests: list[bytes], clients: int, total: int, secon
         "p99_ms": float(np.percentile(latencies, 99)),
         "requests_per_s": len(latencies) / wall,
     }
+
+
+async def _grpc_client(port: int, requests: list, count: int, deadline: float, out: dict):
+    """`_client` over gRPC: unary ModelInfer calls one after another on one channel."""
+    import grpc
+
+    from convnet.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        infer = pb_grpc.GRPCInferenceServiceStub(channel).ModelInfer
+        for i in range(count):
+            if time.perf_counter() > deadline:
+                break
+            started = time.perf_counter()
+            try:
+                await infer(requests[i % len(requests)])
+            except grpc.aio.AioRpcError:
+                out["errors"] += 1
+            out["latencies"].append(time.perf_counter() - started)
+
+
+async def grpc_load(port, requests: list, clients: int, total: int, seconds: float) -> dict:
+    """`load` over gRPC."""
+    return await load(port, requests, clients, total, seconds, client=_grpc_client)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -154,10 +191,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(run: str, engine: str, port: int) -> subprocess.Popen:
+def start_server(run: str, engine: str, port: int, grpc_port: int) -> subprocess.Popen:
     """The real `convnet serve`, once /healthz answers."""
     server = subprocess.Popen(
-        [CONVNET, "serve", run, "--port", str(port), "--engine", engine],
+        [CONVNET, "serve", run, "--port", str(port), "--engine", engine]
+        + ["--grpc-port", str(grpc_port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -197,8 +235,8 @@ def npy_bytes(pixels: np.ndarray) -> bytes:
 
 def bench_engine(run: str, engine: str, args) -> list[dict]:
     """All phases against one engine's server, /v1 and /v2 alternating phase by phase."""
-    port = free_port()
-    server = start_server(run, engine, port)
+    port, grpc_port = free_port(), free_port()
+    server = start_server(run, engine, port, grpc_port)
     model = Path(run).name
     try:
         images = test_images(max(args.batch, 256))
@@ -206,22 +244,31 @@ def bench_engine(run: str, engine: str, args) -> list[dict]:
         singles = {
             "v1": [multipart_request(port, f"{i}.png", png_bytes(x)) for i, x in enumerate(images)],
             "v2": [v2_json_request(port, model, x[np.newaxis]) for x in images],
+            "v2 binary": [v2_binary_request(port, model, x[np.newaxis]) for x in images],
+            "grpc": [grpc_request(model, x[np.newaxis]) for x in images],
         }
         batches = {
             "v1": [multipart_request(port, "batch.npy", npy_bytes(batch), "?top_k=1")],
             "v2": [v2_json_request(port, model, batch)],
             "v2 binary": [v2_binary_request(port, model, batch)],
+            "grpc": [grpc_request(model, batch)],
         }
-        for requests in singles.values():  # warm-up: traces, caches, allocators
-            asyncio.run(load(port, requests, 4, 200, 30))
+
+        def phase(protocol: str, requests: list, clients: int, total: int, seconds: float):
+            if protocol == "grpc":
+                return grpc_load(grpc_port, requests, clients, total, seconds)
+            return load(port, requests, clients, total, seconds)
+
+        for protocol, requests in singles.items():  # warm-up: traces, caches, allocators
+            asyncio.run(phase(protocol, requests, 4, 200, 30))
         rows = []
         for clients, total in ((1, args.requests // 4), (16, args.requests)):
             for protocol, requests in singles.items():
-                row = timed(server, load(port, requests, clients, total, args.seconds))
+                row = timed(server, phase(protocol, requests, clients, total, args.seconds))
                 rows.append({"engine": engine, "protocol": protocol, "kind": "single image"} | row)
         for protocol, requests in batches.items():
-            asyncio.run(load(port, requests, 2, 4, 30))
-            row = timed(server, load(port, requests, 2, args.batch_requests, args.seconds))
+            asyncio.run(phase(protocol, requests, 2, 4, 30))
+            row = timed(server, phase(protocol, requests, 2, args.batch_requests, args.seconds))
             row["images_per_s"] = row["requests_per_s"] * args.batch
             kind = f"batch of {args.batch}"
             rows.append({"engine": engine, "protocol": protocol, "kind": kind} | row)
