@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # tests, and PostgreSQL for the tests of tune studies shared through a database.
 DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
 
-.PHONY: train test lint system data bench clean
+.PHONY: train test lint system data bench clean grpc-code
 
 # torch for the torch backend's tests: the CPU build these machines carry on disk (any torch>=2.4
 # works; PyPI's default Linux build is the CUDA one, several GB). Only `make test` installs it.
@@ -60,5 +60,16 @@ lint: $(TEST_DEPS)
 bench: data $(TEST_DEPS)
 	$(BIN)/python -m bench.time_to_accuracy
 
+# The Open Inference Protocol's gRPC code (convnet/serving/grpc/*_pb2*), made from its .proto by
+# grpcio-tools in a throwaway venv: installed in .venv, it would replace convnet's protobuf. 1.74's
+# code needs grpcio >= 1.74 and protobuf >= 6.31.1, the floors in pyproject.toml.
+GRPC_TOOLS := grpcio-tools==1.74.0
+GRPC_PROTO := convnet/serving/grpc/grpc_predict_v2.proto
+
+grpc-code:
+	tmp=$$(mktemp -d) && $(PYTHON) -m venv $$tmp && $$tmp/bin/pip install --quiet $(GRPC_TOOLS) \
+	&& $$tmp/bin/python -m grpc_tools.protoc -I . --python_out=. --pyi_out=. --grpc_python_out=. \
+	$(GRPC_PROTO); status=$$?; rm -rf $$tmp; exit $$status
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) .venv-clients runs .pytest_cache

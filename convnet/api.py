@@ -12,6 +12,7 @@ import io
 import ipaddress
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -658,11 +659,13 @@ def serve(
     workers: int = 1,
     api_key: str | None = None,
     insecure: bool = False,
+    grpc_port: int | None = None,
 ) -> None:
     """Serves a run's model over HTTP (see `convnet.serving.create_app`) until interrupted.
 
     Bound to a loopback address, the server answers anyone; bound to any other address it
-    requires `api_key` unless `insecure` says to serve everyone on purpose.
+    requires `api_key` unless `insecure` says to serve everyone on purpose. The same holds for
+    gRPC, which listens on the same host.
 
     Args:
         header_timeout: seconds for a request's headers to arrive; slower connections are
@@ -676,11 +679,14 @@ def serve(
         api_key: the key requests must carry (`Authorization: Bearer KEY` or `X-API-Key`).
             Defaults to $CONVNET_API_KEY, or none.
         insecure: serve a non-loopback address without a key. Defaults to False.
+        grpc_port: also serve the Open Inference Protocol over gRPC on this port of `host`
+            (0: any free port), in every worker (`convnet.serving.grpc`). Defaults to None: no
+            gRPC.
 
     Raises:
         ConfigError: a timeout, `max_connections` or `workers` not above 0, an empty key or one
-            with spaces at its ends, the address is in use, or a non-loopback address without a
-            key or `insecure`.
+            with spaces at its ends, the address or the gRPC port is in use, or a non-loopback
+            address without a key or `insecure`.
     """
     guards = dict(
         header_timeout=header_timeout,
@@ -710,26 +716,51 @@ def serve(
             f"{host} is reachable from other machines: pass --api-key KEY (or set "
             "CONVNET_API_KEY), or --insecure to serve everyone without a key."
         )
+    reserved = None  # the check above covers gRPC: it listens on the same host
+    if grpc_port is not None:
+        try:
+            reserved, grpc_port = _reserve_grpc_port(host, grpc_port, workers)
+        except ConfigError:
+            listening.close()
+            raise
     from convnet.serving.server import run_server
 
     port = listening.getsockname()[1]  # the port chosen, for --port 0
     processes = f" in {workers} processes" if workers > 1 else ""
     key = " (API key required)" if api_key else ""
     url = f"http://{host}:{port}/"
-    print(f"convnet: serving {run} with {engine}{processes} at {url}{key}", flush=True)
+    grpc_address = None if grpc_port is None else _grpc_address(host, grpc_port)
+    grpc = f" and gRPC at {grpc_address}" if grpc_address else ""
+    print(f"convnet: serving {run} with {engine}{processes} at {url}{grpc}{key}", flush=True)
     factory = functools.partial(
-        _serving_app, str(run), engine, body_timeout=body_timeout, api_key=api_key
+        _serving_app,
+        str(run),
+        engine,
+        body_timeout=body_timeout,
+        api_key=api_key,
+        grpc_address=grpc_address,
     )
-    run_server(
-        factory,
-        listening,
-        workers,
-        header_timeout=header_timeout,
-        max_connections=max_connections,
-    )
+    try:
+        run_server(
+            factory,
+            listening,
+            workers,
+            header_timeout=header_timeout,
+            max_connections=max_connections,
+        )
+    finally:
+        if reserved is not None:
+            reserved.close()
 
 
-def _serving_app(run: str, engine: str, *, body_timeout: float, api_key: str | None):
+def _serving_app(
+    run: str,
+    engine: str,
+    *,
+    body_timeout: float,
+    api_key: str | None,
+    grpc_address: str | None = None,
+):
     """The app of `serve`, made in the serving process (each worker's own, for --workers)."""
     if engine == "onnx":
         framework.load(EXPORT_BACKEND)
@@ -738,7 +769,13 @@ def _serving_app(run: str, engine: str, *, body_timeout: float, api_key: str | N
     from convnet.serving import create_app
     from convnet.serving.payloads import Limits
 
-    return create_app(run, engine=engine, limits=Limits(body_timeout=body_timeout), api_key=api_key)
+    return create_app(
+        run,
+        engine=engine,
+        limits=Limits(body_timeout=body_timeout),
+        api_key=api_key,
+        grpc_address=grpc_address,
+    )
 
 
 def _is_loopback(listening: socket.socket) -> bool:
@@ -762,6 +799,52 @@ def _listen(host: str, port: int) -> socket.socket:
         raise ConfigError(
             f"cannot listen on {host}:{port} ({reason}); pass another --port or --host."
         ) from None
+
+
+def _reserve_grpc_port(host: str, port: int, workers: int) -> tuple[socket.socket | None, int]:
+    """A socket bound, not listening, to `host`:`port` with SO_REUSEPORT, to hold while serving
+    (None where there is no SO_REUSEPORT to share a port), and the port (chosen, for port 0).
+
+    Each worker's gRPC server binds the same port beside it (gRPC sets SO_REUSEPORT on Linux) and
+    the kernel shares the connections out among the listening ones; this one, never listening,
+    gets none. It makes --grpc-port 0 one port for every worker, and a busy port fail at once,
+    before any model loads: the port is first bound without SO_REUSEPORT, which any socket
+    already on it refuses, another server's SO_REUSEPORT one too (it would share the port with
+    this server's workers, each getting part of the other's calls).
+
+    Raises:
+        ConfigError: the port is not 0 to 65535, is in use, or `workers` > 1 where the
+            processes cannot share it (not Linux).
+    """
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"the gRPC port must be 0 to 65535; received {port!r}.")
+    shared = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
+    if workers > 1 and not shared:
+        raise ConfigError("--grpc-port with --workers above 1 needs Linux (SO_REUSEPORT).")
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            probe.bind((host, port))
+            port = probe.getsockname()[1]
+        if not shared:
+            return None, port
+        reserved = socket.socket(family, socket.SOCK_STREAM)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        reserved.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        reserved.bind((host, port))
+        return reserved, port
+    except OSError as error:
+        gai = isinstance(error, socket.gaierror)
+        reason = error.strerror if gai or not error.errno else os.strerror(error.errno)
+        raise ConfigError(
+            f"cannot listen for gRPC on {host}:{port} ({reason}); pass another --grpc-port."
+        ) from None
+
+
+def _grpc_address(host: str, port: int) -> str:
+    """gRPC's "HOST:PORT", an IPv6 address in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def export(

@@ -317,11 +317,19 @@ def _add_serving_commands(commands) -> None:
             workers=args.workers,
             api_key=args.api_key,
             insecure=args.insecure,
+            grpc_port=args.grpc_port,
         )
     )
     serve.add_argument("run")
     serve.add_argument("--host", default="127.0.0.1", help="address (default: 127.0.0.1)")
     serve.add_argument("--port", type=_port, default=8000, help="port (default: 8000)")
+    serve.add_argument(
+        "--grpc-port",
+        type=_port,
+        metavar="PORT",
+        help="also serve the Open Inference Protocol over gRPC (KServe's and Triton's gRPC "
+        "clients) on this port of --host, with the same model and API key (default: no gRPC)",
+    )
     serve.add_argument(
         "--engine",
         choices=["keras", "onnx"],

@@ -38,6 +38,8 @@ from convnet.predictions import top_classes
 from convnet.runs import Run
 from convnet.serving.auth import RequireApiKey, check_key
 from convnet.serving.engines import MicroBatcher, load_engine
+from convnet.serving.grpc import STOP_GRACE as GRPC_STOP_GRACE
+from convnet.serving.grpc import start_server as start_grpc
 from convnet.serving.metrics import Metrics, ObserveRequests, escape_for_log
 from convnet.serving.payloads import Limits, PredictJSON, parse_request
 from convnet.serving.protocol_v2 import add_v2_routes, is_v2_path
@@ -74,6 +76,7 @@ def create_app(
     max_batch: int = 64,
     decode_threads: int = 2,
     api_key: str | None = None,
+    grpc_address: str | None = None,
 ) -> FastAPI:
     """Loads a run's model once and returns the app that serves it.
 
@@ -86,6 +89,9 @@ def create_app(
             further requests wait for one. Defaults to 2, the cores of a small server.
         api_key: when given, requests need it (`Authorization: Bearer KEY` or `X-API-Key`),
             except the health checks and the web page. Defaults to None: open to all.
+        grpc_address: "HOST:PORT" on which the app's lifespan also serves the Open Inference
+            Protocol over gRPC (`convnet.serving.grpc`), with the same model, batcher, limits
+            and key; the port it got is then `app.state.grpc_port`. Defaults to None: no gRPC.
 
     Returns:
         A FastAPI app; run it with any ASGI server (`convnet serve` uses uvicorn).
@@ -103,8 +109,19 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
-        yield
-        batcher.close()
+        # gRPC runs on the app's own event loop (uvloop's too), so that its calls await the
+        # same batcher as the HTTP routes.
+        grpc_server = None
+        if grpc_address is not None:
+            grpc_server, app.state.grpc_port = await start_grpc(
+                app, grpc_address, limits, decoders, api_key
+            )
+        try:
+            yield
+        finally:
+            if grpc_server is not None:
+                await grpc_server.stop(GRPC_STOP_GRACE)
+            batcher.close()
 
     app = FastAPI(
         title="convnet",

@@ -6,13 +6,16 @@ wrong one, they get a 401 with `WWW-Authenticate: Bearer`. The key is compared w
 
 Left open: the health checks (`/healthz`, `/v2/health/live`, `/v2/health/ready`), which
 Kubernetes probes and load balancers call without credentials and which tell nothing about the
-model; and the web page with its static files, which hold no data and ask for the key.
+model; and the web page with its static files, which hold no data and ask for the key. Over gRPC
+(`convnet.serving.grpc`) the same key goes in the call's metadata, and ServerLive and ServerReady
+stay open.
 """
 
 from __future__ import annotations
 
 import hmac
 import json
+from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,13 +79,19 @@ class RequireApiKey:
         await send({"type": "http.response.body", "body": body})
 
     def _allowed(self, scope: Scope) -> bool:
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization" and value[:7].lower() == b"bearer ":
-                given = value[7:].strip()
-            elif name == b"x-api-key":
-                given = value.strip()
-        return hmac.compare_digest(given, self._key)
+        return key_matches(scope["headers"], self._key)
+
+
+def key_matches(headers: Iterable[tuple[bytes, bytes]], key: bytes) -> bool:
+    """Whether `headers` (lower-case names and values, as ASGI scopes and, encoded, gRPC metadata
+    hold them) carry `key` as `authorization: Bearer KEY` or `x-api-key: KEY`."""
+    given = b""
+    for name, value in headers:
+        if name == b"authorization" and value[:7].lower() == b"bearer ":
+            given = value[7:].strip()
+        elif name == b"x-api-key":
+            given = value.strip()
+    return hmac.compare_digest(given, key)
 
 
 def _is_open(path: str) -> bool:
