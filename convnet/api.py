@@ -42,6 +42,7 @@ def train(
     callbacks: list | tuple = (),
     tensorboard: str | None = None,
     mlflow: str | None = None,
+    mlflow_register: str | None = None,
     **settings,
 ):
     """Trains a preset and writes a run folder.
@@ -59,6 +60,9 @@ def train(
         mlflow: an MLflow tracking URI to log the run to (its config, each epoch's metrics, the
             test metrics, report.html, config.yaml and model.keras); "" for `sqlite:///mlruns.db`
             in the current directory; None (the default) for none. Not part of the run's config.
+            The model is logged too, as the MLflow model `model` (README, Tracking).
+        mlflow_register: a name to register that MLflow model under in MLflow's model registry,
+            as a new version; None (the default) registers nothing. Needs `mlflow`.
         **settings: any config or recipe key (`preset="fast"`, `epochs=3`, `train="a.csv"`, ...),
             applied over `config`. `train` and `test` also take data in hand: a pandas or
             polars DataFrame in the Kaggle layout (a label column, by `label_column` or named
@@ -76,11 +80,17 @@ def train(
 
     Raises:
         ConfigError: invalid settings, or settings given with `resume`; MLflow or TensorBoard
-            asked for but not installed (`pip install 'convnet[track]'`) or MLflow unreachable,
-            before training. DataError: the data cannot be read. RunError: the run folder
-            cannot be written, or not resumed.
+            asked for but not installed (`pip install 'convnet[track]'`), MLflow unreachable,
+            `mlflow_register` without `mlflow` or a name the registry refuses, before training;
+            the model not logged to MLflow, after it. DataError: the data cannot be read.
+            RunError: the run folder cannot be written, or not resumed.
     """
     started = time.perf_counter()
+    if mlflow_register is not None and mlflow is None:
+        raise ConfigError(
+            "--mlflow-register registers the model that --mlflow logs; add --mlflow (in Python, "
+            f"mlflow=). Received: --mlflow-register {mlflow_register!r} without --mlflow."
+        )
     trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
     if resume and tensorboard is None and mlflow is None:
         return _resume(resume, config, settings, command, verbose, started, callbacks)
@@ -93,7 +103,9 @@ def train(
             everything = [*callbacks, *extra]
             return _resume(resume, config, settings, command, verbose, started, everything)
 
-        return tracking.tracked(resume, resume_with, **trackers, resume=True)
+        return tracking.tracked(
+            resume, resume_with, **trackers, resume=True, register=mlflow_register
+        )
     _check_callbacks(callbacks)
     memory = {key: settings.pop(key) for key in DATA_ARGUMENTS if _in_memory(settings.get(key))}
     config = _config(config, settings)
@@ -115,7 +127,7 @@ def train(
             config, data, command=command, verbose=verbose, started=started, callbacks=everything
         )
 
-    result = tracking.tracked(config.out, train_with, **trackers)
+    result = tracking.tracked(config.out, train_with, **trackers, register=mlflow_register)
     return Run(result.run, result.is_chief)
 
 

@@ -140,7 +140,13 @@ def _add_run_commands(commands) -> None:
         metavar="RUN",
         help="continue an interrupted run folder with its own config (no other settings)",
     )
-    _add_tracking_flags(train, "the run")
+    tracking = _add_tracking_flags(train, "the run")
+    tracking.add_argument(
+        "--mlflow-register",
+        metavar="NAME",
+        help="register the model that --mlflow logs under NAME in MLflow's model registry, "
+        "as a new version",
+    )
 
     evaluate = commands.add_parser("evaluate", help="test loss and accuracy of a run")
     evaluate.set_defaults(handler=_evaluate)
@@ -186,7 +192,8 @@ def _add_run_commands(commands) -> None:
     _add_json_flag(runs)
 
 
-def _add_tracking_flags(parser: argparse.ArgumentParser, what: str) -> None:
+def _add_tracking_flags(parser: argparse.ArgumentParser, what: str):
+    """--tensorboard and --mlflow, in a group that it returns."""
     tracking = parser.add_argument_group("tracking (not part of the run's config)")
     tracking.add_argument(
         "--tensorboard",
@@ -204,6 +211,7 @@ def _add_tracking_flags(parser: argparse.ArgumentParser, what: str) -> None:
         help=f"log {what} to MLflow at URI (default: sqlite:///mlruns.db, a database file in "
         "the current directory); needs pip install 'convnet[track]'",
     )
+    return tracking
 
 
 def _add_tune_command(commands) -> None:
@@ -413,7 +421,7 @@ def _config_flags(args, *own: str) -> dict:
 
 
 def _train(args) -> None:
-    flags = _config_flags(args, "resume", "tensorboard", "mlflow")
+    flags = _config_flags(args, "resume", "tensorboard", "mlflow", "mlflow_register")
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     result = api.train(
         args.config,
@@ -422,6 +430,7 @@ def _train(args) -> None:
         verbose=0 if args.json else verbose,
         tensorboard=args.tensorboard,
         mlflow=args.mlflow,
+        mlflow_register=args.mlflow_register,
         **flags,
     )
     if args.json:

@@ -5,13 +5,20 @@ All go through Keras' own `Model.export` (ONNX via tf2onnx, LiteRT via TensorFlo
 so the exported graph is the trained model, `Rescaling` included: a caller feeds (N, H, W, C)
 uint8 pixels and gets softmax probabilities. A run with test-time augmentation exports a graph
 that averages the same views (`convnet.evaluation.TestTimeAugmentation`), so the export
-reproduces the run's metrics.json; `tta=False` exports one view. An ONNX file records the views
-it averages in its metadata (`TTA_VIEWS_KEY`), so `serve --engine onnx` does not average again.
+reproduces the run's metrics.json; `tta=False` exports one view.
+
+Every export names its classes, from the run's records: an ONNX file in its `metadata_props`
+(`CLASS_NAMES_KEY`, with the pixel range and the views it averages, so `serve --engine onnx` needs
+no run folder for them and does not average again); a SavedModel in its `serving_default`
+signature, which returns the most likely class's name beside the probabilities; a LiteRT file in
+`labels.txt` beside it. A model card, `MODEL_CARD.md` (`convnet.model_card`), goes beside the file,
+or inside the SavedModel's folder.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import tempfile
@@ -20,9 +27,18 @@ from pathlib import Path
 
 import numpy as np
 
+from convnet.config import parse_range
 from convnet.errors import ConvnetError
 from convnet.evaluation import TestTimeAugmentation
 from convnet.files import replace_durably
+from convnet.model_card import (
+    CARD_FILE,
+    LABELS_FILE,
+    Export,
+    described_export,
+    model_card,
+    run_label,
+)
 from convnet.models.factory import load_model
 from convnet.runs import Run
 
@@ -30,8 +46,13 @@ FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model", "litert": "model.t
 # LiteRT's post-training quantizations: none, float16 weights, int8 weights with float
 # activations ("dynamic range"), and int8 weights and activations calibrated on images ("int8").
 QUANTIZE = ("none", "float16", "dynamic", "int8")
-# The ONNX metadata key saying how many test-time views the graph averages.
+# ONNX metadata keys: how many test-time views the graph averages (the key older exports
+# carry, so convnet versions from before the others still read it), the class names by output
+# index (a JSON list), and the pixel range the run's data spanned (JSON [low, high]; the graph
+# takes them scaled to uint8 0-255).
 TTA_VIEWS_KEY = "convnet_tta_views"
+CLASS_NAMES_KEY = "class_names"
+PIXEL_RANGE_KEY = "pixel_range"
 # Validation images that calibrate int8 activations: TensorFlow's guide suggests 100 to 500.
 CALIBRATION_IMAGES = 500
 
@@ -47,7 +68,8 @@ def export_model(
     quantize: str = "none",
     tta: bool = True,
 ) -> Path:
-    """Writes a run's model as ONNX, a TensorFlow SavedModel or a LiteRT flatbuffer.
+    """Writes a run's model as ONNX, a TensorFlow SavedModel or a LiteRT flatbuffer, with its
+    class names (see the module's docstring) and a model card, `MODEL_CARD.md`.
 
     Args:
         run: the run folder.
@@ -68,7 +90,8 @@ def export_model(
     Raises:
         ExportError: an unknown format or quantization, a quantization for a format other than
             LiteRT, int8 for a run without validation data, a destination that is not new or an
-            earlier export, or the exporter failed.
+            earlier export, a MODEL_CARD.md or labels.txt beside it that describes another
+            model, or the exporter failed.
         RunError: the run folder has no model.
     """
     if format not in FORMATS:
@@ -83,6 +106,8 @@ def export_model(
     views = TestTimeAugmentation.of(run.config().recipe(), enabled=tta)
     trained = load_model(run.model_file)
     run.check_outputs(trained.output_shape[-1])
+    record = _record(run, trained, format, out, views.count, quantize)
+    _check_beside(run, out, record)
     model = _in_inference_mode(trained, views)
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
@@ -100,10 +125,9 @@ def export_model(
         with warnings.catch_warnings():
             # Keras' tf2onnx shim probes `np.object`, which NumPy answers with a FutureWarning.
             warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
-            _write(model, target, format, quantize, calibration)
-        if format == "onnx":
-            _record_views(target, views.count)
-        _swap_in(target, out, staging / "previous")
+            _write(model, target, format, quantize, calibration, record.class_names)
+        beside = _label(run, target, out, record)
+        _swap_in(target, out, staging / "previous", beside)
     except (ValueError, TypeError, RuntimeError, ImportError) as error:
         raise ExportError(f"{run.path}: {format} export failed ({error}).") from None
     except OSError as error:
@@ -113,15 +137,66 @@ def export_model(
     return out
 
 
-def _write(model, target: Path, format: str, quantize: str, calibration) -> None:
+def _record(run: Run, model, format: str, out: Path, views: int, quantize: str) -> Export:
+    """What the labels and the model card say of this export of `run`'s `model`."""
+    count = model.output_shape[-1]
+    low, high = parse_range(run.input_reading()["pixel_range"])
+    layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
+    return Export(
+        format=format,
+        file="." if format == "savedmodel" else out.name,
+        input_shape=tuple(model.input_shape[1:]),
+        # A run older than the record of its names: the indexes, as `serve` names them.
+        class_names=run.class_names() or tuple(str(i) for i in range(count)),
+        pixel_range=tuple(int(v) if v.is_integer() else v for v in (low, high)),
+        parameters=model.count_params(),
+        layers=tuple(_layer_name(layer) for layer in layers),
+        views=views,
+        run_views=TestTimeAugmentation.of(run.config().recipe()).count,
+        quantize=quantize,
+    )
+
+
+def _layer_name(layer) -> str:
+    """A layer's kind and width, for the card: "Conv2D(32)", "Dense(10)", "MaxPooling2D"."""
+    width = getattr(layer, "filters", None) or getattr(layer, "units", None)
+    return f"{type(layer).__name__}({width})" if width else type(layer).__name__
+
+
+def _write(model, target: Path, format: str, quantize: str, calibration, names) -> None:
     if format == "onnx":
         model.export(str(target), format="onnx", verbose=False)
     elif format == "savedmodel":
-        model.export(str(target), format="tf_saved_model", verbose=False)
+        _write_savedmodel(model, target, names)
     else:
         model.export(
             str(target), format="litert", verbose=False, **_converter(quantize, calibration)
         )
+
+
+def _write_savedmodel(model, target: Path, names: tuple[str, ...]) -> None:
+    """A SavedModel whose `serving_default` signature returns `probabilities` (float32 N x K)
+    and `class` (the most likely class's name, a string per image).
+
+    Its `serve` endpoint still returns the probabilities alone, as `Model.export` writes it, so
+    code written for earlier exports keeps working.
+    """
+    import keras
+    import tensorflow as tf
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    pixels = [tf.TensorSpec((None, *model.input_shape[1:]), model.input.dtype, name="pixels")]
+
+    def labelled(pixels):
+        probabilities = model(pixels)
+        classes = tf.gather(tf.constant(names), tf.argmax(probabilities, axis=-1))
+        return {"probabilities": probabilities, "class": classes}
+
+    archive.add_endpoint("serve", model, pixels)
+    # By this name it is TF Serving's default, instead of Keras' alias of the first endpoint.
+    archive.add_endpoint("serving_default", labelled, pixels)
+    archive.write_out(str(target), verbose=False)
 
 
 def _converter(quantize: str, calibration: np.ndarray | None) -> dict:
@@ -160,13 +235,49 @@ def _calibration_images(run: Run) -> np.ndarray:
     return validation.x[:CALIBRATION_IMAGES]
 
 
-def _record_views(path: Path, count: int) -> None:
-    """Writes into the ONNX file's metadata how many test-time views its graph averages."""
+def _label(run: Run, target: Path, out: Path, record: Export) -> list[tuple[Path, Path]]:
+    """Writes the class names into the staged export, and its model card (and a LiteRT file's
+    labels) beside it or, for a SavedModel, inside it.
+
+    Returns:
+        The staged files that go beside the export, each with the name it is given there.
+    """
+    if record.format == "onnx":
+        _record_metadata(target, record)
+    if record.format == "savedmodel":
+        (target / CARD_FILE).write_text(model_card(run, record), encoding="utf-8")
+        return []
+    staged = target.parent / CARD_FILE
+    staged.write_text(model_card(run, record), encoding="utf-8")
+    beside = [(staged, CARD_FILE)]
+    if record.format == "litert":
+        # Beside the model, not embedded as LiteRT metadata: tflite-support's writer is
+        # unmaintained (0.4.4, 2023; no wheels past Python 3.11, and it pins protobuf < 4,
+        # which TensorFlow no longer runs on), and MediaPipe's copy of it (0.10.35, 1.2.3)
+        # fails on import: its wheels lack the `mediapipe.tasks.cc` module it loads.
+        (target.parent / LABELS_FILE).write_text(_labels_text(record), encoding="utf-8")
+        beside.append((target.parent / LABELS_FILE, LABELS_FILE))
+    return [(path, out.parent / name) for path, name in beside]
+
+
+def _labels_text(record: Export) -> str:
+    return "".join(f"{name}\n" for name in record.class_names)
+
+
+def _record_metadata(path: Path, record: Export) -> None:
+    """Writes into the ONNX file's metadata its class names, the pixel range of the run's data
+    and how many test-time views its graph averages."""
     import onnx
 
     model = onnx.load(str(path))
     del model.metadata_props[:]  # an ONNX file with duplicate keys is invalid
-    model.metadata_props.add(key=TTA_VIEWS_KEY, value=str(count))
+    metadata = {
+        CLASS_NAMES_KEY: json.dumps(list(record.class_names), ensure_ascii=False),
+        PIXEL_RANGE_KEY: json.dumps(list(record.pixel_range)),
+        TTA_VIEWS_KEY: str(record.views),
+    }
+    for key, value in metadata.items():
+        model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 
@@ -239,9 +350,51 @@ def _destination(out: Path, format: str) -> Path:
     return out
 
 
-def _swap_in(new: Path, out: Path, aside: Path) -> None:
+def _check_beside(run: Run, out: Path, record: Export) -> None:
+    """Refuses to replace, beside a file export, a MODEL_CARD.md that no export wrote or that
+    describes another run's export still there, or a labels.txt naming other classes that is
+    not only the earlier export's at `out`: either would leave a model there described or
+    labelled wrongly.
+
+    Raises:
+        ExportError: naming the file.
+    """
+    if record.format == "savedmodel":  # its card goes inside its own folder
+        return
+    card = out.parent / CARD_FILE
+    described = described_export(_text(card)) if card.is_file() else None
+    if (card.exists() or card.is_symlink()) and described is None:
+        raise ExportError(
+            f"{card}: exists and was not written by convnet export; pass an --out in another "
+            "folder, or move it."
+        )
+    other = out.parent / str((described or {}).get("file"))
+    another_run = described is not None and described.get("run") != run_label(run)
+    if another_run and other != out and other.exists():
+        raise ExportError(
+            f"{card}: describes {other.name} of run {described.get('run')} beside it; pass an "
+            "--out in another folder."
+        )
+    labels = out.parent / LABELS_FILE
+    if record.format == "litert" and labels.exists():
+        ours = labels.is_file() and _text(labels) == _labels_text(record)
+        if not ours and set(out.parent.glob("*.tflite")) != {out}:
+            raise ExportError(
+                f"{labels}: exists and names other classes, for another model or none of "
+                "convnet's; pass an --out in another folder."
+            )
+
+
+def _text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace")
+
+
+def _swap_in(new: Path, out: Path, aside: Path, beside: list[tuple[Path, Path]]) -> None:
     """Renames `new` to `out`, flushed to the disk; an earlier export folder there goes `aside`
-    first, and back on failure."""
+    first, and back on failure. The files of `beside` go first, each to its name: a reader that
+    finds the new model finds its labels and card with it."""
+    for staged, name in beside:
+        replace_durably(staged, name)
     if not out.is_dir():
         replace_durably(new, out)  # atomic for a file, whether or not one was there
         return

@@ -1,12 +1,16 @@
-"""Exported models (ONNX, SavedModel) take the same raw pixels and agree with the Keras model."""
+"""Exported models (ONNX, SavedModel, LiteRT) take the same raw pixels, agree with the Keras
+model, and name their classes (ONNX metadata, SavedModel signature, labels.txt, model card)."""
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 
 import numpy as np
 import pytest
-from conftest import make_images, run_cli
+import yaml
+from conftest import CLASS_NAMES, make_images, run_cli
 
 from convnet.exporter import ExportError, export_model
 from convnet.models.factory import load_model
@@ -263,3 +267,174 @@ def test_quantizing_what_cannot_be_is_one_line(tta_run, tmp_path, args, expected
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def exports(trained_run, tmp_path_factory) -> dict:
+    """`trained_run` exported once in each format, each into a folder of its own."""
+    root = tmp_path_factory.mktemp("exports")
+    names = {"onnx": "model.onnx", "litert": "model.tflite", "savedmodel": "saved_model"}
+    return {f: export_model(trained_run, f, root / f / name) for f, name in names.items()}
+
+
+def onnx_metadata(path) -> dict:
+    import onnx
+
+    return {p.key: p.value for p in onnx.load(str(path)).metadata_props}
+
+
+def front_matter(card) -> dict:
+    """The YAML between a model card's two `---` lines."""
+    return yaml.safe_load(card.read_text().split("---\n")[1])
+
+
+def edit_run(run, config=None, class_names=...) -> None:
+    """Changes a run folder's records after the fact: config.yaml settings, and the manifest's
+    class names (None removes them)."""
+    if config:
+        settings = yaml.safe_load((run / "config.yaml").read_text()) | config
+        (run / "config.yaml").write_text(yaml.safe_dump(settings))
+    if class_names is not ...:
+        manifest = Run(run).read_json("manifest.json")
+        manifest["data"].pop("class_names", None)
+        if class_names is not None:
+            manifest["data"]["class_names"] = list(class_names)
+        Run(run).write_json("manifest.json", manifest)
+
+
+def test_onnx_metadata_names_the_classes_the_pixel_range_and_the_views(exports, tta_run, tmp_path):
+    from convnet.exporter import averaged_views
+
+    metadata = onnx_metadata(exports["onnx"])
+    assert json.loads(metadata["class_names"]) == list(CLASS_NAMES)
+    assert json.loads(metadata["pixel_range"]) == [0, 255]
+    assert metadata["convnet_tta_views"] == "1" and averaged_views(exports["onnx"]) == 1
+    run, *_ = tta_run
+    assert averaged_views(export_model(run, "onnx", tmp_path / "tta.onnx")) == 18
+
+
+@pytest.mark.parametrize(
+    ("train", "licence", "datasets"),
+    [(None, "mit", ["zalando-datasets/fashion_mnist"]), ("quickdraw:cat,dog", "cc-by-4.0", None)],
+)
+def test_exports_follow_the_runs_records(trained_run, tmp_path, train, licence, datasets):
+    """The pixel range and the data's licence come from the run's config (a run of
+    Fashion-MNIST itself names no training data), the names from its manifest."""
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    edit_run(run, {"pixel_range": "0,16", "train": train}, class_names=["a", "b|c", "d", "e"])
+    metadata = onnx_metadata(export_model(run))
+    assert json.loads(metadata["pixel_range"]) == [0, 16]
+    assert json.loads(metadata["class_names"]) == ["a", "b|c", "d", "e"]
+    header, card = front_matter(run / "MODEL_CARD.md"), (run / "MODEL_CARD.md").read_text()
+    assert header["license"] == licence and header.get("datasets") == datasets
+    assert header["convnet"]["pixel_range"] == [0, 16]
+    assert "| 1 | b\\|c |" in card  # a table cell, not two
+    assert "values 0 to 16, scaled to 0-255" in card
+
+
+def test_litert_writes_its_labels_beside_it_and_still_runs(exports, reference):
+    path = exports["litert"]
+    assert (path.parent / "labels.txt").read_text().splitlines() == list(CLASS_NAMES)
+    x, expected = reference
+    np.testing.assert_allclose(litert_predict(path, x), expected, atol=1e-4)
+
+
+def test_savedmodel_signature_returns_probabilities_and_class_names(exports, reference):
+    import tensorflow as tf
+
+    x, expected = reference
+    loaded = tf.saved_model.load(str(exports["savedmodel"]))
+    answer = loaded.signatures["serving_default"](pixels=tf.constant(x))
+    assert set(answer) == {"probabilities", "class"}
+    np.testing.assert_allclose(answer["probabilities"].numpy(), expected, atol=1e-4)
+    # `serve` answers as Keras' own `Model.export` made it: the probabilities alone.
+    np.testing.assert_array_equal(answer["probabilities"], loaded.serve(tf.constant(x)))
+    named = [name.decode() for name in answer["class"].numpy()]
+    assert named == [CLASS_NAMES[i] for i in expected.argmax(1)]
+    assert len(set(named)) > 1  # the names follow the images, not one constant
+
+
+def test_the_onnx_engine_names_classes_from_the_file(trained_run, tmp_path):
+    """`serve --engine onnx` answers with the names the ONNX file records, whatever the run's
+    manifest says since; a file exported before names were recorded takes the run's."""
+    import onnx
+
+    from convnet.serving.engines import load_engine
+
+    run = shutil.copytree(trained_run, tmp_path / "run")
+    export_model(run)  # RUN/model.onnx, newer than model.keras: the engine loads it
+    renamed = ("w", "x", "y", "z")
+    edit_run(run, class_names=renamed)
+    assert load_engine(Run(run), "onnx").class_names == CLASS_NAMES
+    assert load_engine(Run(run), "keras").class_names == renamed
+    edit_run(run, class_names=None)
+    assert load_engine(Run(run), "onnx").class_names == CLASS_NAMES
+    edit_run(run, class_names=renamed)
+    old = onnx.load(str(run / "model.onnx"))  # as exports made before the names were recorded
+    del old.metadata_props[:]
+    old.metadata_props.add(key="convnet_tta_views", value="1")
+    onnx.save(old, str(run / "model.onnx"))
+    assert load_engine(Run(run), "onnx").class_names == renamed
+
+
+@pytest.mark.parametrize("format", ["onnx", "litert", "savedmodel"])
+def test_a_model_card_comes_with_every_export_and_its_snippet_runs(
+    exports, trained_run, format, monkeypatch, capsys
+):
+    path = exports[format]
+    card = (path if format == "savedmodel" else path.parent) / "MODEL_CARD.md"
+    text, header = card.read_text(), front_matter(card)
+    metrics = Run(trained_run).read_json("metrics.json")
+    scores = header["model-index"][0]["results"][0]["metrics"]
+    assert {s["type"]: s["value"] for s in scores} == {
+        "accuracy": metrics["test_accuracy"],
+        "loss": metrics["test_loss"],
+    }
+    assert header["pipeline_tag"] == "image-classification" and header["license"] == "unknown"
+    assert header["convnet"]["preset"] == "seed" and header["convnet"]["format"] == format
+    body = text.split("---\n", 2)[2]
+    assert all(f"| {i} | {name} |" in body for i, name in enumerate(CLASS_NAMES))
+    # "How to use" runs as written, from the card's folder, and names a class.
+    snippet = re.search(r"```python\n(.*?)```", body, re.DOTALL).group(1)
+    monkeypatch.chdir(card.parent)
+    exec(compile(snippet, str(card), "exec"), {})
+    assert capsys.readouterr().out.split()[0] in CLASS_NAMES
+
+
+@pytest.mark.parametrize(("name", "format"), [("MODEL_CARD.md", "onnx"), ("labels.txt", "litert")])
+def test_export_refuses_to_replace_a_card_or_labels_it_did_not_write(
+    trained_run, tmp_path, name, format
+):
+    (tmp_path / name).write_text("my own notes\n")
+    with pytest.raises(ExportError, match=f"{name}: exists and "):
+        export_model(trained_run, format, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == [name]
+    assert (tmp_path / name).read_text() == "my own notes\n"
+
+
+def test_export_refuses_to_describe_another_runs_export_beside_it(trained_run, tta_run, tmp_path):
+    """One folder has one card: another run's export there would leave the first described
+    wrongly; the same run's exports in other formats may share it (the last one's card)."""
+    run, *_ = tta_run
+    export_model(trained_run, "onnx", tmp_path)
+    with pytest.raises(ExportError, match=r"MODEL_CARD.md: describes model.onnx of run seed-tiny"):
+        export_model(run, "onnx", tmp_path / "other.onnx")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MODEL_CARD.md", "model.onnx"]
+    assert export_model(run, "onnx", tmp_path) == tmp_path / "model.onnx"  # replaces it all
+    assert front_matter(tmp_path / "MODEL_CARD.md")["convnet"]["run"].startswith("tta, started ")
+
+
+def test_a_failed_export_leaves_the_earlier_one_whole(trained_run, tmp_path, monkeypatch):
+    from convnet import exporter
+
+    export_model(trained_run, "litert", tmp_path)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["MODEL_CARD.md", "labels.txt", "model.tflite"]
+
+    def fails(*args):
+        raise RuntimeError("the disk went away")
+
+    monkeypatch.setattr(exporter, "model_card", fails)
+    with pytest.raises(ExportError, match="litert export failed .the disk went away"):
+        export_model(trained_run, "litert", tmp_path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no staging left

@@ -257,7 +257,8 @@ def _model_info(run: Run, model) -> dict:
         "run": run.path.name,
         "preset": manifest.get("preset") or run.config().preset,
         "engine": model.name,
-        "class_names": data.get("class_names") or [str(i) for i in range(model.num_classes)],
+        # The engine's: an ONNX export carries its own, which serve exactly what the file scores.
+        "class_names": list(model.class_names),
         "input_shape": list(model.input_shape),
         "input_dtype": "uint8",
         "background_is_light": bool(data.get("background_is_light", False)),

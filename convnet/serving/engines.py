@@ -8,6 +8,7 @@ call for 16 waiting single-image requests costs far less than 16 calls.
 from __future__ import annotations
 
 import asyncio
+import json
 import tempfile
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +30,8 @@ class Engine:
         name: "keras" or "onnx".
         input_shape: the model's (H, W, C).
         num_classes: the number of outputs.
+        class_names: the name of each output, in order; their indexes ("0", "1", ...) when
+            nothing records names.
     """
 
     name = "engine"
@@ -38,11 +41,13 @@ class Engine:
         forward: Callable[[np.ndarray], np.ndarray],
         input_shape,
         tta: TestTimeAugmentation | None = None,
+        class_names: tuple[str, ...] | None = None,
     ):
         self._forward = forward
         self.input_shape = tuple(int(d) for d in input_shape)
         self.tta = tta or TestTimeAugmentation()
         self.num_classes = int(self._forward(np.zeros((1, *self.input_shape), np.uint8)).shape[1])
+        self.class_names = tuple(class_names or (str(i) for i in range(self.num_classes)))
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """Probabilities for a batch, averaged over the views the run's TTA settings ask for."""
@@ -50,11 +55,17 @@ class Engine:
 
 
 class KerasEngine(Engine):
-    """The run's `model.keras`, called through one traced graph (no per-call `predict` setup)."""
+    """The run's `model.keras`, called through one traced graph (no per-call `predict` setup);
+    `class_names` are the run's."""
 
     name = "keras"
 
-    def __init__(self, model, tta: TestTimeAugmentation | None = None):
+    def __init__(
+        self,
+        model,
+        tta: TestTimeAugmentation | None = None,
+        class_names: tuple[str, ...] | None = None,
+    ):
         import keras
 
         if keras.backend.backend() == "tensorflow":
@@ -70,11 +81,15 @@ class KerasEngine(Engine):
             def forward(x):
                 return np.asarray(model.predict_on_batch(x))
 
-        super().__init__(forward, model.input_shape[1:], tta)
+        super().__init__(forward, model.input_shape[1:], tta, class_names)
 
 
 class OnnxEngine(Engine):
     """An ONNX export of the model, run by ONNX Runtime on one thread.
+
+    Its class names are those the file records (`convnet.exporter.CLASS_NAMES_KEY`), so the
+    file alone names its answers; `class_names` stand in for them in a file exported before
+    convnet recorded them.
 
     One intra-op thread: the server's other core parses HTTP while the model runs, and on two
     shared cores a second ONNX thread made single-image calls 2.5x slower (0.12 vs 0.30 ms).
@@ -82,7 +97,13 @@ class OnnxEngine(Engine):
 
     name = "onnx"
 
-    def __init__(self, path: str | Path, tta: TestTimeAugmentation | None = None, threads: int = 1):
+    def __init__(
+        self,
+        path: str | Path,
+        tta: TestTimeAugmentation | None = None,
+        threads: int = 1,
+        class_names: tuple[str, ...] | None = None,
+    ):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -94,7 +115,36 @@ class OnnxEngine(Engine):
         def forward(x):
             return session.run(None, {feed.name: x})[0]
 
-        super().__init__(forward, feed.shape[1:], tta)
+        recorded = _recorded_names(path, session.get_modelmeta().custom_metadata_map)
+        super().__init__(forward, feed.shape[1:], tta, recorded or class_names)
+        if recorded is not None and len(recorded) != self.num_classes:
+            raise ConvnetError(
+                f"{path}: its metadata names {len(recorded)} classes, but the model gives "
+                f"{self.num_classes} outputs; export it again (convnet export)."
+            )
+
+
+def _recorded_names(path: str | Path, metadata: dict[str, str]) -> tuple[str, ...] | None:
+    """The class names an ONNX export's metadata records; None for one made before convnet
+    recorded them.
+
+    Raises:
+        ConvnetError: the record is not a JSON list of names.
+    """
+    from convnet.exporter import CLASS_NAMES_KEY  # as `_engine`: the exporter imports Keras
+
+    if CLASS_NAMES_KEY not in metadata:
+        return None
+    try:
+        names = json.loads(metadata[CLASS_NAMES_KEY])
+    except ValueError:
+        names = None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConvnetError(
+            f"{path}: its metadata's {CLASS_NAMES_KEY} is not a JSON list of names; export "
+            "it again (convnet export)."
+        )
+    return tuple(names)
 
 
 def load_engine(run: Run, engine: str = "keras") -> Engine:
@@ -118,7 +168,7 @@ def _engine(run: Run, engine: str) -> Engine:
     if engine == "keras":
         from convnet.models.factory import load_model  # Keras, which the ONNX engine needs not
 
-        return KerasEngine(load_model(run.model_file), tta)
+        return KerasEngine(load_model(run.model_file), tta, run.class_names())
     if engine != "onnx":
         raise ConvnetError(f"Unknown engine {engine!r}; expected one of {list(ENGINES)}.")
     from convnet.exporter import averaged_views, export_model
@@ -128,7 +178,8 @@ def _engine(run: Run, engine: str) -> Engine:
     if onnx_file.is_file() and onnx_file.stat().st_mtime >= keras_file.stat().st_mtime:
         # An export made with the run's views averages them in its graph; one made with
         # --no-tta, or by an older convnet, is one view, which the engine then averages.
-        return OnnxEngine(onnx_file, tta if averaged_views(onnx_file) != tta.count else None)
+        views = tta if averaged_views(onnx_file) != tta.count else None
+        return OnnxEngine(onnx_file, views, class_names=run.class_names())
     with tempfile.TemporaryDirectory(prefix="convnet-onnx-") as tmp:
         return OnnxEngine(export_model(run.path, "onnx", Path(tmp) / "model.onnx"))
 

@@ -1,4 +1,5 @@
-"""Recording a run where people already look: TensorBoard's event files and an MLflow run.
+"""Recording a run where people already look: TensorBoard's event files and an MLflow run,
+which holds the trained model as an MLflow model (`convnet.mlflow_model`), registered if asked.
 
 The trackers record a run without changing it, so their settings are not in its config.yaml.
 Both are optional (`pip install 'convnet[track]'`) and imported only when asked for.
@@ -23,6 +24,7 @@ import yaml
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
 from convnet.runs import Run, default_run_dir
+from convnet.training import logged_model
 
 # A local database in the working directory, as `mlflow ui --backend-store-uri` reads it;
 # MLflow 3 refuses its old folder store (./mlruns) unless told otherwise.
@@ -51,6 +53,8 @@ def tracked(
     tensorboard: str | None = None,
     mlflow: str | None = None,
     resume: bool = False,
+    register: str | None = None,
+    log_model: bool = True,
 ):
     """Runs `train(callbacks)` with the trackers' callbacks, then finishes the MLflow run.
 
@@ -60,22 +64,27 @@ def tracked(
         tensorboard: see `tracking_callbacks`.
         mlflow: see `tracking_callbacks`.
         resume: see `tracking_callbacks`.
+        register: see `log_finished_run`; only with `mlflow`.
+        log_model: see `log_finished_run`.
 
     Returns:
         What `train` returns.
 
     Raises:
-        ConfigError: a tracker is not installed, or MLflow cannot be reached; before `train`.
+        ConfigError: a tracker is not installed, MLflow cannot be reached, or `register` is a
+            name the registry refuses; before `train`. After it, as `log_finished_run`.
     """
     if tensorboard is None and mlflow is None:
         return train([])
     callbacks = tracking_callbacks(run_dir, tensorboard, mlflow, resume)
     if mlflow is None:
         return train(callbacks)
+    if register is not None:
+        _check_register_name(mlflow, register)
     with _ending(run_dir, mlflow):
         result = train(callbacks)
         if result.is_chief:
-            log_finished_run(run_dir, mlflow)
+            log_finished_run(run_dir, mlflow, register, log_model)
     return result
 
 
@@ -156,22 +165,30 @@ class MlflowLogger(keras.callbacks.Callback):
         self.client.log_batch(self.run_id, metrics=metrics)
 
 
-def log_finished_run(run_dir: str | Path, mlflow: str = "") -> None:
-    """Logs a complete run's test metrics (metrics.json) and files to its MLflow run, and marks
-    that run finished.
+def log_finished_run(
+    run_dir: str | Path, mlflow: str = "", register: str | None = None, log_model: bool = True
+) -> None:
+    """Logs a complete run's test metrics (metrics.json), files and model to its MLflow run,
+    and marks that run finished.
 
     Args:
         run_dir: a complete run folder. Its unfinished MLflow run (an `MlflowLogger`'s) is
             continued; without one, a new MLflow run is made, with no per-epoch metrics.
         mlflow: the tracking URI; "" for `DEFAULT_MLFLOW_URI`.
+        register: a name to register the model under in MLflow's model registry (a new
+            version of it); None (the default) registers nothing.
+        log_model: log the model as an MLflow model (`logged_model.log_model`). Defaults to
+            True; a tune trial's run skips it (a second or two each, for models nobody deploys).
 
     Raises:
-        ConfigError: MLflow is not installed or cannot be reached. RunError: not a run folder.
+        ConfigError: MLflow is not installed or cannot be reached, or refused the model.
+        ExportError: the model could not be exported to ONNX. RunError: not a run folder.
     """
     run = Run(run_dir)
     client, experiment = _connect(mlflow)
     run_id = _open_run(client, experiment, run.path, resume=True)
     from mlflow.entities import Metric
+    from mlflow.exceptions import MlflowException
 
     now = int(time.time() * 1000)
     metrics = [Metric(k, v, now, 0) for k, v in _numbers(run.read_json("metrics.json")).items()]
@@ -179,7 +196,33 @@ def log_finished_run(run_dir: str | Path, mlflow: str = "") -> None:
     for name in ARTIFACTS:
         if (run.path / name).is_file():
             client.log_artifact(run_id, str(run.path / name))
+    try:
+        if log_model:
+            logged_model.log_model(client, run_id, run, register)
+    except (MlflowException, OSError) as error:
+        raise ConfigError(
+            f"cannot log the model to MLflow at {mlflow or DEFAULT_MLFLOW_URI}: "
+            f"{_first_line(error)}"
+        ) from None
     client.set_terminated(run_id, "FINISHED")
+
+
+def _check_register_name(uri: str, name: str) -> None:
+    """Refuses a name that the model registry at `uri` would not register, by asking for it.
+
+    Raises:
+        ConfigError: naming the registry's reason.
+    """
+    client, _ = _connect(uri)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND"):
+            where = uri or DEFAULT_MLFLOW_URI
+            message = f"cannot register the model as {name!r} in MLflow at {where}"
+            raise ConfigError(f"{message}: {_first_line(error)}") from None
 
 
 @contextlib.contextmanager
@@ -213,8 +256,12 @@ def _connect(uri: str):
         found = client.get_experiment_by_name(name)
         return client, found.experiment_id if found else client.create_experiment(name)
     except mlflow.exceptions.MlflowException as error:
-        reason = str(error).strip().splitlines()[0]
-        raise ConfigError(f"cannot log to MLflow at {uri}: {reason}") from None
+        raise ConfigError(f"cannot log to MLflow at {uri}: {_first_line(error)}") from None
+
+
+def _first_line(error: Exception) -> str:
+    """An MLflow error's first line: its reason, without the stack MLflow may append."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _open_run(client, experiment: str, run_dir: Path, resume: bool) -> str:

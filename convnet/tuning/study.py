@@ -73,7 +73,9 @@ class Trials:
             )
 
         try:
-            tracking.tracked(out, train_with, self.tensorboard, self.mlflow)
+            # A trial's MLflow run holds its metrics, not a model: `convnet export` makes one of
+            # the best trial's run folder when it is wanted.
+            tracking.tracked(out, train_with, self.tensorboard, self.mlflow, log_model=False)
         except optuna.TrialPruned:
             run = Run(out)
             run.write_json("manifest.json", run.read_json("manifest.json") | {"status": "pruned"})
