@@ -328,12 +328,13 @@ def _in_inference_mode(model, views: TestTimeAugmentation):
 def _destination(out: Path, format: str) -> Path:
     """Where the export goes; refuses to replace anything that is not an earlier export.
 
-    An ONNX or LiteRT export into an existing folder is written inside it (`model.onnx`,
+    An ONNX or LiteRT export into a folder, existing or new (a name without a suffix: `--out
+    exports/` must not become a file named `exports`), is written inside it (`model.onnx`,
     `model.tflite`), and replaces only a file of its suffix; a SavedModel replaces only a folder
     holding an earlier SavedModel.
     """
     if format != "savedmodel":
-        if out.is_dir():
+        if out.is_dir() or not (out.suffix or out.exists() or out.is_symlink()):
             out = out / FORMATS[format]
         suffix = Path(FORMATS[format]).suffix
         if (out.exists() or out.is_symlink()) and (out.is_dir() or out.suffix.lower() != suffix):

@@ -60,6 +60,16 @@ def test_onnx_into_a_folder_goes_inside_it_and_leaves_the_rest(trained_run, tmp_
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
+def test_a_new_name_without_a_suffix_is_a_folder_to_export_into(trained_run, tmp_path):
+    path = export_model(trained_run, "litert", tmp_path / "exports")  # `--out exports/`
+    assert path == tmp_path / "exports" / "model.tflite" and path.stat().st_size > 0
+    assert sorted(p.name for p in path.parent.iterdir()) == [
+        "MODEL_CARD.md",
+        "labels.txt",
+        "model.tflite",
+    ]
+
+
 @pytest.mark.parametrize(
     ("format", "existing", "expected"),
     [
