@@ -6,7 +6,7 @@ on the HTTP app's event loop.
     await server.stop(STOP_GRACE)
 
 The calls reach the HTTP app's own model through its `MicroBatcher` (`app.state.batcher`), so gRPC
-and HTTP requests join the same batches. Requests are read and answers made by `protocol_v2`'s
+and HTTP requests join the same batches. Requests are read and answers made by `oip`'s
 `decode_request` and `infer_outputs`: a `ModelInferRequest` becomes the REST protocol's
 `InferRequest`, its `raw_input_contents` standing where the binary extension's bytes stand.
 
@@ -38,8 +38,7 @@ from convnet.serving.engines import MicroBatcher
 from convnet.serving.grpc import grpc_predict_v2_pb2 as pb
 from convnet.serving.grpc import grpc_predict_v2_pb2_grpc as pb_grpc
 from convnet.serving.metrics import access_log, escape_for_log
-from convnet.serving.payloads import Limits
-from convnet.serving.protocol_v2 import (
+from convnet.serving.oip import (
     DATATYPES,
     MODEL_VERSION,
     InferInput,
@@ -52,6 +51,7 @@ from convnet.serving.protocol_v2 import (
     model_metadata,
     server_metadata,
 )
+from convnet.serving.payloads import Limits
 
 log = logging.getLogger("convnet.serving")
 
