@@ -18,6 +18,8 @@ from typing import NoReturn
 from convnet import api, backend, framework
 from convnet.config import RECIPE_CHOICES, TRAINING_ONLY, config_fields, field_type, load_config
 from convnet.errors import ConvnetError, ConvnetWarning
+from convnet.models.recipe import RECIPE_FIELDS
+from convnet.models.registry import get_preset, list_presets
 from convnet.runs import RUNS_ROOT
 from convnet.tuning.space import OBJECTIVES, PRUNERS
 
@@ -55,6 +57,9 @@ FLAG_GROUPS = {
 }
 
 
+METAVARS = {int: "N", float: "X"}  # --epochs N, --learning-rate X
+
+
 def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
     """One flag per config and recipe field but `skip`, kebab-case, in groups; only flags given
     apply."""
@@ -67,7 +72,9 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
         group = next((groups[g] for g, names in FLAG_GROUPS.items() if field.name in names), recipe)
         kind = field_type(field.name)
         flag = "--" + field.name.replace("_", "-")
-        help_text = field.metadata.get("help") or f"recipe: {field.name}"
+        help_text = field.metadata.get("help", "")
+        if field.name in RECIPE_FIELDS:
+            help_text += f" ({_preset_defaults(field.name)})"
         choices = field.metadata.get("choices") or RECIPE_CHOICES.get(field.name)
         if kind is bool:
             group.add_argument(
@@ -83,8 +90,24 @@ def _add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = (
                 default=argparse.SUPPRESS,
                 help=help_text,
                 choices=choices,
-                metavar="{" + ",".join(choices) + "}" if choices else field.name.upper(),
+                metavar="{" + ",".join(choices) + "}"
+                if choices
+                else METAVARS.get(kind, field.name.upper()),
             )
+
+
+def _preset_defaults(name: str) -> str:
+    """Each preset's default for a recipe field: "seed 15, fast 5, best 24"."""
+    presets = sorted(list_presets(), key=lambda p: (p != "seed", p != "fast", p))  # as in docs
+
+    def shown(value) -> str:
+        if value is None:
+            return "auto"
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    return ", ".join(f"{p} {shown(getattr(get_preset(p).recipe, name))}" for p in presets)
 
 
 _UNSAFE_HELP = "load a model that carries Python code (Lambda layers); only for trusted files"
@@ -104,6 +127,12 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="show the frameworks' start-up messages (TensorFlow's oneDNN and absl lines)",
     )
+    parser.add_argument(
+        "--print-completion",
+        action=_Completion,
+        choices=("bash", "zsh"),
+        help="print a shell completion script (docs/install.md: where to put it)",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     for add_commands in (
         _add_run_commands,
@@ -114,6 +143,17 @@ def _parser() -> argparse.ArgumentParser:
     ):
         add_commands(commands)
     return parser
+
+
+class _Completion(argparse.Action):
+    """Prints shtab's completion script for the whole parser and exits; shtab is imported only
+    then, so other commands do not pay for it."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        import shtab
+
+        print(shtab.complete(parser, values, preamble=""), end="")
+        parser.exit(0)
 
 
 def _add_json_flag(parser: argparse.ArgumentParser) -> None:

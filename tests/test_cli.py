@@ -7,6 +7,8 @@ import json
 import platform
 import re
 import shutil
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -339,3 +341,37 @@ def test_a_command_that_loaded_keras_finishes_its_threads_before_it_exits(
     (entry,) = (private_cache / "convnet" / "parsed").iterdir()
     with np.load(entry) as cached:
         assert len(cached["x"]) == 50
+
+
+def test_recipe_flags_say_what_they_mean_and_each_presets_default():
+    result = run_cli("train", "--help")
+    assert result.returncode == 0
+    text = " ".join(result.stdout.split())  # argparse wraps the help to the terminal's width
+    assert "--epochs N passes over the training data; with a time budget, the most" in text
+    assert "(seed 15, fast 5, best 24)" in text
+    assert "--learning-rate X peak learning rate (auto: the optimizer's default) " in text
+    assert "(seed auto, fast 0.004, best 0.003)" in text
+    assert "recipe: " not in text  # the old help, the field's name and nothing more
+
+
+def test_python_dash_m_convnet_is_the_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "convnet", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout.startswith("convnet ")
+
+
+@pytest.mark.parametrize(
+    ("words", "expected"),
+    [(["convnet", "tr"], {"train"}), (["convnet", "train", "--pre"], {"--preset", "--precision"})],
+)
+def test_bash_completion_completes_commands_and_flags(tmp_path, words, expected):
+    script = run_cli("--print-completion", "bash")
+    assert script.returncode == 0
+    (tmp_path / "convnet.bash").write_text(script.stdout)
+    shell = (
+        f"source {tmp_path / 'convnet.bash'}; COMP_WORDS=({' '.join(words)}); "
+        f'COMP_CWORD={len(words) - 1}; _shtab_convnet; echo "${{COMPREPLY[@]}}"'
+    )
+    done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
+    assert set(done.stdout.split()) == expected, done.stderr

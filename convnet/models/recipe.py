@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from convnet.errors import ConfigError
 
@@ -26,71 +26,70 @@ OPTIMIZERS = (
 )
 
 
+def _setting(default, help: str):
+    """A recipe field with its one line of help, unit included: what `convnet train --help`
+    shows beside each preset's default, and the one place that says what the field means."""
+    return field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How a preset trains by default; any field can be overridden by the config.
 
-    Attributes:
-        epochs: passes over the training data; with a time budget, the most it may make.
-        batch_size: examples per step.
-        optimizer: a Keras optimizer name, one of `OPTIMIZERS` ("rmsprop", "adamw", ...).
-        learning_rate: peak learning rate; None keeps the optimizer's default.
-        schedule: "constant", or "cosine" (linear warm-up, then cosine decay to 0, per step).
-        warmup_epochs: epochs of linear warm-up, for "cosine".
-        weight_decay: decoupled weight decay for "adamw".
-        label_smoothing: in [0, 1), for categorical cross-entropy.
-        val_split: share of the training data held out for validation.
-        restore_best: keep the weights of the epoch with the lowest validation loss.
-        patience: stop when the validation loss has not improved for this many epochs, keeping
-            the best epoch's weights; 0 never stops early.
-        translate: random shifts of up to this many whole pixels each way in training; None
-            for a tenth of the image's side.
-        flip: random horizontal mirrors in training, and the mirror among the test-time views;
-            None mirrors only data known to be mirror-symmetric (Fashion-MNIST's classes):
-            a mirrored digit or letter is another character, or none.
-        rotate: random rotations of up to this many degrees each way in training.
-        zoom: random zoom in or out by up to this fraction in training.
-        width: a factor on every convolution's filters (0.5 halves them); for presets whose
-            builder takes it (`fast`, `best`), which tuning searches over.
-        dropout: the rate of the dropout before the head; None for the preset's own. For
-            presets whose builder takes it.
-        shift_tta: average predictions over copies shifted by up to this many pixels each way
-            (and their mirrors, with `flip`; see `convnet.evaluation.TestTimeAugmentation`);
-            0 for none.
-        calibrate: after training, fit a temperature on the validation split that makes the
-            probabilities (averaged over the test-time views) match accuracy, and fold it into
-            the softmax layer (`convnet.training.calibration`). Like restore_best, it is
-            skipped when val_split is 0.
-        time_budget: seconds of training (validation included) to fit the run into, or 0 for
-            none. As many epochs as fit, at most `epochs`, and the cosine schedule ends with
-            them (`convnet.training.callbacks.TimeBudget`).
-        precision: "float32"; "mixed_bfloat16" (bfloat16 compute on float32 weights);
-            "mixed_float16" (float16 compute, with loss scaling); or "auto", which picks what the
-            device computes natively (`convnet.models.precision`). The saved model is float32
-            either way.
+    Each field's meaning and unit is its `help` (`Recipe.help(name)`); docs/training.md says
+    when to change it.
     """
 
-    epochs: int = 15
-    batch_size: int = 512
-    optimizer: str = "rmsprop"
-    learning_rate: float | None = None
-    schedule: str = "constant"
-    warmup_epochs: float = 0.0
-    weight_decay: float = 0.0
-    label_smoothing: float = 0.0
-    val_split: float = 0.3
-    restore_best: bool = False
-    patience: int = 0
-    translate: float | None = 0.0
-    flip: bool | None = False
-    rotate: float = 0.0
-    zoom: float = 0.0
-    width: float = 1.0
-    dropout: float | None = None
-    shift_tta: int = 0
-    calibrate: bool = False
-    time_budget: float = 0.0
-    precision: str = "float32"
+    epochs: int = _setting(15, "passes over the training data; with a time budget, the most")
+    batch_size: int = _setting(512, "examples per optimizer step")
+    optimizer: str = _setting("rmsprop", "a Keras optimizer, by name")
+    learning_rate: float | None = _setting(
+        None, "peak learning rate (auto: the optimizer's default)"
+    )
+    schedule: str = _setting(
+        "constant", "learning rate over training: constant, or cosine (warm-up, then decay to 0)"
+    )
+    warmup_epochs: float = _setting(0.0, "epochs of linear warm-up, for the cosine schedule")
+    weight_decay: float = _setting(0.0, "decoupled weight decay, for adamw")
+    label_smoothing: float = _setting(0.0, "label smoothing of the cross-entropy, in [0, 1)")
+    val_split: float = _setting(0.3, "share of the training data held out for validation")
+    restore_best: bool = _setting(
+        False, "keep the weights of the epoch with the lowest validation loss"
+    )
+    patience: int = _setting(
+        0, "epochs without a better validation loss before stopping (0: never stop early)"
+    )
+    translate: float | None = _setting(
+        0.0, "random shifts in training, in pixels each way (auto: a tenth of the side)"
+    )
+    flip: bool | None = _setting(
+        False,
+        "random mirrors in training and a mirrored test-time view (auto: for mirror-symmetric "
+        "data such as Fashion-MNIST, never for digits or letters)",
+    )
+    rotate: float = _setting(0.0, "random rotations in training, in degrees each way")
+    zoom: float = _setting(0.0, "random zoom in training, as a fraction of the image")
+    width: float = _setting(1.0, "a factor on every convolution's filters (fast and best)")
+    dropout: float | None = _setting(
+        None, "dropout rate before the head (auto: the preset's own; fast and best)"
+    )
+    shift_tta: int = _setting(
+        0, "test-time views shifted by up to this many pixels each way, averaged (0: none)"
+    )
+    calibrate: bool = _setting(
+        False, "fit a softmax temperature on the validation split after training"
+    )
+    time_budget: float = _setting(
+        0.0, "seconds of training to fit the run into, as many epochs as fit (0: none)"
+    )
+    precision: str = _setting(
+        "float32", "float32, mixed_bfloat16, mixed_float16, or auto (what the CPU computes fast)"
+    )
+
+    @staticmethod
+    def help(name: str) -> str:
+        """A field's one line of help."""
+        return next(f.metadata["help"] for f in fields(Recipe) if f.name == name)
 
     def __post_init__(self):
         """Refuses values training would fail on later, so no run folder is begun for them.
@@ -129,6 +128,7 @@ class Recipe:
         return Augment(self.translate, self.flip, self.rotate, self.zoom)
 
 
+RECIPE_FIELDS = frozenset(f.name for f in fields(Recipe))
 AUGMENT_FIELDS = ("translate", "flip", "rotate", "zoom")
 
 
