@@ -131,6 +131,7 @@ def _parser() -> argparse.ArgumentParser:
         "--print-completion",
         action=_Completion,
         choices=("bash", "zsh"),
+        default=argparse.SUPPRESS,  # not a config key: absent unless given, as --version
         help="print a shell completion script (docs/install.md: where to put it)",
     )
     commands = parser.add_subparsers(dest="command", required=True)

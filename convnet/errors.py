@@ -35,3 +35,8 @@ class ConvnetWarning(UserWarning):
 
 class DataMismatchWarning(ConvnetWarning):
     """Runs compared side by side were not trained or tested on the same data."""
+
+
+class UnderTrainingWarning(ConvnetWarning):
+    """A run makes fewer optimizer steps than its preset needs to learn
+    (`convnet.models.registry.under_training`)."""

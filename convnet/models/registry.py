@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +38,9 @@ class Preset:
         description: one line for `convnet presets`.
         recipe: the training recipe, whose every field a config may override.
         min_size: the smallest image height and width the network takes, in pixels.
+        min_steps: the optimizer steps its recipe needs before accuracy stops climbing, on the
+            easiest data measured; a run that makes fewer warns that it under-trains
+            (`under_training`). None: not measured, never warns.
     """
 
     name: str
@@ -44,6 +48,7 @@ class Preset:
     description: str
     recipe: Recipe = field(default_factory=Recipe)
     min_size: int = MIN_IMAGE_SIZE
+    min_steps: int | None = None
 
     def build_function(self) -> Builder:
         """The builder itself, imported if it was given by name."""
@@ -57,7 +62,12 @@ _PRESETS: dict[str, Preset] = {}
 
 
 def register_preset(
-    name: str, description: str, builder: Builder | str | None = None, **recipe
+    name: str,
+    description: str,
+    builder: Builder | str | None = None,
+    *,
+    min_steps: int | None = None,
+    **recipe,
 ) -> Callable[[Builder], Builder] | None:
     """Registers a preset under `name` with its training recipe.
 
@@ -66,6 +76,8 @@ def register_preset(
         description: one line for `convnet presets`.
         builder: the function that builds the model, or its "module:function" name. Without it,
             `register_preset` returns a decorator that registers the function it decorates.
+        min_steps: the optimizer steps the recipe needs to learn (`Preset.min_steps`); defaults
+            to None, which never warns of under-training.
         **recipe: `Recipe` fields: the preset's defaults.
 
     Raises:
@@ -75,11 +87,11 @@ def register_preset(
         raise ValueError(f"Preset {name!r} is already registered.")
     settings = Recipe(**recipe)
     if builder is not None:
-        _PRESETS[name] = Preset(name, builder, description, settings)
+        _PRESETS[name] = Preset(name, builder, description, settings, min_steps=min_steps)
         return None
 
     def decorator(build: Builder) -> Builder:
-        register_preset(name, description, build, **recipe)
+        register_preset(name, description, build, min_steps=min_steps, **recipe)
         return build
 
     return decorator
@@ -116,12 +128,97 @@ def list_presets(pattern: str = "*") -> list[str]:
     return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
 
 
+def fit_steps(examples: int, recipe: Recipe, epochs: int | None = None) -> tuple[int, int]:
+    """The optimizer steps `fit` makes in one epoch, and in `epochs` (the recipe's by default).
+
+    Args:
+        examples: training examples after `limit`, before the validation split.
+        recipe: the run's recipe.
+        epochs: the epochs trained; defaults to the recipe's.
+
+    Returns:
+        (steps per epoch, steps in all). Each epoch ends with a partial batch
+        (`convnet.training.feed`).
+    """
+    per_epoch = math.ceil(_after_split(examples, recipe) / recipe.batch_size)
+    return per_epoch, per_epoch * (recipe.epochs if epochs is None else epochs)
+
+
+def _after_split(examples: int, recipe: Recipe) -> int:
+    """The examples left to train on once the validation split holds out ceil(val_split x
+    examples), as scikit-learn's `train_test_split` does (`convnet.data.split`)."""
+    return examples - math.ceil(recipe.val_split * examples)
+
+
+def under_training(name: str, recipe: Recipe, examples: int, epochs: int | None = None) -> str:
+    """Says when a run makes fewer optimizer steps than preset `name` needs to learn.
+
+    The figure is the preset's `min_steps`. The fix offered: the `--epochs` that make enough
+    steps on this data, and the other presets whose own recipes make enough here; or, when a
+    time budget ended training early, the budget that would.
+
+    Args:
+        name: the preset.
+        recipe: the run's recipe, overrides applied.
+        examples: training examples after `limit`, before the validation split.
+        epochs: the epochs trained, when a time budget ended training before `recipe.epochs`;
+            defaults to the recipe's.
+
+    Returns:
+        The warning, or "" when the steps are enough, or the preset declares no `min_steps` or
+        is not registered in this process (a run read back without it).
+    """
+    preset = _PRESETS.get(name)
+    if preset is None or preset.min_steps is None:
+        return ""
+    trained = recipe.epochs if epochs is None else epochs
+    per_epoch, steps = fit_steps(examples, recipe, trained)
+    needed = preset.min_steps
+    if steps >= needed:
+        return ""
+    said = (
+        f"preset {name!r} makes {_count(steps, 'optimizer step')} on this data "
+        f"({_after_split(examples, recipe):,} training examples after the validation split: "
+        f"{_count(per_epoch, 'batch', 'es')} of {recipe.batch_size} an epoch, "
+        f"{_count(trained, 'epoch')}) and needs about {needed} to learn: expect an under-trained "
+        "model."
+    )
+    if trained < recipe.epochs and recipe.time_budget:  # the budget stopped it
+        budget = math.ceil(recipe.time_budget * needed / max(steps, 1) / 10) * 10
+        return (
+            f"{said} The time budget of {recipe.time_budget:g} s held it to {trained} of "
+            f"{recipe.epochs} epochs; --time-budget {budget} would give it about {needed} "
+            "steps on this machine (docs/training.md)."
+        )
+    fix = f"{needed} steps take --epochs {math.ceil(needed / per_epoch)} here"
+    if recipe.time_budget:
+        fix += " with a --time-budget that holds them"
+    enough = [
+        other.name
+        for other in _PRESETS.values()
+        if other.name != name
+        and other.min_steps is not None
+        and fit_steps(examples, other.recipe)[1] >= other.min_steps
+    ]
+    if enough:
+        fix += f"; or --preset {' or '.join(enough)}, whose own recipe makes enough"
+    return f"{said} {fix} (docs/training.md)."
+
+
+def _count(number: int, noun: str, plural: str = "s") -> str:
+    return f"{number} {noun}{'' if number == 1 else plural}"
+
+
 BUILDERS = "convnet.models.builders"
 
 register_preset(
     "seed",
     "The article's network as written: 3 convolutions, Dense(64), rmsprop, 15 epochs of 512.",
     builder=f"{BUILDERS}:seed",
+    # Steps before test accuracy stops climbing (within 1 point of the best) on the 1,437 8x8
+    # digits, 3 seeds: 0.976 at 300, 0.73 at its own 30 there (`python -m bench.steps_needed`,
+    # docs/benchmarks.md). Fashion-MNIST gives it 1,245. The recipe stays the article's.
+    min_steps=300,
     epochs=15,
     batch_size=512,
     optimizer="rmsprop",
@@ -133,6 +230,7 @@ register_preset(
     "Seed-sized net with BatchNorm after pooling, AdamW, warm-up + cosine, bfloat16 compute "
     "where the CPU has it: 5 epochs.",
     builder=f"{BUILDERS}:fast",
+    min_steps=90,  # as seed's: 0.994 at 90 steps, 0.986 at 60, 0.79 at its own 30 there
     epochs=5,
     batch_size=256,
     optimizer="adamw",
@@ -151,6 +249,7 @@ register_preset(
     "VGG-style net with BatchNorm, translation (+ flip for mirror-symmetric classes) "
     "augmentation, bfloat16 compute where the CPU has it, restore-best, 1-pixel shift TTA.",
     builder=f"{BUILDERS}:best",
+    min_steps=96,  # as seed's: 0.991 at 96 steps, 0.976 at 60; its own 144 there reach 0.993
     # 24 epochs fit the budget on a CPU with AMX; where they do not, the budget plans fewer and
     # the schedule ends with them, so `best` stays a 10-minute preset on any machine (epoch
     # times by CPU: docs/benchmarks.md).

@@ -69,7 +69,10 @@ def write_report(
         f"preset {config.preset} · {len(test)} test examples from {test.source} · "
         f"started {manifest.get('started', 'unknown')}"
     )
+    # Above the headline numbers: an under-trained model's accuracy says little of the preset.
     cards = _cards(metrics, config.recipe())
+    if metrics.get("under_training"):
+        cards = html.warning(f"Under-trained: {metrics['under_training']}") + cards
     page = html.page(f"Run report: {run.path.name}", subtitle, sections, cards)
     return write_atomic(run.path / "report.html", page)
 

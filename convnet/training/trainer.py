@@ -7,6 +7,7 @@ import contextlib
 import errno
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
-from convnet.errors import DiskFull
+from convnet.errors import DiskFull, UnderTrainingWarning
 from convnet.evaluation import (
     TestTimeAugmentation,
     predict_proba,
@@ -28,6 +29,7 @@ from convnet.machine import machine, versions
 from convnet.models.factory import model_for_recipe, portable_model
 from convnet.models.precision import resolve_precision
 from convnet.models.recipe import Recipe
+from convnet.models.registry import under_training
 from convnet.reports.plots import read_history
 from convnet.reports.report import write_report
 from convnet.runs import MODEL_FILE, Run, new_run_dir, process_record
@@ -149,6 +151,7 @@ def train(
     with new_run_dir(context.out(config.out), config.preset) as run_dir:
         session = _session(config, data, context)
         run = _begin_run(run_dir, config, command, data, context)
+        _warn(session, under_training(config.preset, session.recipe, len(data.full)))
         return _fit_and_finish(session, run, Start(), started, verbose, callbacks)
 
 
@@ -294,6 +297,8 @@ def _finish(
         extra["best_epoch"] = load_best(model, run.path / BACKUP_DIR)
         if _stopped_early(recipe, _val_losses(run.path)) and timings["epochs"] < recipe.epochs:
             extra["stopped_early_at"] = timings["epochs"]
+    if "stopped_early_at" not in extra:  # early stopping ends a run that has learnt
+        extra |= _steps_note(session, timings["epochs"])
     model = portable_model(session.context.finish(model))
     tta = TestTimeAugmentation.of(recipe)
     if recipe.calibrate and data.validation is not None:
@@ -331,6 +336,22 @@ def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> lis
         callbacks.append(BestWeights(run_dir / BACKUP_DIR))
     callbacks.append(EpochBackup(run_dir / BACKUP_DIR))  # after CSVLogger; see EpochBackup
     return callbacks
+
+
+def _warn(session: Session, message: str) -> None:
+    """`message` as an `UnderTrainingWarning`, from the process that writes the run only."""
+    if message and session.context.is_chief:
+        warnings.warn(message, UnderTrainingWarning, stacklevel=3)
+
+
+def _steps_note(session: Session, epochs: int) -> dict:
+    """The under-training warning for the epochs trained, for metrics.json and the report; said
+    now too when the time budget, not the recipe, cut the steps short (`train` said the other)."""
+    preset, recipe, examples = session.config.preset, session.recipe, len(session.data.full)
+    message = under_training(preset, recipe, examples, epochs)
+    if epochs < recipe.epochs and not under_training(preset, recipe, examples):
+        _warn(session, message)
+    return {"under_training": message} if message else {}
 
 
 def _keeps_best(recipe: Recipe, validation: Dataset | None) -> bool:
