@@ -491,12 +491,24 @@ def export_csv(out_dir: str | Path, data_dir: str | Path | None = None) -> list[
     return export_fashion_mnist_csv(out_dir, data_dir)
 
 
-def fetch(data_dir: str | Path | None = None) -> Path:
-    """Makes sure Fashion-MNIST is on this machine, checked against the published data; returns
-    its folder."""
-    from convnet.data.sources import verified_fashion_mnist
+def fetch(
+    name: str = "fashion-mnist", data_dir: str | Path | None = None, progress: bool = True
+) -> Path:
+    """Makes sure a dataset is on this machine, checked against its published checksums, and
+    returns the folder that `train=name` reads (docs/data.md, Datasets by name).
 
-    return verified_fashion_mnist(data_dir)
+    Args:
+        name: "fashion-mnist", "mnist", "kmnist", "emnist-letters", or "quickdraw:CLASS,CLASS".
+        data_dir: the folder to keep it in; defaults to `~/.cache/convnet/NAME`.
+        progress: show a progress bar while downloading.
+
+    Raises:
+        ConfigError: an unknown name. DataError: a download failed or a file is not the one
+            published.
+    """
+    from convnet.data.catalogue import fetch_dataset
+
+    return fetch_dataset(name, data_dir, progress)
 
 
 def report(run: str | Path) -> HtmlPage:

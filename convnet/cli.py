@@ -37,6 +37,7 @@ FLAG_GROUPS = {
         "stratify",
         "test_split",
         "pixel_range",
+        "stream",
         "class_weight",
     ),
     "augmentation in training (`flip` also mirrors among the test-time views)": (
@@ -310,11 +311,19 @@ def _add_data_commands(commands) -> None:
     summary.set_defaults(handler=lambda args: print(api.summary(args.preset), end=""))
     summary.add_argument("preset")
 
-    fetch = commands.add_parser("fetch", help="make sure Fashion-MNIST is on this machine")
-    fetch.set_defaults(handler=lambda args: print(f"Fashion-MNIST: {api.fetch(args.data_dir)}"))
-    fetch.add_argument(
-        "--data-dir", help="look here first, and download here if no copy is found (default: cache)"
+    fetch = commands.add_parser(
+        "fetch", help="download a dataset by name, checked, to train on with --train NAME"
     )
+    fetch.set_defaults(
+        handler=lambda args: print(f"{args.name}: {api.fetch(args.name, args.data_dir)}")
+    )
+    fetch.add_argument(
+        "name",
+        nargs="?",
+        default="fashion-mnist",
+        help="fashion-mnist (default), mnist, kmnist, emnist-letters, or quickdraw:CLASS,CLASS",
+    )
+    fetch.add_argument("--data-dir", help="keep it in this folder (default: ~/.cache/convnet/NAME)")
 
     export_csv = commands.add_parser(
         "export-csv", help="write Fashion-MNIST as the Kaggle CSVs (label,pixel1..pixel784)"

@@ -20,6 +20,10 @@ from convnet.models.recipe import AUGMENT_FIELDS, OPTIMIZERS, PRECISIONS, SCHEDU
 from convnet.models.registry import get_preset
 
 FORMATS = ("csv", "npz", "idx", "folder")
+# Datasets fetched by name wherever a data source is named (`convnet.data.catalogue`), and
+# Quick, Draw!'s classes as "quickdraw:CLASS,CLASS".
+DATASET_NAMES = ("fashion-mnist", "mnist", "kmnist", "emnist-letters")
+QUICKDRAW = "quickdraw"
 RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
 
 
@@ -31,8 +35,8 @@ class TrainConfig:
     train: str | None = field(
         default=None,
         metadata={
-            "help": "training data: CSV, NPZ, IDX images file or image folder "
-            "(default: Fashion-MNIST)"
+            "help": "training data: CSV, NPZ, IDX images file or image folder, or a dataset "
+            "name: mnist, kmnist, emnist-letters, quickdraw:CLASS,CLASS (default: fashion-mnist)"
         },
     )
     test: str | None = field(default=None, metadata={"help": "test data, same formats"})
@@ -47,7 +51,8 @@ class TrainConfig:
         default=None, metadata={"help": "comma-separated names, or fashion-mnist / mnist"}
     )
     data_dir: str | None = field(
-        default=None, metadata={"help": "folder holding Fashion-MNIST, or to download it into"}
+        default=None,
+        metadata={"help": "folder holding the named dataset, or to download it into"},
     )
     limit: int | None = field(default=None, metadata={"help": "train on the first N examples"})
     stratify: bool = field(default=False, metadata={"help": "stratified validation split"})
@@ -56,6 +61,14 @@ class TrainConfig:
         metadata={
             "help": "share of a source without a test set held out to test on, stratified "
             "and seeded (default: 0.2)"
+        },
+    )
+    stream: bool | None = field(
+        default=None,
+        metadata={
+            "help": "read the images from disk a batch at a time (--stream: per-class .npy "
+            "folders, raw IDX files, uncompressed NPZ) or hold them in memory (--no-stream) "
+            "(default: stream such sources over 2 GiB or a quarter of free memory)"
         },
     )
     pixel_range: str | None = field(
@@ -203,6 +216,15 @@ def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:
             "lr-find needs steps >= 2 and 0 < min_lr < max_lr. "
             f"Received: steps={steps}, min_lr={min_lr}, max_lr={max_lr}."
         )
+
+
+def is_dataset_name(source: str | Path) -> bool:
+    """Whether a data source names a dataset to fetch ("mnist", "quickdraw:cat,dog") rather than
+    a path. A name is a string, as a flag or a YAML value gives it: "./mnist" and
+    `Path("mnist")` are paths, so that a folder named like a dataset can still be read."""
+    return isinstance(source, str) and (
+        source in DATASET_NAMES or source.partition(":")[0] == QUICKDRAW
+    )
 
 
 def config_fields() -> list[dataclasses.Field]:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 import filelock
 
-from convnet.config import TrainConfig, make_config, read_settings
+from convnet.config import TrainConfig, is_dataset_name, make_config, read_settings
 from convnet.errors import ConvnetError, RunError
 from convnet.files import write_atomic, write_yaml
 
@@ -176,7 +176,7 @@ class Run:
         back from any directory) and returns the run."""
         settings = config.resolved()
         for key in ("train", "test", "data_dir"):
-            if settings[key]:
+            if settings[key] and (key == "data_dir" or not is_dataset_name(settings[key])):
                 settings[key] = os.path.abspath(settings[key])
         write_yaml(Path(path) / "config.yaml", settings)
         return cls(path)

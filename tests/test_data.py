@@ -276,6 +276,89 @@ def test_folder_without_class_folders(tmp_path):
         read_folder(tmp_path)
 
 
+# --- folders of <class>.npy files (Quick, Draw!'s numpy_bitmap layout) --------------------------
+
+
+def write_class_files(folder, arrays: dict) -> object:
+    folder.mkdir(exist_ok=True)
+    for name, array in arrays.items():
+        np.save(folder / f"{name}.npy", array)
+    return folder
+
+
+def test_npy_folder_names_classes_after_its_files(tmp_path, tiny):
+    flat = tiny.x.reshape(len(tiny), -1)  # N x 784, as Quick, Draw! publishes them
+    folder = write_class_files(tmp_path / "doodles", {"cat": flat[:5], "airplane": flat[5:12]})
+    (folder / "README.txt").write_text("not a class")
+    data = load_source(folder)["train"]
+    assert data.class_names == ("airplane", "cat")
+    assert data.y.tolist() == [0] * 7 + [1] * 5
+    assert data.image_shape == (28, 28, 1) and data.pixel_range == "0,255"
+    np.testing.assert_array_equal(data.x[:7], tiny.x[5:12])
+    np.testing.assert_array_equal(data.x[7:], tiny.x[:5])
+    three_d = write_class_files(
+        tmp_path / "hw", {"a": tiny.x[:3, :, :, 0], "b": tiny.x[3:5, :, :, 0]}
+    )
+    np.testing.assert_array_equal(load_source(three_d, limit=4)["train"].x, tiny.x[:4])
+
+
+def test_a_folder_of_class_folders_stays_an_image_folder(tmp_path, tiny):
+    folder = write_class_files(tmp_path / "mixed", {"a": tiny.x[:2, :, :, 0]})
+    (folder / "shoe").mkdir()
+    Image.fromarray(tiny.x[0, :, :, 0]).save(folder / "shoe" / "0.png")
+    assert load_source(folder)["train"].class_names == ("shoe",)
+
+
+@pytest.mark.parametrize(
+    ("files", "message"),
+    [
+        (
+            {"cat": b"P5 28 28 255", "dog": None},
+            r"cat.npy: not an NPY file \(the magic string is not correct.*\); expected a NumPy "
+            r"\.npy array \(np\.save\)\.",
+        ),
+        (
+            {"cat": np.zeros((3, 784), np.uint8), "dog": np.zeros((3, 1024), np.uint8)},
+            r"dog.npy: images of 32 x 32; expected 28 x 28 like cat.npy\.",
+        ),
+        (
+            {"cat": np.zeros((0, 784), np.uint8), "dog": None},
+            r"cat.npy: 0 images; expected at least one image of each class\.",
+        ),
+        (
+            {"cat": np.zeros((3, 784), np.float32), "dog": None},
+            r"cat.npy: holds float32 values; expected uint8 images of N x H\*W \(square\), "
+            r"N x H x W or N x H x W x C \(pixels 0-255\)\.",
+        ),
+        (
+            {"cat": np.zeros((3, 785), np.uint8), "dog": None},
+            r"cat.npy: rows of 785 values, which is not a square image; expected uint8",
+        ),
+        ({"cat": None}, r"doodles: 1 class file \(cat.npy\); expected a <class>.npy file for each"),
+    ],
+    ids=["bad-header", "other-width", "empty-class", "float32", "not-square", "one-class"],
+)
+def test_npy_folder_refusals_name_the_file(tmp_path, files, message):
+    folder = tmp_path / "doodles"
+    folder.mkdir()
+    for name, content in files.items():
+        if isinstance(content, bytes):
+            (folder / f"{name}.npy").write_bytes(content)
+        else:
+            np.save(
+                folder / f"{name}.npy", np.zeros((2, 784), np.uint8) if content is None else content
+            )
+    with pytest.raises(DataError, match=message):
+        load_source(folder)
+
+
+def test_a_truncated_npy_file_is_refused_before_reading(tmp_path):
+    folder = write_class_files(tmp_path / "d", {n: np.zeros((4, 784), np.uint8) for n in "ab"})
+    (folder / "b.npy").write_bytes((folder / "b.npy").read_bytes()[:-100])
+    with pytest.raises(DataError, match=r"b.npy: the header declares shape \(4, 784\)"):
+        load_source(folder)
+
+
 # --- dispatch, train/test, sources --------------------------------------------------------------
 
 
@@ -388,7 +471,8 @@ def test_fashion_mnist_corrupt_gzip_says_to_delete_it(tmp_path):
     for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte"):
         (tmp_path / f"{stem}.gz").write_bytes(b"\x1f\x8b truncated")
     (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(b"")
-    for load in (load_fashion_mnist, api.fetch):  # `convnet fetch` checks what it finds
+    fetch = lambda folder: api.fetch(data_dir=folder)  # noqa: E731
+    for load in (load_fashion_mnist, fetch):  # `convnet fetch` checks what it finds
         with pytest.raises(DataError) as raised:
             load(tmp_path)
         message = str(raised.value)

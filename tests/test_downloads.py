@@ -30,6 +30,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if kind == "error" or (kind == "flaky" and Handler.hits[kind] <= 2):
             self.send_error(500, "Internal Server Error")
             return
+        if kind == "missing":
+            self.send_error(404, "Not Found")
+            return
         if kind == "slow":
             threading.Event().wait(SLOW_SECONDS)  # not time.sleep, which the tests record
         body = CONTENT
@@ -99,7 +102,9 @@ def test_server_errors_are_retried_with_backoff(server, tmp_path, sleeps):
 def test_bad_downloads_never_reach_the_cache(server, tmp_path, sleeps, kind, message):
     with pytest.raises(DataError, match=rf"could not download {NAME} .*/{kind}/{NAME}: {message}"):
         fetch(server, tmp_path, kind, retries=2 if kind == "slow" else 3)
-    assert list(tmp_path.iterdir()) == []  # neither the file nor a temporary one
+    # Never the file; what arrived of a truncated one stays hidden, for the next try to go on from.
+    kept = [f".{NAME}.part"] if kind == "truncated" else []
+    assert [p.name for p in tmp_path.iterdir()] == kept
     assert Handler.hits[kind] == (2 if kind == "slow" else 3)
 
 
@@ -109,15 +114,22 @@ def test_next_mirror_is_tried_and_error_names_each(server, tmp_path, sleeps):
         fetch(server, tmp_path / "other", "error", "truncated", retries=1)
 
 
-def test_stale_temporary_files_are_removed(server, tmp_path, sleeps):
-    (tmp_path / f".{NAME}.abc123").write_bytes(b"half a file")
-    fetch(server, tmp_path, "good")
+def test_a_file_no_mirror_has_is_not_asked_for_again(server, tmp_path, sleeps):
+    with pytest.raises(sources.NotPublished, match=rf"{NAME} is not there to download: .*HTTP 404"):
+        fetch(server, tmp_path, "missing")
+    assert Handler.hits["missing"] == 1 and sleeps == []
+
+
+def test_a_partial_file_that_is_no_prefix_is_downloaded_again(server, tmp_path, sleeps):
+    (tmp_path / f".{NAME}.part").write_bytes(b"another file")  # the server sends it all again
+    assert fetch(server, tmp_path, "good").read_bytes() == CONTENT
     assert [p.name for p in tmp_path.iterdir()] == [NAME]
 
 
 def test_fetch_downloads_into_the_data_dir_it_is_given(tmp_path, monkeypatch):
     targets = []
     monkeypatch.setattr(sources, "find_fashion_mnist", lambda data_dir=None: None)
+    monkeypatch.delenv(sources.MIRROR_ENV, raising=False)
     monkeypatch.setattr(sources, "download", lambda name, target, md5, **kw: targets.append(target))
     assert sources.ensure_fashion_mnist(tmp_path / "mine", progress=False) == tmp_path / "mine"
     assert set(targets) == {tmp_path / "mine"} and len(targets) == len(sources.PUBLISHED_MD5)

@@ -9,16 +9,18 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.config import FORMATS, TrainConfig
+from convnet.config import FORMATS, TrainConfig, is_dataset_name
 from convnet.data.cache import cached_read
+from convnet.data.catalogue import IDX_SETS, fetch_dataset, read_idx_set
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
-from convnet.data.folder import read_folder
+from convnet.data.folder import read_any_folder
 from convnet.data.idx import read_idx_dataset
 from convnet.data.memory import KeptRecords, read_memory
 from convnet.data.npz import has_test_split, read_npz
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
+from convnet.data.streamed import cannot_stream
 from convnet.data.weights import class_weights
 from convnet.errors import ConfigError, ConvnetWarning, DataError
 from convnet.models.recipe import resolve_augment
@@ -91,12 +93,16 @@ def load_source(
     class_names: str | list[str] | None = None,
     pixel_range: str | None = None,
     limit: int | None = None,
+    data_dir: str | Path | None = None,
+    stream: bool | None = None,
 ) -> dict[str, Dataset]:
     """Reads a data source into its splits.
 
     Args:
-        path: a CSV, NPZ, IDX images file, or a folder (with class sub-folders, or with
-            `train/` and `test/` folders of class sub-folders).
+        path: a CSV, NPZ, IDX images file, or a folder: of class sub-folders of images, of
+            `<class>.npy` files (`convnet.data.npy`), or with `train/` and `test/` folders of
+            either; or, as a string, a dataset name (`convnet.data.catalogue`: "mnist",
+            "quickdraw:cat,dog"), fetched if missing.
         format: one of FORMATS; guessed from `path` when None.
         label_column: for CSV, the label column's name or index.
         class_names: a named set ("fashion-mnist", "mnist"), a comma-separated list, or None.
@@ -105,6 +111,11 @@ def load_source(
         limit: read only the first `limit` training examples where the format allows it (NPZ,
             IDX, folders; a CSV is read whole), or all when None; a test split is read whole.
             The pixel range detected and the classes found are still those of every example.
+        data_dir: the folder a named dataset is kept in; its cache folder when None.
+        stream: leave the images in their files and read them a batch at a time
+            (`convnet.data.streamed`); False to read them into memory; None to stream sources
+            too big to hold. Per-class .npy folders, raw IDX files and NPZ archives of uint8
+            images stored uncompressed can be streamed.
 
     Returns:
         {"train": Dataset} and "test" where the source carries one.
@@ -113,29 +124,41 @@ def load_source(
         DataError: the path is missing, of an unknown format, its content is invalid, or an
             array's declared size is more than memory can hold.
     """
+    if is_dataset_name(path):
+        name, path = path, fetch_dataset(path, data_dir)
+        if name in IDX_SETS:
+            names = resolve_class_names(class_names, Path(name))
+            return read_idx_set(name, path, names, pixel_range, limit, stream)
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path}: file not found.")
     format = format or guess_format(path)
     names = resolve_class_names(class_names, path)
+    if stream and format == "csv":
+        raise cannot_stream(path, "a CSV file holds its pixels as text")
     if format == "csv":
         read = lambda: read_csv(path, label_column, names, pixel_range=pixel_range)  # noqa: E731
         options = {"label_column": label_column, "class_names": names, "pixel_range": pixel_range}
         return {"train": cached_read(path, read, **options)}
     if format == "npz":
-        return read_npz(path, names, pixel_range, limit)
+        return read_npz(path, names, pixel_range, limit, stream)
     if format == "idx":
-        return {"train": read_idx_dataset(path, names, pixel_range=pixel_range, limit=limit)}
+        read = read_idx_dataset(path, names, pixel_range=pixel_range, limit=limit, stream=stream)
+        return {"train": read}
     if format == "folder":
         if carries_test_set(path, format):
-            return {"train": read_folder(path / "train", limit), "test": read_folder(path / "test")}
-        return {"train": read_folder(path, limit)}
+            train = read_any_folder(path / "train", limit, stream)
+            return {"train": train, "test": read_any_folder(path / "test", None, stream)}
+        return {"train": read_any_folder(path, limit, stream)}
     raise DataError(f"format {format!r} is not supported; expected one of {', '.join(FORMATS)}.")
 
 
-def carries_test_set(path: Path, format: str | None = None) -> bool:
-    """Whether the source holds a test split of its own (an NPZ's `x_test`, a folder's `test/`),
-    so that none is held out of its training examples."""
+def carries_test_set(path: str | Path, format: str | None = None) -> bool:
+    """Whether the source holds a test split of its own (an NPZ's `x_test`, a folder's `test/`,
+    a named IDX dataset's), so that none is held out of its training examples."""
+    if is_dataset_name(path):
+        return path in IDX_SETS
+    path = Path(path)
     if not path.exists():
         return False
     format = format or guess_format(path)
@@ -184,6 +207,7 @@ def _train_test(
     seed,
     limit=None,
     given=None,
+    stream=None,
 ) -> tuple[Dataset, Dataset, float | None]:
     """`load_train_test`'s sets, and the share held out to test on (None if none was).
 
@@ -194,21 +218,31 @@ def _train_test(
     trains on, unless a test set is held out of the source: that is a seeded sample of all its
     examples and the training examples are what is left, so the source is read whole then (and
     the caller cuts the training set to `limit` afterwards).
+
+    `stream`: `load_source`'s, for the sources named by path.
     """
     given = given or {}
     if "train" in given:
         splits = {"train": given["train"]}
     elif train:
-        whole = limit and not (test or given) and not carries_test_set(Path(train), format)
+        whole = limit and not (test or given) and not carries_test_set(train, format)
         first = None if whole else limit
-        splits = load_source(train, format, label_column, class_names, pixel_range, first)
+        splits = load_source(
+            train, format, label_column, class_names, pixel_range, first, data_dir, stream
+        )
+    elif stream:
+        raise cannot_stream("Fashion-MNIST", "its files are gzipped")
     else:  # its own class names unless --class-names gives others
         splits = load_fashion_mnist(data_dir, resolve_class_names(class_names, Path("fashion")))
     train_range = splits["train"].pixel_range
     if "test" in given:
         splits["test"] = given["test"]
     elif test:
-        test_splits = load_source(test, format, label_column, class_names, train_range)
+        # --data-dir holds the training dataset: another named test set is in its own folder.
+        own = data_dir if test == (train or "fashion-mnist") else None
+        test_splits = load_source(
+            test, format, label_column, class_names, train_range, None, own, stream
+        )
         splits["test"] = test_splits.get("test", test_splits["train"])
     if "test" in splits and test_split is not None:
         source = "the test data given" if "test" in given else test or train
@@ -354,6 +388,7 @@ def load_config_data(
         config.seed,
         limit,
         given,
+        config.stream,
     )
 
 
@@ -379,7 +414,9 @@ def read_given(config: TrainConfig, memory: dict) -> dict[str, Dataset]:
     if "test" in memory:
         train_range = sets["train"].pixel_range if sets else config.pixel_range
         if train_range is None and config.train:  # the training source's, detected
-            source = load_source(config.train, config.format, config.label_column, names, limit=1)
+            source = load_source(
+                config.train, config.format, config.label_column, names, None, 1, config.data_dir
+            )
             train_range = source["train"].pixel_range
         sets["test"] = read_memory(memory["test"], "test", *options, train_range)
     return sets

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
+from convnet.data.streamed import StreamedImages
 from convnet.errors import DataError
 
 FASHION_MNIST_CLASSES = (
@@ -24,12 +26,16 @@ FASHION_MNIST_CLASSES = (
 )
 
 
+CHECKSUM_CHUNK_BYTES = 16 * 2**20  # of images or labels hashed at a time
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Images and labels.
 
     Attributes:
-        x: uint8 array of shape (N, H, W, C).
+        x: uint8 array of shape (N, H, W, C), or a `StreamedImages` view of files that are read
+            a batch at a time (data bigger than memory).
         y: int64 array of shape (N,), values in [0, len(class_names)).
         class_names: one name per class index.
         source: where the data came from, for messages and the manifest.
@@ -37,7 +43,7 @@ class Dataset:
             0-255 (`convnet.data.pixels`).
     """
 
-    x: np.ndarray
+    x: np.ndarray | StreamedImages
     y: np.ndarray
     class_names: tuple[str, ...]
     source: str = ""
@@ -71,15 +77,26 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    @property
+    def feed(self) -> str:
+        """How training reads the images: "streamed" from their files, or from "memory"."""
+        return "streamed" if isinstance(self.x, StreamedImages) else "memory"
+
     def take(self, index: np.ndarray | slice) -> Dataset:
-        """Returns the examples at `index`, sharing class names and source."""
-        return dataclasses.replace(self, x=self.x[index], y=self.y[index])
+        """Returns the examples at `index`, sharing class names and source. Streamed images
+        stay in their files: the result is a view of other rows of them."""
+        x = self.x.select(index) if isinstance(self.x, StreamedImages) else self.x[index]
+        return dataclasses.replace(self, x=x, y=self.y[index])
 
     def checksum(self) -> str:
-        """SHA-256 of pixels and labels, for the manifest."""
+        """SHA-256 of pixels and labels, for the manifest. Read a chunk at a time, so streamed
+        images are never held whole, and they hash as the same images in memory do."""
         digest = hashlib.sha256()
-        digest.update(np.ascontiguousarray(self.x).data)
-        digest.update(self.y.astype("<i8").tobytes())
+        step = max(1, CHECKSUM_CHUNK_BYTES // max(math.prod(self.image_shape), 1))
+        for start in range(0, len(self), step):
+            digest.update(np.ascontiguousarray(self.x[start : start + step]).data)
+        for start in range(0, len(self), CHECKSUM_CHUNK_BYTES // 8):
+            digest.update(self.y[start : start + CHECKSUM_CHUNK_BYTES // 8].astype("<i8").data)
         return digest.hexdigest()
 
     def background_is_light(self) -> bool:

@@ -1,4 +1,5 @@
-"""Folders of image files, one sub-folder per class (sorted by name)."""
+"""Folders of image files, one sub-folder per class (sorted by name); `read_any_folder` tells
+them from folders of `<class>.npy` files."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ from PIL import Image, UnidentifiedImageError
 
 from convnet.data.arrays import check_fits_in_memory
 from convnet.data.dataset import Dataset
+from convnet.data.npy import is_npy_folder, read_npy_folder
+from convnet.data.streamed import cannot_stream
 from convnet.errors import DataError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -67,6 +70,20 @@ def read_folder(root: str | Path, limit: int | None = None) -> Dataset:
     for i, path in enumerate(files):  # one decoded image at a time
         x[i] = _to_array(decode_image(path.read_bytes(), str(path)), size, grey, path)
     return Dataset(x, np.array(labels[: len(files)], np.int64), tuple(classes), str(root))
+
+
+def read_any_folder(root: Path, limit: int | None = None, stream: bool | None = None) -> Dataset:
+    """`root` as a folder of `<class>.npy` files when it is one (`convnet.data.npy`), else as a
+    folder of class folders of images (`read_folder`).
+
+    Raises:
+        DataError: `stream` for images files, which cannot be streamed; else as the readers.
+    """
+    if is_npy_folder(root):
+        return read_npy_folder(root, limit, stream)
+    if stream:
+        raise cannot_stream(root, "a folder of image files holds them compressed (PNG, JPEG)")
+    return read_folder(root, limit)
 
 
 def _pixels(root: Path, count: int, size: tuple[int, int], grey: bool) -> np.ndarray:

@@ -19,6 +19,13 @@ import numpy as np
 
 from convnet.data.arrays import CHUNK_BYTES, greatest_label, read_pixels, read_rows
 from convnet.data.dataset import Dataset, numbered_class_names
+from convnet.data.streamed import (
+    ImageFile,
+    StreamedImages,
+    cannot_stream,
+    streamed_range,
+    streams,
+)
 from convnet.errors import DataError
 
 _UBYTE = np.dtype(np.uint8)
@@ -125,6 +132,7 @@ def read_idx_dataset(
     labels_path: str | Path | None = None,
     pixel_range: str | None = None,
     limit: int | None = None,
+    stream: bool | None = None,
 ) -> Dataset:
     """Reads an IDX images file and its labels file into a Dataset.
 
@@ -136,25 +144,44 @@ def read_idx_dataset(
             (`convnet.data.pixels`).
         limit: read only the first `limit` examples; all when None. The range detected and the
             classes numbered are still those of every example, as when the files are read whole.
+        stream: leave the images of a raw (not gzipped) file in it, read a batch at a time
+            (`convnet.data.streamed`); None to decide by their size.
 
     Raises:
-        DataError: either file is invalid or larger than memory can hold, or their counts differ.
+        DataError: either file is invalid or larger than memory can hold, or their counts
+            differ; `stream` for a gzipped file.
     """
     images_path = Path(images_path)
     labels_path = Path(labels_path) if labels_path else labels_path_for(images_path)
     x_shape, y_shape = _declared(images_path), _declared(labels_path)
     _check_shapes(images_path, labels_path, x_shape, y_shape)
     rows = _kept(x_shape, limit)
-    with _opened(images_path) as (images, _):  # one at a time, so errors name the right file
-        x, pixel_range = read_pixels(images, _UBYTE, x_shape, rows, str(images_path), pixel_range)
-        _check_end(images_path, images, x_shape, rows)
+    gzipped = images_path.suffix == ".gz"
+    if gzipped and stream:
+        raise cannot_stream(images_path, "a gzipped IDX file holds its images compressed")
+    if not gzipped and streams(rows * math.prod(x_shape[1:]), stream):
+        x, pixel_range = _streamed(images_path, x_shape, rows, pixel_range)
+    else:
+        with _opened(images_path) as (images, _):  # one at a time: errors name the right file
+            x, pixel_range = read_pixels(
+                images, _UBYTE, x_shape, rows, str(images_path), pixel_range
+            )
+            _check_end(images_path, images, x_shape, rows)
+        x = x[..., np.newaxis] if x.ndim == 3 else x
     with _opened(labels_path) as (labels, _):
         y = read_rows(labels, _UBYTE, y_shape, rows, str(labels_path))
         top = None if class_names else greatest_label(y, labels, y_shape, str(labels_path))
         _check_end(labels_path, labels, y_shape, rows)
     names = class_names or numbered_class_names(np.array([top]), str(images_path))
-    x = x[..., np.newaxis] if x.ndim == 3 else x
     return Dataset(x, y.astype(np.int64), names, str(images_path), pixel_range)
+
+
+def _streamed(path: Path, shape: tuple[int, ...], rows: int, pixel_range: str | None):
+    """(the first `rows` images left in the file, their range), the range checked over all."""
+    image_shape = (*shape[1:], 1) if len(shape) == 3 else shape[1:]
+    images = StreamedImages([ImageFile(str(path), 4 + 4 * len(shape), shape[0])], image_shape)
+    pixel_range = streamed_range(images, pixel_range, str(path))
+    return (images if rows == shape[0] else images.select(slice(0, rows))), pixel_range
 
 
 def _check_shapes(images_path: Path, labels_path: Path, x_shape, y_shape) -> None:

@@ -7,6 +7,7 @@ before anything is inflated, and `limit` reads no more training rows than it kee
 from __future__ import annotations
 
 import math
+import struct
 import zipfile
 import zlib
 from pathlib import Path
@@ -18,6 +19,13 @@ from convnet.data.arrays import greatest_label, read_pixels, read_rows
 from convnet.data.dataset import Dataset, numbered_class_names
 from convnet.data.memory import recorded_range
 from convnet.data.pixels import FULL_RANGE, to_pixels
+from convnet.data.streamed import (
+    ImageFile,
+    StreamedImages,
+    cannot_stream,
+    streamed_range,
+    streams,
+)
 from convnet.errors import DataError
 
 _UNREADABLE = (
@@ -36,6 +44,7 @@ def read_npz(
     class_names: tuple[str, ...] | None = None,
     pixel_range: str | None = None,
     limit: int | None = None,
+    stream: bool | None = None,
 ) -> dict[str, Dataset]:
     """Reads the splits an archive holds.
 
@@ -48,18 +57,21 @@ def read_npz(
         limit: read only the first `limit` training examples (all when None); the test split is
             read whole. The range detected and the classes numbered are still those of every
             training example, as when the archive is read whole.
+        stream: leave the images in the archive, read a batch at a time
+            (`convnet.data.streamed`), which needs uint8 arrays stored uncompressed (np.savez);
+            None to decide by their size.
 
     Returns:
         {"train": Dataset} and, where present, "test".
 
     Raises:
         DataError: a missing key, pickled objects, an array memory cannot hold, or values that
-            are not pixels or labels.
+            are not pixels or labels; `stream` for images that cannot be streamed.
     """
     path = Path(path)
     try:
         with _open(path) as archive:
-            return _read(path, archive, class_names, pixel_range, limit)
+            return _read(path, archive, class_names, pixel_range, limit, stream)
     except DataError:
         raise
     except FileNotFoundError:
@@ -93,13 +105,13 @@ def _open(path: Path) -> np.lib.npyio.NpzFile:
     return np.load(path, allow_pickle=False)
 
 
-def _read(path: Path, archive, class_names, pixel_range, limit) -> dict[str, Dataset]:
+def _read(path: Path, archive, class_names, pixel_range, limit, stream) -> dict[str, Dataset]:
     keys = archive.files
     # A run's record of data given in memory holds pixels scaled already, and the range they
-    # were scaled from, which the run's config names too.
+    # were scaled from, which the run's config names too. It is compressed: read into memory.
     recorded = recorded_range(archive)
     if recorded:
-        pixel_range = FULL_RANGE
+        pixel_range, stream = FULL_RANGE, False
     if class_names is None and "class_names" in keys:
         names = _array(path, archive, "class_names")
         if names.ndim != 1:
@@ -120,7 +132,7 @@ def _read(path: Path, archive, class_names, pixel_range, limit) -> dict[str, Dat
                     f"{path}: missing array {key!r}; expected x_train, y_train (and optionally "
                     f"x_test, y_test). Found: {', '.join(sorted(keys)) or 'nothing'}."
                 )
-        x, pixel_range, images = _images(path, archive, x_key, pixel_range, rows)
+        x, pixel_range, images = _images(path, archive, x_key, pixel_range, rows, stream)
         y, top, labels = _labels(path, archive, y_key, rows, count=not class_names)
         splits[split], counts[split] = (x, y, top), (images, labels)
     for split, (images, labels) in counts.items():
@@ -174,24 +186,67 @@ def _whole(stream: BinaryIO, shape, fortran: bool, dtype: np.dtype, name: str) -
     return flat.reshape(shape[::-1]).transpose() if fortran else flat.reshape(shape)
 
 
-def _images(path: Path, archive, key: str, pixel_range, limit):
-    """(the first `limit` images as pixels, their range, how many the array holds)."""
-    with _member(archive, key) as stream:
-        shape, fortran, dtype = _header(path, key, stream)
+def _images(path: Path, archive, key: str, pixel_range, limit, stream=None):
+    """(the first `limit` images as pixels, or left in the archive (`stream`), their range, how
+    many the array holds)."""
+    with _member(archive, key) as member:
+        shape, fortran, dtype = _header(path, key, member)
         if len(shape) not in (3, 4) or 0 in shape:
             raise DataError(
                 f"{path}: {key!r} has shape {shape}; expected (N, H, W) or (N, H, W, C) images, "
                 "none of size 0."
             )
         name = f"{path}: {key!r}"
+        rows = min(limit or shape[0], shape[0])
+        if streams(rows * math.prod(shape[1:]) * dtype.itemsize, stream):
+            streamed = _streamed(path, archive, key, (shape, fortran, dtype), member, stream)
+            if streamed is not None:
+                pixel_range = streamed_range(streamed, pixel_range, name)
+                x = streamed if rows == shape[0] else streamed.select(slice(0, rows))
+                return x, pixel_range, shape[0]
         if fortran:  # its rows are not stored one after another: it is read whole, then cut
-            x = _whole(stream, shape, fortran, dtype, name)
+            x = _whole(member, shape, fortran, dtype, name)
             x, pixel_range = to_pixels(x, name, pixel_range)
             x = x[:limit]
         else:
-            rows = min(limit or shape[0], shape[0])
-            x, pixel_range = read_pixels(stream, dtype, shape, rows, name, pixel_range)
+            x, pixel_range = read_pixels(member, dtype, shape, rows, name, pixel_range)
     return (x if x.ndim == 4 else x[..., np.newaxis]), pixel_range, shape[0]
+
+
+def _streamed(path: Path, archive, key: str, header, member: BinaryIO, stream):
+    """The member's images left in the archive, or None where they cannot be and `stream` was
+    not asked for (they are read into memory then).
+
+    Raises:
+        DataError: `stream` asked for images that are compressed, not uint8, or in Fortran
+            order.
+    """
+    shape, fortran, dtype = header
+    info = archive.zip.getinfo(member.name)
+    why = None
+    if info.compress_type != zipfile.ZIP_STORED:
+        why = f"{key!r} is compressed in the archive (np.savez stores arrays uncompressed)"
+    elif dtype != np.uint8 or fortran:
+        why = f"{key!r} holds {'Fortran-ordered ' if fortran else ''}{dtype}, not uint8 rows"
+    if why:
+        if stream:
+            raise cannot_stream(path, why)
+        return None
+    image_shape = shape[1:] if len(shape) == 4 else (*shape[1:], 1)
+    offset = _data_offset(path, info) + member.tell()  # past the member's own .npy header
+    return StreamedImages([ImageFile(str(path), offset, shape[0])], image_shape)
+
+
+def _data_offset(path: Path, info: zipfile.ZipInfo) -> int:
+    """Where a stored member's bytes begin in the archive: past its local header, whose name
+    and extra fields may differ in length from the central directory's."""
+    with path.open("rb") as file:
+        file.seek(info.header_offset)
+        local = file.read(30)
+    if len(local) < 30 or local[:4] != b"PK\x03\x04":
+        raise ValueError(f"no local header for {info.filename!r}")
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    return info.header_offset + 30 + name_length + extra_length
 
 
 def _labels(path: Path, archive, key: str, limit, count: bool):

@@ -108,7 +108,8 @@ class Context:
         """This process's equal share of `data` (every process must run as many steps).
 
         Each share is trimmed to a multiple of the devices per process, so even the last, partial
-        batch splits evenly over the devices.
+        batch splits evenly over the devices. Streamed data stays in its files: the share is a
+        view of its rows, and this process reads those alone.
         """
         if data is None or self.engine is None:
             return data

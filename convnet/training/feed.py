@@ -5,6 +5,10 @@ Keras makes a new iterator every epoch for arrays and finite datasets, and the f
 about half the epochs then waited for it; with one endless feed and `steps_per_epoch` it keeps a
 single iterator for the whole fit (docs/benchmarks.md). TensorFlow gets a tf.data pipeline; JAX
 and torch an `EpochBatches` over NumPy, so neither imports TensorFlow.
+
+Streamed data (`convnet.data.streamed`) goes through the same orders: each batch's images are read
+from their files when it is made (`read_batch`), and its labels made one-hot then, so that nothing
+the size of the data is held. Streamed or in memory, a seed gives the same batches.
 """
 
 from __future__ import annotations
@@ -17,6 +21,18 @@ from convnet.data.dataset import Dataset
 
 def one_hot(data: Dataset) -> np.ndarray:
     return keras.utils.to_categorical(data.y, data.num_classes)
+
+
+def read_batch(
+    data: Dataset, positions: np.ndarray, targets: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(uint8 images, one-hot labels) of the examples at `positions` of `data`: streamed images
+    are read now, and the labels taken from `targets` (all of them one-hot) or made one-hot."""
+    if targets is None:
+        labels = keras.utils.to_categorical(data.y[positions], data.num_classes)
+    else:
+        labels = targets[positions]
+    return data.x[positions], labels
 
 
 def epoch_steps(examples: int, batch_size: int) -> int:
@@ -44,7 +60,6 @@ def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_
     model thread, which held up the end of `fit` (docs/benchmarks.md)."""
     import tensorflow as tf
 
-    x, y = tf.constant(data.x), tf.constant(one_hot(data))
     indices = tf.range(len(data), dtype=tf.int64)
 
     def epoch_batches(epoch):
@@ -55,10 +70,30 @@ def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_
         return tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
 
     batched = tf.data.Dataset.counter(first_epoch).flat_map(epoch_batches)
-    pairs = batched.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+    if data.feed == "streamed":
+        pairs = batched.map(_tf_reader(tf, data))
+    else:
+        x, y = tf.constant(data.x), tf.constant(one_hot(data))
+        pairs = batched.map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
     options = tf.data.Options()
     options.autotune.enabled = False
     return pairs.prefetch(2).with_options(options)
+
+
+def _tf_reader(tf, data: Dataset):
+    """The tf.data map from a batch of positions to its (images, one-hot labels), read by
+    `read_batch` in the pipeline's own thread while the model trains on the batch before."""
+    image_shape, classes = data.image_shape, data.num_classes
+
+    def read(positions):
+        images, labels = tf.numpy_function(
+            lambda at: read_batch(data, at), [positions], (tf.uint8, tf.float64), stateful=False
+        )
+        images.set_shape((None, *image_shape))
+        labels.set_shape((None, classes))
+        return images, labels
+
+    return read
 
 
 class EpochBatches(keras.utils.PyDataset):
@@ -72,7 +107,10 @@ class EpochBatches(keras.utils.PyDataset):
 
     def __init__(self, data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
         super().__init__()  # one worker, no enqueuer: batches are made on the calling thread
-        self.data, self.targets = data, one_hot(data)
+        self.data = data
+        # In memory, every label one-hot at once; streamed, a batch's at a time (345 classes of
+        # 50 million doodles would take 138 GB one-hot).
+        self.targets = None if data.feed == "streamed" else one_hot(data)
         self.batch_size, self.shuffle_seed, self.first_epoch = batch_size, shuffle_seed, first_epoch
         self.steps = epoch_steps(len(data), batch_size)
         self._epoch, self._order = None, None  # the epoch under way and its order
@@ -94,4 +132,4 @@ class EpochBatches(keras.utils.PyDataset):
         epoch, step = divmod(index, self.steps)
         order = self.order(self.first_epoch + epoch)
         picked = order[step * self.batch_size : (step + 1) * self.batch_size]
-        return self.data.x[picked], self.targets[picked]
+        return read_batch(self.data, picked, self.targets)

@@ -192,7 +192,7 @@ def resume(
         val_losses=_val_losses(run.path),
     )
     if run.read_json("manifest.json"):
-        _mark_resumed(run, command, session.context)
+        _mark_resumed(run, command, session.context, data.full.feed)
     else:  # killed before the manifest was written: it begins now
         _begin_run(run.path, config, command, data, session.context)
     return _fit_and_finish(session, run, start, started, verbose, callbacks)
@@ -415,6 +415,8 @@ def _begin_run(
                 "class_names": list(train.class_names),
                 "image_shape": list(train.image_shape),
                 "background_is_light": train.background_is_light(),
+                # "streamed" from the files a batch at a time, or held in "memory"
+                "feed": train.feed,
             },
             "process": process_record(),
             "versions": versions(keras.backend.backend()),
@@ -425,10 +427,10 @@ def _begin_run(
     return run
 
 
-def _mark_resumed(run: Run, command, context: distributed.Context) -> None:
+def _mark_resumed(run: Run, command, context: distributed.Context, feed: str) -> None:
     manifest = run.read_json("manifest.json")
     resumes = manifest.get("resumes", []) + [
-        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
+        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command, "feed": feed}
     ]
     run.write_json(
         "manifest.json",

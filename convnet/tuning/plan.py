@@ -15,7 +15,7 @@ from pathlib import Path
 
 import filelock
 
-from convnet.config import TrainConfig
+from convnet.config import TrainConfig, is_dataset_name
 from convnet.errors import ConfigError
 from convnet.files import write_atomic
 from convnet.tuning.space import (
@@ -137,7 +137,7 @@ def config_record(config: TrainConfig) -> dict:
         if f.name not in ("overrides", "out")
     }
     for key in ("train", "test", "data_dir"):
-        if values[key]:
+        if values[key] and (key == "data_dir" or not is_dataset_name(values[key])):
             values[key] = os.path.abspath(values[key])
     return {k: v for k, v in values.items() if v is not None} | config.overrides
 
