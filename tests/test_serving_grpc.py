@@ -10,6 +10,7 @@ import io
 import re
 import socket
 import struct
+import time
 
 import grpc
 import numpy as np
@@ -279,7 +280,11 @@ def test_two_workers_share_the_grpc_port(trained_run):
         server.wait_ready(180)
         port = int(re.search(r" and gRPC at 127\.0\.0\.1:(\d+)", server.output[0]).group(1))
         pids: set[str] = set()
-        for _ in range(200):  # a new connection each time: the kernel hands them to either
+        # The second worker may still be loading its model when the first answers (a loaded
+        # machine took longer than 200 calls): call until both have answered, within a bound.
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline:  # a new connection each time: either may get it
+            time.sleep(0.05)
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 stub = pb_grpc.GRPCInferenceServiceStub(channel)
                 assert stub.ServerMetadata(pb.ServerMetadataRequest()).name == "convnet"
