@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
-
 import keras
 import numpy as np
 import pytest
+from conftest import make_images
 from scipy.special import log_softmax, softmax
 
 from convnet.data.dataset import Dataset
@@ -82,17 +81,32 @@ def test_calibrate_needs_a_softmax_layer_at_the_end():
         calibrate(tiny_model(activation="linear"), data, TestTimeAugmentation())
 
 
-def test_a_calibrated_run_records_its_temperature_and_predicts_with_it(tmp_path, tiny_npz):
+def test_a_calibrated_run_records_its_temperature_and_predicts_with_it(tmp_path, trained_run):
+    """The session's run trained again from its config.yaml, with `calibrate`: the same network
+    (training is seeded), its softmax layer divided by the recorded temperature."""
     import convnet
 
-    result = convnet.train(
-        train=str(tiny_npz), epochs=2, batch_size=64, calibrate=True, out=str(tmp_path), verbose=0
+    plain = convnet.load(trained_run)
+    run = convnet.train(
+        str(trained_run / "config.yaml"), calibrate=True, out=str(tmp_path / "run"), verbose=0
     )
-    metrics = json.loads((result.run / "metrics.json").read_text())
-    assert 0.05 < metrics["temperature"] < 20
-    report = (result.run / "report.html").read_text()
-    assert f"temperature of {metrics['temperature']:.3f}" in report
-    assert convnet.evaluate(result.run)["test_loss"] == pytest.approx(metrics["test_loss"])
+    temperature = run.metrics["temperature"]
+    assert 0.05 < temperature < 20 and abs(np.log(temperature)) > 0.1
+    *features, kernel, bias = run.model.get_weights()
+    *plain_features, plain_kernel, plain_bias = plain.model.get_weights()
+    for a, b in zip(features, plain_features, strict=True):
+        np.testing.assert_array_equal(a, b, err_msg="the run did not train as trained_run did")
+    np.testing.assert_allclose(kernel, plain_kernel / temperature, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bias, plain_bias / temperature, rtol=1e-5, atol=1e-6)
+
+    test = make_images(200, seed=2)  # the test split of `tiny_npz`
+    before, after = plain.predict(test.x), run.predict(test.x)
+    tempered = softmax(np.log(before.astype(np.float64)) / temperature, axis=1)
+    np.testing.assert_allclose(after, tempered, atol=1e-5)
+    assert np.abs(after - before).max() > 1e-3  # the temperature changed the probabilities
+    report = (run.run / "report.html").read_text()
+    assert f"temperature of {temperature:.3f}" in report
+    assert convnet.evaluate(run.run)["test_loss"] == pytest.approx(run.metrics["test_loss"])
 
 
 def logits_head(input_shape, num_classes):

@@ -354,6 +354,24 @@ def test_recipe_flags_say_what_they_mean_and_each_presets_default():
     assert "recipe: " not in text  # the old help, the field's name and nothing more
 
 
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_version_prints_the_version_and_the_backend_it_would_use(backend):
+    from importlib.metadata import version
+
+    result = run_cli("--version", env={"KERAS_BACKEND": backend})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"convnet {version('convnet')} (Keras backend: {backend})\n"
+
+
+def test_dash_v_shows_the_frameworks_start_up_lines():
+    """TensorFlow's C++ start-up lines (absl's, oneDNN's) that every command hides without -v
+    (test_train_json_then_evaluate_and_predict); even with TF_CPP_MIN_LOG_LEVEL=2 set."""
+    result = run_cli("-v", "summary", "seed", env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert result.returncode == 0, result.stderr
+    assert "Total params: 93,322" in result.stdout
+    assert re.search(r"oneDNN|absl|^[IWE]\d{4} ", result.stderr, re.M), result.stderr
+
+
 def test_python_dash_m_convnet_is_the_command():
     result = subprocess.run(
         [sys.executable, "-m", "convnet", "--version"], capture_output=True, text=True, timeout=60

@@ -34,6 +34,8 @@ needs_jax = pytest.mark.skipif(
 needs_data = pytest.mark.skipif(
     find_fashion_mnist() is None, reason="Fashion-MNIST is not on this machine (make data)"
 )
+# The tests of the `runs` fixture, which trains on Fashion-MNIST: `-m "not slow"` skips them.
+slow = pytest.mark.slow
 
 TRAIN = ["train", "--backend", "jax", "--limit", "5120", "--epochs", "2", "--batch-size", "64"]
 TRAIN += ["--schedule", "cosine", "--seed", "7", "--json"]
@@ -105,6 +107,7 @@ def runs(tmp_path_factory) -> dict:
 
 @needs_jax
 @needs_data
+@slow
 def test_two_processes_end_with_identical_weights(runs):
     chief, worker = result(*runs["chief"]), result(*runs["worker"])
     first, second = weights(runs["root"], 0), weights(runs["root"], 1)
@@ -116,6 +119,7 @@ def test_two_processes_end_with_identical_weights(runs):
 
 @needs_jax
 @needs_data
+@slow
 def test_only_process_0_writes_the_run_folder(runs):
     chief, worker = result(*runs["chief"]), result(*runs["worker"])
     assert chief["run"] == str(runs["root"] / "pair") and worker["run"] is None
@@ -137,6 +141,7 @@ def test_only_process_0_writes_the_run_folder(runs):
 
 @needs_jax
 @needs_data
+@slow
 def test_two_processes_match_one_process(runs):
     pair, alone = result(*runs["chief"]), result(*runs["one_device"])
     assert abs(pair["test_accuracy"] - alone["test_accuracy"]) <= 0.02, (pair, alone)
@@ -144,6 +149,7 @@ def test_two_processes_match_one_process(runs):
 
 @needs_jax
 @needs_data
+@slow
 def test_two_devices_in_one_process_give_the_same_result(runs):
     """Same batches in the same order as one device: only float rounding differs."""
     devices, alone = result(*runs["two_devices"]), result(*runs["one_device"])

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import CLASS_NAMES, make_images, run_cli
 
+from convnet.cli import main
 from convnet.exporter import ExportError, export_model
 from convnet.models.factory import load_model
 from convnet.runs import Run
@@ -261,6 +262,27 @@ def test_litert_float32_matches_keras_and_int8_keeps_its_accuracy(trained_run, t
     assert int8.stat().st_size < 0.5 * (tmp_path / "model.tflite").stat().st_size
     accuracy = np.mean(litert_predict(int8, x).argmax(1) == y)
     assert accuracy >= np.mean(expected.argmax(1) == y) - 0.005
+
+
+@pytest.mark.parametrize(("quantize", "at_most"), [("float16", 0.6), ("dynamic", 0.4)])
+def test_litert_float16_and_dynamic_shrink_the_file_and_answer_like_keras(
+    trained_run, tiny_npz, exports, tmp_path, quantize, at_most
+):
+    """`--quantize float16` halves the weights, `dynamic` stores them as int8 (a quarter); both
+    take uint8 pixels and give float32 probabilities, as the float32 export does."""
+    x = np.load(tiny_npz)["x_test"][..., np.newaxis]
+    y = np.load(tiny_npz)["y_test"]
+    expected = load_model(Run(trained_run).model_file).predict(x, verbose=0)
+    out = tmp_path / f"{quantize}.tflite"
+    argv = ["export", str(trained_run), "--format", "litert", "--quantize", quantize]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert out.stat().st_size < at_most * exports["litert"].stat().st_size
+    answers = litert_predict(out, x)
+    assert answers.dtype == np.float32 and answers.shape == expected.shape
+    if quantize == "float16":  # float16 weights, float32 arithmetic
+        np.testing.assert_allclose(answers, expected, atol=1e-2)
+    assert np.mean(answers.argmax(1) == expected.argmax(1)) >= 0.99
+    assert np.mean(answers.argmax(1) == y) >= np.mean(expected.argmax(1) == y) - 0.01
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -68,10 +72,33 @@ def test_a_preset_registered_with_its_function_builds_it(monkeypatch):
 
 
 def test_built_in_presets_name_their_builders_and_import_them_only_to_build():
+    """In a fresh process, listing and looking up every preset imports no builder and no Keras;
+    a builder given by name is imported when it is asked for (here a light module's function,
+    to show it without paying for Keras), as the built-in ones are below."""
+    code = (
+        "import json, sys\n"
+        "from convnet.models import get_preset, list_presets, register_preset\n"
+        "presets = {name: get_preset(name) for name in list_presets()}\n"
+        "register_preset('lazy', 'built by name', builder='colorsys:rgb_to_hsv')\n"
+        "heavy = ('convnet.models.builders', 'keras', 'tensorflow', 'colorsys')\n"
+        "looked_up = [m for m in heavy if m in sys.modules]\n"
+        "built = get_preset('lazy').build_function().__name__\n"
+        "builders = {name: p.builder for name, p in presets.items()}\n"
+        "print(json.dumps([looked_up, builders, built, 'colorsys' in sys.modules]))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    looked_up, builders, built, imported = json.loads(done.stdout.strip().splitlines()[-1])
+    assert looked_up == []
+    assert (built, imported) == ("rgb_to_hsv", True)
+    assert builders == {name: f"convnet.models.builders:{name}" for name in list_presets()}
     for name in list_presets():
-        builder = get_preset(name).builder
-        assert builder == f"convnet.models.builders:{name}"
         assert get_preset(name).build_function().__name__ == name
+
+
+@pytest.mark.parametrize(("name", "parameters"), [("fast", 105_000), ("best", 642_000)])
+def test_fast_and_best_have_the_parameter_counts_the_readme_gives(name, parameters):
+    """The README's table: fast 105k parameters, best 642k (for 28 x 28 x 1 and 10 classes)."""
+    assert round(create_model(name).count_params(), -3) == parameters
 
 
 @pytest.mark.parametrize("name", OPTIMIZERS)
@@ -155,9 +182,6 @@ def test_mixed_precision_builds_bfloat16_compute_and_converts_back_to_float32():
 
 @pytest.mark.parametrize("name", ["fast", "best"])
 def test_saved_presets_load_with_bare_keras_in_a_fresh_process(tmp_path, name):
-    import subprocess
-    import sys
-
     from convnet.models.layers import FusedBatchNormalization
 
     model = portable_model(create_model(name, precision="mixed_bfloat16"))

@@ -100,17 +100,39 @@ def test_report_of_a_folder_without_a_model_fails_clearly(tmp_path):
         api.report(tmp_path)
 
 
-def test_top_losses_gallery_names_the_classes(tmp_path, artifacts):
-    data = make_images(12, seed=3)
-    probabilities = np.full((12, 4), 0.02)
-    probabilities[np.arange(12), (data.y + 1) % 4] = 0.94  # every one wrong, and sure of it
+def overconfident(n: int = 12):
+    """`n` bar images and probabilities that get every one wrong, at 0.94 each."""
+    data = make_images(n, seed=3)
+    probabilities = np.full((n, 4), 0.02)
+    probabilities[np.arange(n), (data.y + 1) % 4] = 0.94
+    return data, probabilities
+
+
+def test_top_losses_gallery_names_the_classes(tmp_path, artifacts, monkeypatch):
+    data, probabilities = overconfident()
     losses = top_losses(data.y, probabilities, k=9)
+    drawn = []  # the figure, as it is saved
+    save = plots.save_figure
+    monkeypatch.setattr(
+        plots, "save_figure", lambda fig, path: drawn.append(fig) or save(fig, path)
+    )
     path = plots.top_losses_gallery(data.x, losses, list(CLASS_NAMES), artifacts / "top_losses.png")
-    with Image.open(path) as image:
-        assert image.width > 1000
+    [figure] = drawn
+    titles = [ax.get_title() for ax in figure.axes if ax.get_title()]
+    assert titles == [
+        f"true: {CLASS_NAMES[loss['true']]}\npred: {CLASS_NAMES[loss['predicted']]} (0.94)"
+        for loss in losses
+    ]
+    assert len(titles) == 9 and all(any(name in t for t in titles) for name in CLASS_NAMES)
+    with Image.open(path) as image:  # six to a row
+        assert image.size == (6 * 210, 2 * 250)
     assert plots.top_losses_gallery(data.x, [], list(CLASS_NAMES), tmp_path / "none.png") is None
+
+
+def test_an_overconfident_model_has_an_ece_of_its_overconfidence(artifacts):
+    data, probabilities = overconfident()
     bins = calibration(data.y, probabilities)
-    assert bins["ece"] == pytest.approx(0.94)
+    assert bins["ece"] == pytest.approx(0.94)  # sure at 0.94, right never
     plots.reliability_diagram(bins, artifacts / "reliability_overconfident.png")
 
 
@@ -192,6 +214,22 @@ def test_lr_find_suggests_from_the_curve():
     assert (found["steepest"], found["minimum"]) == (rates[7], rates[8])
     assert found["suggested"] == pytest.approx(rates[6])
     assert _suggest(rates[:2], [2.3, 2.2])["suggested"] is None
+
+
+def test_lr_find_stops_once_the_loss_diverges(tmp_path):
+    """Bars with shuffled labels, which no rate fits (on the bars themselves the loss reaches 0
+    and, its gradients gone, never diverges): rates climbing to 1e4 blow the loss up long
+    before the last of 60 steps, and the test stops there, the loss risen from its lowest.
+    Rates up to 1e-4 never do: it runs every step."""
+    data = make_images(400, seed=5)
+    shuffled = (data.x, np.random.default_rng(0).permutation(data.y))
+    settings = {"train": shuffled, "batch_size": 32, "plot": tmp_path / "lr.png"}
+    wild = api.lr_find(steps=60, min_lr=1e-5, max_lr=1e4, **settings)
+    assert wild["diverged"] and 3 <= wild["steps"] < 50
+    assert len(wild["learning_rates"]) == len(wild["losses"]) == wild["steps"]
+    assert wild["losses"][-1] > min(wild["losses"])  # rising when it stopped
+    tame = api.lr_find(steps=20, min_lr=1e-6, max_lr=1e-4, **settings)
+    assert not tame["diverged"] and tame["steps"] == len(tame["losses"]) == 20
 
 
 def test_lr_find_applies_deterministic(tiny_npz, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import shutil
 import socket
 import struct
 import subprocess
@@ -15,7 +16,7 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from conftest import CONVNET, make_images, run_async
+from conftest import CLASS_NAMES, CONVNET, make_images, run_async
 from fastapi.testclient import TestClient
 from PIL import Image
 
@@ -219,41 +220,28 @@ def test_micro_batcher_failure_reaches_every_waiting_request():
 
 
 @pytest.fixture(scope="module")
-def fashion(tmp_path_factory):
-    """A seed run trained briefly on 3,000 Fashion-MNIST images, and a test image it gets right."""
-    import convnet
-    from convnet.data.sources import load_fashion_mnist
+def served(trained_run, tmp_path_factory):
+    """A copy of the session's seed run (the server's own), and a test image it gets right."""
     from convnet.runs import Run
 
-    splits = load_fashion_mnist()
-    train, test = splits["train"], splits["test"]
-    folder = tmp_path_factory.mktemp("fashion")
-    np.savez(
-        folder / "fm.npz",
-        x_train=train.x[:3000, ..., 0],
-        y_train=train.y[:3000],
-        x_test=test.x[:300, ..., 0],
-        y_test=test.y[:300],
-        class_names=np.array(test.class_names),
-    )
-    run = folder / "seed-fashion"
-    convnet.train(train=str(folder / "fm.npz"), epochs=4, batch_size=64, out=str(run), verbose=0)
-    probabilities = load_model(Run(run).model_file).predict(test.x[:300], verbose=0)
-    right = np.flatnonzero(probabilities.argmax(1) == test.y[:300])
+    run = shutil.copytree(trained_run, tmp_path_factory.mktemp("served") / "seed-bars")
+    test = make_images(200, seed=2)  # the test split of `tiny_npz`
+    probabilities = load_model(Run(run).model_file).predict(test.x, verbose=0)
+    right = np.flatnonzero(probabilities.argmax(1) == test.y)
     best = right[probabilities[right, test.y[right]].argmax()]
-    image = folder / "test-image.png"
+    image = run.parent / "test-image.png"
     image.write_bytes(png(test.x[best]))
-    return run, image, test.class_names[test.y[best]]
+    return run, image, CLASS_NAMES[test.y[best]]
 
 
 @pytest.fixture(scope="module")
-def server(fashion):
+def server(served):
     """The real `convnet serve` binary (ONNX engine) on a free loopback port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     process = subprocess.Popen(
-        [CONVNET, "serve", str(fashion[0]), "--port", str(port), "--engine", "onnx"],
+        [CONVNET, "serve", str(served[0]), "--port", str(port), "--engine", "onnx"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -275,8 +263,8 @@ def server(fashion):
         process.wait(timeout=30)
 
 
-def test_real_server_survives_a_short_load_test(server, fashion):
-    _, image, expected = fashion
+def test_real_server_survives_a_short_load_test(server, served):
+    _, image, expected = served
     data = image.read_bytes()
 
     async def load(requests: int = 300, clients: int = 8) -> list[int]:
@@ -297,8 +285,8 @@ def test_real_server_survives_a_short_load_test(server, fashion):
     assert httpx.get(f"{server}/v1/model").json()["engine"] == "onnx"
 
 
-def test_web_page_upload_and_drawing(server, fashion, browser, artifacts):
-    _, image, expected = fashion
+def test_web_page_upload_and_drawing(server, served, browser, artifacts):
+    _, image, expected = served
     page = browser.new_page(viewport={"width": 1180, "height": 620})
     try:
         page.goto(server)
@@ -318,7 +306,7 @@ def test_web_page_upload_and_drawing(server, fashion, browser, artifacts):
             page.mouse.move(box["x"] + x, box["y"] + y, steps=8)
         page.mouse.up()
         page.wait_for_function("document.querySelectorAll('#bars li').length === 3")
-        assert page.text_content("#top-class") in fashion_classes()
+        assert page.text_content("#top-class") in CLASS_NAMES
         # What the model got: the drawn outline, light on black, its height filling the frame.
         png = base64.b64decode(page.get_attribute("#preview", "src").split(",", 1)[1])
         drawn = np.asarray(Image.open(io.BytesIO(png)).convert("L"))
@@ -331,9 +319,3 @@ def test_web_page_upload_and_drawing(server, fashion, browser, artifacts):
         page.screenshot(path=str(artifacts / "serving-drawing.png"))
     finally:
         page.close()
-
-
-def fashion_classes() -> tuple[str, ...]:
-    from convnet.data.dataset import FASHION_MNIST_CLASSES
-
-    return FASHION_MNIST_CLASSES

@@ -14,12 +14,17 @@ import sqlite3
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import optuna
 import pytest
+import yaml
 from conftest import CONVNET, run_cli
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.util.tensor_util import make_ndarray
 
 import convnet
+from convnet import api
 from convnet.cli import main
 from convnet.errors import ConvnetWarning
 from convnet.runs import Run, list_runs
@@ -112,12 +117,26 @@ def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
     assert [int(line[2]) for line in lines] == list(range(1, len(rows) + 1))
 
 
-def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path):
+def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path, monkeypatch):
+    """`convnet train --config TRIAL/config.yaml` asks for the trial's run again: every setting
+    the same but the folder. What it asks for is the config that `convnet.api.train` loads from
+    what the command passes it (the file, then the flags); no need to train it."""
     folder, result, *_ = tuned
     trial = folder / result.best[0]["run"]
-    again = run_cli("train", "--config", trial / "config.yaml", "--out", tmp_path / "again")
-    assert again.returncode == 0, again.stderr
-    assert Run(tmp_path / "again").config().recipe() == Run(trial).config().recipe()
+    asked = []
+
+    def train(config=None, *, command=None, verbose=None, resume=None, tensorboard=None,
+              mlflow=None, mlflow_register=None, **settings):  # fmt: skip
+        asked.append(convnet.load_config(config, settings))  # as api.train begins
+        return SimpleNamespace(run=settings["out"], is_chief=True, test_loss=0.0,
+                               test_accuracy=0.0, wall_seconds=0.0)  # fmt: skip
+
+    monkeypatch.setattr(api, "train", train)
+    again = tmp_path / "again"
+    assert main(["train", "--config", str(trial / "config.yaml"), "--out", str(again)]) == 0
+    [config] = asked
+    assert config.resolved() == Run(trial).config().resolved() | {"out": str(again)}
+    assert config.recipe() == Run(trial).config().recipe()
 
 
 def test_running_a_tune_again_continues_it(tuned, capsys):
@@ -240,17 +259,48 @@ def test_each_epoch_is_reported_and_a_hopeless_trial_stops():
     assert callback.trial.reports == [(0, 0.5), (1, 0.4)]
 
 
-def test_a_pruned_trial_is_marked_in_its_run(tmp_path, tiny_npz, monkeypatch, capsys):
-    monkeypatch.setattr(optuna.trial.Trial, "should_prune", lambda self: True)
-    result = convnet.tune(train=str(tiny_npz), epochs=2, trials=1, out=str(tmp_path / "t"))
-    [row] = trials_csv(tmp_path / "t")
-    assert (result.finished, row["state"]) == (1, "pruned")
-    assert Run(tmp_path / "t" / row["run"]).status() == "pruned"
-    [line] = progress_lines(capsys.readouterr().err)  # no trial complete: no best, none to go
-    value = float(row["val_accuracy"])
-    assert re.fullmatch(
-        rf"trial 0 \(1/1\): val_accuracy {value:.4f}, \d+ s, pruned at epoch 1", line[0]
+@pytest.mark.parametrize(("pruner", "finished_before"), [("median", 5), ("hyperband", 1)])
+def test_a_real_pruner_stops_a_hopeless_trial_and_marks_its_run(
+    tmp_path, tiny_npz, capsys, pruner, finished_before
+):
+    """Optuna's own pruner, as `--pruner` picks it, on a study that already holds finished
+    trials at val_accuracy 0.6 (the median pruner waits for 5, Hyperband for 1 to size its
+    brackets); then two real trials of 2 epochs, queued: a learning rate that learns the bars,
+    and one too small to move the weights (1e-7), which stays near chance. The second is
+    stopped after its second epoch, the first epoch being a warm-up for both pruners."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    study = optuna.create_study(study_name="bars", storage=url, direction="maximize")
+    for number in range(finished_before):
+        study.add_trial(
+            optuna.trial.create_trial(
+                value=0.6,
+                intermediate_values={0: 0.6, 1: 0.6},
+                user_attrs={"run": f"elsewhere/trial-{number:04d}"},  # another worker's
+            )
+        )
+    study.enqueue_trial({"learning_rate": 3e-3})
+    study.enqueue_trial({"learning_rate": 1e-7})
+    space = tmp_path / "space.yaml"
+    space.write_text(
+        "learning_rate: {low: 1.0e-8, high: 1.0e-1, log: true}\n"
+        "epochs: 2\nbatch_size: 32\nlabel_smoothing: 0.0\ntranslate: 0.0\n"
     )
+    out = tmp_path / "tune"
+    argv = ["tune", "--train", str(tiny_npz), "--space", str(space), "--pruner", pruner]
+    argv += ["--storage", url, "--study", "bars", "--trials", str(finished_before + 2)]
+    assert main([*argv, "--out", str(out)]) == 0
+    good, hopeless = study.get_trials()[finished_before:]
+    assert (good.params, good.state.name) == ({"learning_rate": 3e-3}, "COMPLETE")
+    assert (hopeless.params, hopeless.state.name) == ({"learning_rate": 1e-7}, "PRUNED")
+    assert sorted(hopeless.intermediate_values) == [0, 1]  # stopped after its second epoch
+    assert max(hopeless.intermediate_values.values()) < 0.6 < good.value
+    rows = {int(row["number"]): row for row in trials_csv(out)}
+    assert rows[hopeless.number]["state"] == "pruned"
+    assert Run(out / hopeless.user_attrs["run"]).status() == "pruned"
+    assert Run(out / good.user_attrs["run"]).status() == "complete"
+    [line] = [line for line in progress_lines(capsys.readouterr().err)
+              if line[1] == str(hopeless.number)]  # fmt: skip
+    assert re.search(r"\d+ s, pruned at epoch 2", line[4]), line[0]
 
 
 def frozen(number, state, values=None, seconds=60.0, retries=()):
@@ -450,6 +500,27 @@ def test_ctrl_c_stops_the_tune_and_says_how_to_continue(tmp_path, tiny_npz):
     assert Run(out / "trials" / "trial-0000").status() == "interrupted"
 
 
+def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
+    """The epoch scalars in a TensorBoard log folder's event files: {tag: [(step, value)]}."""
+    events = EventAccumulator(str(folder), size_guidance={"tensors": 0}).Reload()
+    tags = [tag for tag in events.Tags()["tensors"] if tag.startswith("epoch_")]
+    return {
+        tag: [(e.step, float(make_ndarray(e.tensor_proto))) for e in events.Tensors(tag)]
+        for tag in tags
+    }
+
+
+def flat(settings: dict, prefix: str = "") -> dict[str, str]:
+    """A config.yaml's settings as MLflow parameters: one level, "augment.flip", as text."""
+    found = {}
+    for key, value in settings.items():
+        if isinstance(value, dict):
+            found |= flat(value, f"{prefix}{key}.")
+        else:
+            found[f"{prefix}{key}"] = str(value)
+    return found
+
+
 def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
@@ -460,13 +531,29 @@ def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
     assert result.returncode == 0, result.stderr
     assert progress_lines(result.stderr) == []
     client = mlflow.tracking.MlflowClient(uri)
+    trials = {t.number: t for t in study_of(out).get_trials()}
     for row in trials_csv(out):
         name = Path(row["run"]).name
         [found] = client.search_runs(["0"], f"attributes.run_name = '{name}'")
         history = client.get_metric_history(found.info.run_id, "val_accuracy")
         assert [m.step for m in history] == [0, 1]
         assert history[-1].value == pytest.approx(float(row["val_accuracy"]))
-        assert (
-            found.data.params["learning_rate"] == str(row["learning_rate"]).rstrip("0")[:8] or True
+        # Its parameters: the trial's config.yaml, the settings the study drew among them.
+        params = found.data.params
+        config = yaml.safe_load((out / row["run"] / "config.yaml").read_text())
+        assert params == flat(config)
+        drawn = trials[int(row["number"])].params
+        assert float(params["learning_rate"]) == pytest.approx(drawn["learning_rate"], rel=1e-12)
+        assert float(params["learning_rate"]) == pytest.approx(float(row["learning_rate"]))
+        assert (params["epochs"], params["out"]) == ("2", str(out / row["run"]))
+        # Its TensorBoard logs: loss and accuracy for each of its 2 epochs, validation's as
+        # the history has them.
+        logs = tmp_path / "tb" / name
+        train, validation = (
+            tensorboard_scalars(logs / "train"),
+            tensorboard_scalars(logs / "validation"),
         )
-        assert list((tmp_path / "tb" / name).iterdir())  # its TensorBoard logs
+        for scalars in (train, validation):
+            assert {"epoch_loss", "epoch_accuracy"} <= set(scalars)
+            assert [step for step, _ in scalars["epoch_loss"]] == [0, 1]
+        assert validation["epoch_accuracy"][-1][1] == pytest.approx(float(row["val_accuracy"]))
