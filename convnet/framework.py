@@ -57,7 +57,7 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
     if platform.machine().lower() in ("x86_64", "amd64"):
         # TensorFlow turns its oneDNN kernels on by itself only where the CPU has AVX-512 VNNI,
         # bfloat16 or AMX; elsewhere (AVX2 alone) its own convolutions made a `fast` training
-        # step 1.5x slower (docs/benchmarks.md). A value the user set wins.
+        # step 1.5x slower (docs/benchmarks.md, bench.peer_step). A value the user set wins.
         os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
     hide = _hides_startup()
     if hide:  # and TensorFlow's own log lines after its start, below errors; a level set wins

@@ -52,7 +52,7 @@ def process_seconds() -> float | None:
 
 def machine() -> dict:
     """What this machine is: training time depends on it more than on anything else (an epoch of
-    `best` takes 23 s to 220 s on 2 cores, by CPU: docs/benchmarks.md)."""
+    `best` takes 23 s to 220 s on 2 cores, by CPU: docs/benchmarks.md, bench.time_to_accuracy)."""
     return {
         "platform": platform.platform(),
         "processor": platform.machine(),

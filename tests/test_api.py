@@ -1,5 +1,5 @@
-"""What `import convnet` offers to read data with: `convnet.load_dataset`, on the formats the
-README lists, colour folders among them."""
+"""What `import convnet` offers to read data with: `convnet.load_dataset`, on the formats
+docs/data.md lists, colour folders among them."""
 
 from __future__ import annotations
 

@@ -96,8 +96,9 @@ def test_built_in_presets_name_their_builders_and_import_them_only_to_build():
 
 
 @pytest.mark.parametrize(("name", "parameters"), [("fast", 105_000), ("best", 642_000)])
-def test_fast_and_best_have_the_parameter_counts_the_readme_gives(name, parameters):
-    """The README's table: fast 105k parameters, best 642k (for 28 x 28 x 1 and 10 classes)."""
+def test_fast_and_best_have_the_parameter_counts_the_docs_give(name, parameters):
+    """docs/training.md's preset table: fast 105k parameters, best 642k (for 28 x 28 x 1 and 10
+    classes)."""
     assert round(create_model(name).count_params(), -3) == parameters
 
 

@@ -1,4 +1,4 @@
-"""Where Fashion-MNIST is found: the folders looked in, in the README's order, then a download."""
+"""Where Fashion-MNIST is found: the folders looked in, in docs/data.md's order, then a download."""
 
 from __future__ import annotations
 

@@ -88,10 +88,10 @@ def _read(path: Path, label_column, class_names, labeled: bool, pixel_range) -> 
             "expected H*W columns such as 784 (28x28)."
         )
     # polars' multi-threaded reader, straight into uint8: 1.1-3.4x faster than pandas on 2 cores,
-    # by CPU (docs/benchmarks.md); pyarrow and DuckDB were slower than polars on AMD Zen 4.
-    # Fractions and values past 255 fail that parse and are read again as floats, for
-    # `to_pixels` to scale or refuse; text and ragged rows fail both, and the slow scan below
-    # then names the cell.
+    # by CPU (docs/benchmarks.md, bench.time_to_accuracy); pyarrow and DuckDB were slower than
+    # polars on AMD Zen 4. Fractions and values past 255 fail that parse and are read again as
+    # floats, for `to_pixels` to scale or refuse; text and ragged rows fail both, and the slow
+    # scan below then names the cell.
     frame = None
     for pixel_type in (pl.UInt8, pl.Float64):
         try:

@@ -262,7 +262,7 @@ def encode_record(data: Dataset) -> bytes:
     }
     buffer = io.BytesIO()
     # zlib's fastest level: Fashion-MNIST's 60,000 images take 0.7 s and 27.3 MB, against
-    # np.savez_compressed's 1.4 s and 26.5 MB (docs/benchmarks.md, data in memory).
+    # np.savez_compressed's 1.4 s and 26.5 MB (docs/benchmarks.md, bench.in_memory).
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
         for name, array in arrays.items():
             with archive.open(f"{name}.npy", "w", force_zip64=True) as member:
@@ -275,7 +275,7 @@ class KeptRecords:
 
     They are compressed in a thread from the moment they are made: zlib releases the GIL, so the
     framework's import and the model's building go on beside it, and training on data in memory
-    costs no more time than on files (docs/benchmarks.md, data in memory).
+    costs no more time than on files (docs/benchmarks.md, bench.in_memory).
     """
 
     def __init__(self, given: dict[str, Dataset]):

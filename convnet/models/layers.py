@@ -13,7 +13,7 @@ class FusedBatchNormalization(layers.BatchNormalization):
     Keras 3 normalises with a chain of element-wise ops whose gradients are as many passes over
     the activations. On the TensorFlow backend, the fused op (oneDNN's batch-norm primitive) does
     it in one: `best`'s training step 1.29x faster in float32, 3.14x with bfloat16 compute
-    (docs/benchmarks.md, "Where a training step's time went"). Inference, the other backends
+    (docs/benchmarks.md, bench.step_time). Inference, the other backends
     and other shapes use the parent's code, and the variables and config are the parent's: the
     model a run saves has Keras' own layer in its place (`convnet.models.factory`).
     """

@@ -252,7 +252,7 @@ register_preset(
     min_steps=96,  # as seed's: 0.991 at 96 steps, 0.976 at 60; its own 144 there reach 0.993
     # 24 epochs fit the budget on a CPU with AMX; where they do not, the budget plans fewer and
     # the schedule ends with them, so `best` stays a 10-minute preset on any machine (epoch
-    # times by CPU: docs/benchmarks.md).
+    # times by CPU: docs/benchmarks.md, bench.time_to_accuracy).
     epochs=24,
     time_budget=590.0,  # seconds of fit, validation and backups included
     batch_size=256,

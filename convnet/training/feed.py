@@ -3,8 +3,8 @@
 
 Keras makes a new iterator every epoch for arrays and finite datasets, and the first step of
 about half the epochs then waited for it; with one endless feed and `steps_per_epoch` it keeps a
-single iterator for the whole fit (docs/benchmarks.md). TensorFlow gets a tf.data pipeline; JAX
-and torch an `EpochBatches` over NumPy, so neither imports TensorFlow.
+single iterator for the whole fit (docs/benchmarks.md, bench.step_time). TensorFlow gets a
+tf.data pipeline; JAX and torch an `EpochBatches` over NumPy, so neither imports TensorFlow.
 
 Streamed data (`convnet.data.streamed`) goes through the same orders: each batch's images are read
 from their files when it is made (`read_batch`), and its labels made one-hot then, so that nothing
@@ -57,7 +57,7 @@ def batches(data: Dataset, batch_size: int, shuffle_seed: int | None = None, fir
 
 def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_epoch: int):
     """The tf.data feed. Its autotuner is off: destroying an iterator waits for the autotuner's
-    model thread, which held up the end of `fit` (docs/benchmarks.md)."""
+    model thread, which held up the end of `fit` (docs/benchmarks.md, bench.step_time)."""
     import tensorflow as tf
 
     indices = tf.range(len(data), dtype=tf.int64)
