@@ -169,6 +169,9 @@ def test_splits_limit_and_test_set_of_streamed_data_are_views(bars):
     assert len(on_disk.test) == 120  # 20% of all 600, held out before the limit
     for name, part in parts.items():  # the same examples as in memory, in the same order
         assert part.checksum() == getattr(in_memory, name).checksum()
+        # What grows with the examples is kept small: 2-byte labels, 4-byte row indexes.
+        assert part.y.dtype == np.int16 and part.x.rows().dtype == np.int32
+        assert getattr(in_memory, name).y.dtype == np.int64
 
 
 def test_a_refused_class_file_exits_2_with_one_line(tmp_path):

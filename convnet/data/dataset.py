@@ -36,7 +36,8 @@ class Dataset:
     Attributes:
         x: uint8 array of shape (N, H, W, C), or a `StreamedImages` view of files that are read
             a batch at a time (data bigger than memory).
-        y: int64 array of shape (N,), values in [0, len(class_names)).
+        y: int64 array of shape (N,), values in [0, len(class_names)); int16 (int32 past
+            32,767 classes) when `x` is streamed, since then labels are what grows with the data.
         class_names: one name per class index.
         source: where the data came from, for messages and the manifest.
         pixel_range: "LOW,HIGH" that the source's values spanned before they were scaled to
@@ -50,6 +51,14 @@ class Dataset:
     pixel_range: str = "0,255"
 
     def __post_init__(self) -> None:
+        if isinstance(self.x, StreamedImages) and self.y.dtype.itemsize > 2:
+            compact = np.int16 if len(self.class_names) <= 2**15 else np.int32
+            if (
+                compact != self.y.dtype
+                and self.y.size
+                and 0 <= self.y.min() <= self.y.max() < len(self.class_names)
+            ):
+                object.__setattr__(self, "y", self.y.astype(compact))
         if self.x.dtype != np.uint8 or self.x.ndim != 4 or 0 in self.x.shape[1:]:
             raise DataError(
                 f"{self.source}: images must be uint8 of shape (N, H, W, C), H, W and C not 0. "

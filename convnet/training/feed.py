@@ -60,7 +60,8 @@ def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_
     model thread, which held up the end of `fit` (docs/benchmarks.md, bench.step_time)."""
     import tensorflow as tf
 
-    indices = tf.range(len(data), dtype=tf.int64)
+    # int32 while it fits: 30 MB less per 7 million examples, and the same shuffles.
+    indices = tf.range(len(data), dtype=tf.int32 if len(data) < 2**31 else tf.int64)
 
     def epoch_batches(epoch):
         order = indices
