@@ -1,7 +1,7 @@
 """One epoch of `fast` on synthetic doodle folders of growing size, streamed from disk against held
 in memory: peak resident memory and images/s, side by side.
 
-    .venv/bin/python -m bench.scale --sizes 0.5,2,8
+    .venv/bin/python -m bench.scale --sizes 0.5,2,8 [--rounds 3]
 
 Each size is a folder of ten `<class>.npy` files of 28x28 doodles (`bench.doodles`, kept in
 `--dir` for the next run). Each run is the real `convnet train --train FOLDER --preset fast
@@ -20,6 +20,7 @@ import argparse
 import csv
 import json
 import math
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -34,16 +35,19 @@ from convnet.machine import machine
 
 CONVNET = str(Path(sys.executable).with_name("convnet"))
 ROOT = Path(__file__).resolve().parent.parent
-# Runs a command and prints its peak resident memory in KiB (Linux's ru_maxrss unit).
+# Runs a command and prints its peak resident memory in KiB (Linux's ru_maxrss unit) and the CPU
+# seconds it used, which other work on the machine changes less than its wall time.
 PEAK = (
     "import resource, subprocess, sys; done = subprocess.run(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(done.returncode)"
+    "used = resource.getrusage(resource.RUSAGE_CHILDREN); "
+    "print(used.ru_maxrss, used.ru_utime + used.ru_stime); sys.exit(done.returncode)"
 )
 # Peak RSS of `fast` trained in memory, less the process's own ~1.4 GB, over the data's size: the
 # source's array, the split's copies and TensorFlow's copy of the training set at once (3.3 for
 # 2 GB in bench/results/scale.json).
 MEMORY_FACTOR = 3.3
 BASE_BYTES = 1.5e9
+NUMBERS = ("peak_rss_mb", "epoch_seconds", "images_per_second", "wall_seconds", "cpu_seconds")
 
 
 def train(folder: Path, out: Path, stream: bool, preset: str) -> dict:
@@ -56,7 +60,8 @@ def train(folder: Path, out: Path, stream: bool, preset: str) -> dict:
     wall = time.perf_counter() - started
     if done.returncode:
         raise SystemExit(f"{' '.join(command)}: exit {done.returncode}\n{done.stderr[-3000:]}")
-    *_, printed, peak = done.stdout.strip().splitlines()
+    *_, printed, last = done.stdout.strip().splitlines()
+    peak, cpu = last.split()
     manifest = json.loads((out / "manifest.json").read_text())
     metrics = json.loads((out / "metrics.json").read_text())
     with (out / "history.csv").open() as file:
@@ -71,6 +76,7 @@ def train(folder: Path, out: Path, stream: bool, preset: str) -> dict:
         "images_per_second": trained / float(epoch["epoch_seconds"]),
         "startup_seconds": metrics.get("startup_seconds"),
         "wall_seconds": wall,
+        "cpu_seconds": float(cpu),
         "test_accuracy": json.loads(printed)["test_accuracy"],
         "train_sha256": manifest["data"]["train"]["sha256"],
     }
@@ -93,8 +99,30 @@ def fits_in_memory(nbytes: float) -> tuple[bool, str]:
     return False, f"needs ~{need / 1e9:.1f} GB, {available / 1e9:.1f} GB available"
 
 
+def measure(size: float, folder: Path, args) -> dict:
+    """A size's runs, `args.rounds` of each feed, their order alternating round by round (the
+    rounds compare the feeds: a size memory cannot hold is streamed once); each feed's figures
+    are the medians of its runs."""
+    row = {"gigabytes": size, "folder": str(folder)}
+    fits, why = fits_in_memory(size * 1e9)
+    runs = {"streamed": [], "memory": []}
+    for round_ in range(args.rounds if fits else 1):
+        for stream in (True, False) if round_ % 2 == 0 else (False, True):
+            if not stream and not fits:
+                continue
+            warm(folder)
+            with tempfile.TemporaryDirectory(prefix="scale-", dir=args.dir) as scratch:
+                found = train(folder, Path(scratch) / "run", stream, args.preset)
+            runs[found["feed"]].append(found)
+            print(size, found, flush=True)
+    for feed, done in runs.items():
+        medians = {key: statistics.median(run[key] for run in done) for key in NUMBERS}
+        row[feed] = medians | {"runs": done} if done else {"skipped": why}
+    return row
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=" ".join(__doc__.split("\n\n")[0].split()))
     parser.add_argument("--sizes", default="0.5,2,8", help="GB of images (default: 0.5,2,8)")
     parser.add_argument(
         "--dir",
@@ -102,26 +130,17 @@ def main(argv: list[str] | None = None) -> dict:
         help="where the doodle folders are written and kept (default: /tmp/convnet-scale)",
     )
     parser.add_argument("--preset", default="fast")
+    parser.add_argument("--rounds", type=int, default=1, help="runs of each feed (default: 1)")
+    parser.add_argument("--out", default=str(ROOT / "bench" / "results" / "scale.json"))
     args = parser.parse_args(argv)
     results = []
     for size in (float(s) for s in args.sizes.split(",")):
         folder = write_doodles(Path(args.dir) / f"doodles-{size:g}GB", int(size * 1e9))
-        row = {"gigabytes": size, "folder": str(folder)}
-        for stream in (True, False):
-            mode = "streamed" if stream else "memory"
-            fits, why = (True, "") if stream else fits_in_memory(size * 1e9)
-            if not fits:
-                row[mode] = {"skipped": why}
-            else:
-                warm(folder)
-                with tempfile.TemporaryDirectory(prefix="scale-", dir=args.dir) as scratch:
-                    row[mode] = train(folder, Path(scratch) / "run", stream, args.preset)
-            print(size, mode, row[mode], flush=True)
-        results.append(row)
+        results.append(measure(size, folder, args))
     info = machine()
     payload = {"machine": info, "settings": vars(args), "results": results}
     payload["date"] = time.strftime("%Y-%m-%d %H:%M")
-    (ROOT / "bench" / "results" / "scale.json").write_text(json.dumps(payload, indent=2) + "\n")
+    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n")
     print(table(results, info))
     return payload
 
@@ -132,8 +151,8 @@ def table(results: list[dict], info: dict) -> str:
         f"{info['cpu']}, {info['cpus']} cores",
         "",
         "| GB | images | streamed peak RSS MB | memory peak RSS MB | streamed images/s "
-        "| memory images/s | streamed / memory |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| memory images/s | streamed / memory | streamed CPU s | memory CPU s |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for row in results:
         streamed, memory = row["streamed"], row["memory"]
@@ -145,9 +164,14 @@ def table(results: list[dict], info: dict) -> str:
             if "skipped" in memory
             else f"{streamed['images_per_second'] / memory['images_per_second']:.2f}"
         )
+        cpu = [
+            f"{run['cpu_seconds']:,.0f}" if "cpu_seconds" in run else "-"
+            for run in (streamed, memory)
+        ]
         lines.append(
             f"| {row['gigabytes']:g} | {images:,} | {streamed['peak_rss_mb']:,.0f} | {memory_rss} "
-            f"| {streamed['images_per_second']:,.0f} | {memory_speed} | {ratio} |"
+            f"| {streamed['images_per_second']:,.0f} | {memory_speed} | {ratio} "
+            f"| {' | '.join(cpu)} |"
         )
     return "\n".join(lines)
 
