@@ -87,7 +87,7 @@ def seed_net(classes: int = 10) -> nn.Module:
     )  # fmt: skip
 
 
-# Each net's recipe, as convnet's presets have it (convnet/models/registry.py).
+# Each net's recipe, as convnet's presets have it (convnet/models/presets.py).
 RECIPES = {
     "fast": dict(epochs=5, batch=256, lr=4e-3, warmup_epochs=1.0, weight_decay=1e-4,
                  smoothing=0.1, val_split=0.1, optimizer="adamw"),

@@ -11,6 +11,10 @@ from convnet.errors import ConfigError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT = "tensorflow"
+# Keras writes a SavedModel only through TensorFlow, and ONNX on JAX needs jax2onnx, which cannot
+# convert max-pooling; a run's model.keras is the same on every backend, so exports (and the
+# ONNX engine, which exports) load it on TensorFlow.
+EXPORT_BACKEND = "tensorflow"
 # XLA's flag for several CPU devices in one process; read once, when JAX starts.
 CPU_DEVICE_COUNT = "--xla_force_host_platform_device_count"
 

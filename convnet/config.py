@@ -329,6 +329,17 @@ def load_config(path: str | Path | None = None, flags: dict | None = None) -> Tr
     return make_config(values | (flags or {}), "flags")
 
 
+def with_settings(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:
+    """`config` (an object, a YAML file or None for the defaults) with `settings` applied.
+
+    Raises:
+        ConfigError: the file is missing or not a mapping, or a key or value is invalid.
+    """
+    if not isinstance(config, TrainConfig):
+        return load_config(config, settings)
+    return load_config(None, config.resolved() | settings) if settings else config
+
+
 def read_settings(path: str | Path) -> dict:
     """The settings of a YAML config file, keys in snake_case, not yet checked.
 

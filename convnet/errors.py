@@ -24,6 +24,10 @@ class DiskFull(RunError):
     freed."""
 
 
+class ExportError(ConvnetError):
+    """A model could not be exported."""
+
+
 class BackendError(ConvnetError):
     """The Keras backend asked for cannot be used in this process."""
 

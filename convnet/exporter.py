@@ -12,37 +12,40 @@ Every export names its classes, from the run's records: an ONNX file in its `met
 no run folder for them and does not average again); a SavedModel in its `serving_default`
 signature, which returns the most likely class's name beside the probabilities; a LiteRT file in
 `labels.txt` beside it. A model card, `MODEL_CARD.md` (`convnet.model_card`), goes beside the file,
-or inside the SavedModel's folder.
+or inside the SavedModel's folder. Where an export goes, and what it may replace there:
+`convnet.export_files`.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
-import os
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from convnet.config import parse_range
-from convnet.errors import ConvnetError
+from convnet.errors import ExportError
 from convnet.evaluation import TestTimeAugmentation
-from convnet.files import replace_durably
+from convnet.export_files import (
+    FORMATS,
+    check_beside,
+    destination,
+    labels_text,
+    staging_folder,
+    swap_in,
+)
 from convnet.model_card import (
     CARD_FILE,
     LABELS_FILE,
     Export,
-    described_export,
     model_card,
-    run_label,
 )
 from convnet.models.factory import load_model
 from convnet.runs import Run
 
-FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model", "litert": "model.tflite"}
 # LiteRT's post-training quantizations: none, float16 weights, int8 weights with float
 # activations ("dynamic range"), and int8 weights and activations calibrated on images ("int8").
 QUANTIZE = ("none", "float16", "dynamic", "int8")
@@ -55,10 +58,6 @@ CLASS_NAMES_KEY = "class_names"
 PIXEL_RANGE_KEY = "pixel_range"
 # Validation images that calibrate int8 activations: TensorFlow's guide suggests 100 to 500.
 CALIBRATION_IMAGES = 500
-
-
-class ExportError(ConvnetError):
-    """A model could not be exported."""
 
 
 def export_model(
@@ -101,24 +100,17 @@ def export_model(
     if quantize != "none" and format != "litert":
         raise ExportError(f"--quantize {quantize} is for --format litert; received {format}.")
     run = Run(run)
-    out = _destination(Path(out) if out else run.path / FORMATS[format], format)
+    out = destination(Path(out) if out else run.path / FORMATS[format], format)
     calibration = _calibration_images(run) if quantize == "int8" else None
     views = TestTimeAugmentation.of(run.config().recipe(), enabled=tta)
     trained = load_model(run.model_file)
     run.check_outputs(trained.output_shape[-1])
     record = _record(run, trained, format, out, views.count, quantize)
-    _check_beside(run, out, record)
+    check_beside(run, out, record)
     model = _in_inference_mode(trained, views)
     # Keras refuses to export a model that has never been called; one tiny batch builds it.
     model.predict(np.zeros((1, *model.input_shape[1:]), np.uint8), verbose=0)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        # Export beside the destination, then rename: a reader never sees half an export.
-        staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    except FileExistsError:  # mkdir's answer when the parent is a file
-        raise ExportError(f"{out}: cannot write there ({out.parent} is a file).") from None
-    except OSError as error:
-        raise ExportError(f"{out}: cannot write there ({error.strerror}).") from None
+    staging = staging_folder(out)
     # Keras names a LiteRT file by its suffix; the others keep the destination's name.
     target = staging / (FORMATS[format] if format == "litert" else out.name)
     try:
@@ -127,7 +119,7 @@ def export_model(
             warnings.filterwarnings("ignore", "In the future `np.object`", FutureWarning)
             _write(model, target, format, quantize, calibration, record.class_names)
         beside = _label(run, target, out, record)
-        _swap_in(target, out, staging / "previous", beside)
+        swap_in(target, out, staging / "previous", beside)
     except (ValueError, TypeError, RuntimeError, ImportError) as error:
         raise ExportError(f"{run.path}: {format} export failed ({error}).") from None
     except OSError as error:
@@ -140,7 +132,7 @@ def export_model(
 def _record(run: Run, model, format: str, out: Path, views: int, quantize: str) -> Export:
     """What the labels and the model card say of this export of `run`'s `model`."""
     count = model.output_shape[-1]
-    low, high = parse_range(run.input_reading()["pixel_range"])
+    low, high = parse_range(run.input_reading().pixel_range)
     layers = [layer for layer in model.layers if type(layer).__name__ != "InputLayer"]
     return Export(
         format=format,
@@ -255,13 +247,9 @@ def _label(run: Run, target: Path, out: Path, record: Export) -> list[tuple[Path
         # unmaintained (0.4.4, 2023; no wheels past Python 3.11, and it pins protobuf < 4,
         # which TensorFlow no longer runs on), and MediaPipe's copy of it (0.10.35, 1.2.3)
         # fails on import: its wheels lack the `mediapipe.tasks.cc` module it loads.
-        (target.parent / LABELS_FILE).write_text(_labels_text(record), encoding="utf-8")
+        (target.parent / LABELS_FILE).write_text(labels_text(record), encoding="utf-8")
         beside.append((target.parent / LABELS_FILE, LABELS_FILE))
     return [(path, out.parent / name) for path, name in beside]
-
-
-def _labels_text(record: Export) -> str:
-    return "".join(f"{name}\n" for name in record.class_names)
 
 
 def _record_metadata(path: Path, record: Export) -> None:
@@ -323,85 +311,3 @@ def _in_inference_mode(model, views: TestTimeAugmentation):
     probabilities = model(ops.concatenate(batch, axis=0), training=False)
     per_view = ops.reshape(probabilities, (len(batch), -1, probabilities.shape[-1]))
     return keras.Model(inputs, ops.mean(per_view, axis=0), name=model.name)
-
-
-def _destination(out: Path, format: str) -> Path:
-    """Where the export goes; refuses to replace anything that is not an earlier export.
-
-    An ONNX or LiteRT export into a folder, existing or new (a name without a suffix: `--out
-    exports/` must not become a file named `exports`), is written inside it (`model.onnx`,
-    `model.tflite`), and replaces only a file of its suffix; a SavedModel replaces only a folder
-    holding an earlier SavedModel.
-    """
-    if format != "savedmodel":
-        if out.is_dir() or not (out.suffix or out.exists() or out.is_symlink()):
-            out = out / FORMATS[format]
-        suffix = Path(FORMATS[format]).suffix
-        if (out.exists() or out.is_symlink()) and (out.is_dir() or out.suffix.lower() != suffix):
-            raise ExportError(
-                f"{out}: exists and is not a {suffix} file; pass an --out that is new, a folder, "
-                f"or an earlier {suffix} export."
-            )
-        return out
-    if (out.exists() or out.is_symlink()) and not (out / "saved_model.pb").is_file():
-        raise ExportError(
-            f"{out}: exists and is not a SavedModel; pass an --out that is new or an earlier "
-            "SavedModel export."
-        )
-    return out
-
-
-def _check_beside(run: Run, out: Path, record: Export) -> None:
-    """Refuses to replace, beside a file export, a MODEL_CARD.md that no export wrote or that
-    describes another run's export still there, or a labels.txt naming other classes that is
-    not only the earlier export's at `out`: either would leave a model there described or
-    labelled wrongly.
-
-    Raises:
-        ExportError: naming the file.
-    """
-    if record.format == "savedmodel":  # its card goes inside its own folder
-        return
-    card = out.parent / CARD_FILE
-    described = described_export(_text(card)) if card.is_file() else None
-    if (card.exists() or card.is_symlink()) and described is None:
-        raise ExportError(
-            f"{card}: exists and was not written by convnet export; pass an --out in another "
-            "folder, or move it."
-        )
-    other = out.parent / str((described or {}).get("file"))
-    another_run = described is not None and described.get("run") != run_label(run)
-    if another_run and other != out and other.exists():
-        raise ExportError(
-            f"{card}: describes {other.name} of run {described.get('run')} beside it; pass an "
-            "--out in another folder."
-        )
-    labels = out.parent / LABELS_FILE
-    if record.format == "litert" and labels.exists():
-        ours = labels.is_file() and _text(labels) == _labels_text(record)
-        if not ours and set(out.parent.glob("*.tflite")) != {out}:
-            raise ExportError(
-                f"{labels}: exists and names other classes, for another model or none of "
-                "convnet's; pass an --out in another folder."
-            )
-
-
-def _text(path: Path) -> str:
-    return path.read_text(encoding="utf-8", errors="replace")
-
-
-def _swap_in(new: Path, out: Path, aside: Path, beside: list[tuple[Path, Path]]) -> None:
-    """Renames `new` to `out`, flushed to the disk; an earlier export folder there goes `aside`
-    first, and back on failure. The files of `beside` go first, each to its name: a reader that
-    finds the new model finds its labels and card with it."""
-    for staged, name in beside:
-        replace_durably(staged, name)
-    if not out.is_dir():
-        replace_durably(new, out)  # atomic for a file, whether or not one was there
-        return
-    os.replace(out, aside)
-    try:
-        replace_durably(new, out)
-    except OSError:
-        os.replace(aside, out)
-        raise

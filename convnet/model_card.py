@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import yaml
 
 from convnet.errors import ConfigError
+from convnet.model_card_snippets import SNIPPETS
 from convnet.models.registry import get_preset
 from convnet.runs import Run
 
@@ -360,7 +361,7 @@ def _evaluation(facts: _Facts) -> str:
 def _how_to_use(facts: _Facts) -> str:
     export = facts.export
     shape = ", ".join(map(str, (1, *export.input_shape)))
-    code = _SNIPPETS[export.format].format(file=export.file, shape=shape, labels=LABELS_FILE)
+    code = SNIPPETS[export.format].format(file=export.file, shape=shape, labels=LABELS_FILE)
     return "\n".join(
         [
             "## How to use",
@@ -373,46 +374,6 @@ def _how_to_use(facts: _Facts) -> str:
             "```",
         ]
     )
-
-
-_SNIPPETS = {
-    "onnx": """
-import json
-
-import numpy as np
-import onnxruntime as ort
-
-session = ort.InferenceSession("{file}", providers=["CPUExecutionProvider"])
-class_names = json.loads(session.get_modelmeta().custom_metadata_map["class_names"])
-pixels = np.zeros(({shape}), np.uint8)
-probabilities = session.run(None, {{session.get_inputs()[0].name: pixels}})[0]
-print(class_names[probabilities[0].argmax()], probabilities[0].max())
-""",
-    "litert": """
-from pathlib import Path
-
-import numpy as np
-from ai_edge_litert.interpreter import Interpreter
-
-class_names = Path("{labels}").read_text(encoding="utf-8").splitlines()
-interpreter = Interpreter("{file}")
-interpreter.allocate_tensors()
-given, answer = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-pixels = np.zeros(({shape}), np.uint8)
-interpreter.set_tensor(given["index"], pixels)
-interpreter.invoke()
-probabilities = interpreter.get_tensor(answer["index"])
-print(class_names[probabilities[0].argmax()], probabilities[0].max())
-""",
-    "savedmodel": """
-import tensorflow as tf
-
-model = tf.saved_model.load("{file}")
-pixels = tf.zeros(({shape}), tf.uint8)
-answer = model.signatures["serving_default"](pixels=pixels)
-print(answer["class"][0].numpy().decode(), answer["probabilities"][0].numpy().max())
-""",
-}
 
 
 def _cell(value) -> str:

@@ -161,8 +161,8 @@ class Run:
         else:
             reading = self._folder.input_reading()
             value = x if y is None else (x, y)
-            test = read_memory(value, "test", pixel_range=reading["pixel_range"])
-            shape = reading.get("image_shape") or self.model.input_shape[1:]
+            test = read_memory(value, "test", pixel_range=reading.pixel_range)
+            shape = reading.image_shape or self.model.input_shape[1:]
             test = matched_to_training(test, shape, self.class_names or test.class_names)
         return evaluate(self.model, test, tta=self._views(tta))
 
@@ -185,8 +185,8 @@ class Run:
         from convnet.inputs import python_inputs
 
         reading = self._folder.input_reading()
-        shape = reading.pop("image_shape", None) or self.model.input_shape[1:]
-        return python_inputs(x, shape, name=name, **reading)
+        shape = reading.image_shape or self.model.input_shape[1:]
+        return python_inputs(x, shape, name=name, **reading.options())
 
     def _views(self, tta: bool):
         from convnet.evaluation import TestTimeAugmentation

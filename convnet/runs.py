@@ -6,160 +6,52 @@ A run folder holds `config.yaml`, `model.keras`, `history.csv`, `metrics.json`, 
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import errno
 import json
 import os
 import platform
-import shutil
 import time
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
-
-import filelock
 
 from convnet.config import TrainConfig, is_dataset_name, make_config, read_settings
 from convnet.errors import ConvnetError, RunError
 from convnet.files import write_atomic, write_yaml
+from convnet.run_folders import RUNS_ROOT, check_free_space
 
 if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs neither
     from convnet.data.dataset import Dataset
 
 MODEL_FILE = "model.keras"
 TUNE_PLAN = "tune.json"  # marks a tune folder (`convnet tune`), listed beside run folders
-# Held by the one process that trains a run, for as long as it does. An OS lock (flock), not a
-# marker file: the kernel releases it when the process ends however it ends, so a killed run
-# never leaves a stale claim behind.
-LOCK_FILE = ".lock"
-RUNS_ROOT = "runs"  # where a run goes without --out: RUNS_ROOT/PRESET-YYYYmmdd-HHMMSS
-MIN_FREE_BYTES = 100 * 2**20  # a run writes a few MB; refuse to start on a nearly full disk
 
 
-@contextlib.contextmanager
-def new_run_dir(
-    out: str | Path | None,
-    preset: str,
-    root: str | Path = RUNS_ROOT,
-    min_free: int = MIN_FREE_BYTES,
-) -> Iterator[Path]:
-    """Creates an empty, writable run folder, `out` or `root/PRESET-YYYYmmdd-HHMMSS`, and holds
-    it (`claimed`) for the block. A block that fails before writing anything but the claim
-    removes the folder again, so no empty run is left behind.
+@dataclasses.dataclass(frozen=True)
+class InputReading:
+    """How a run's model reads its inputs (`Run.input_reading`).
 
-    Args:
-        out: the folder to create, or None for a time-stamped one under `root`.
-        preset: the preset's name, for the default folder name.
-        root: where default folders go.
-        min_free: bytes that must be free on the folder's disk.
-
-    Raises:
-        RunError: the folder exists and is not empty, is claimed by another process, cannot be
-            written, or its disk is full.
+    Attributes:
+        pixel_range: "LOW,HIGH", the range of the training data's values, which arrays given to
+            the model are read in too; "0,255" for runs older than the record.
+        light_background: whether the training images are dark on light; pictures are
+            inverted to match (`convnet.inputs.image_to_input`).
+        image_shape: the model's input shape (H, W, C), or None where the manifest does not
+            record it (older runs record it only in the model).
+        class_names: the names of the model's classes by index, or None for runs older than
+            the record.
     """
-    path = Path(out) if out else default_run_dir(preset, root)
-    check_new_run_dir(path, min_free=min_free)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe = write_atomic(path / ".write-test", b"ok")
-        probe.unlink()
-    except OSError as error:
-        raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
-    with claimed(path):
-        _check_empty(path, held=True)  # again: another process may have used it since
-        try:
-            yield path
-        except BaseException:
-            if [p.name for p in path.iterdir()] == [LOCK_FILE]:
-                with contextlib.suppress(OSError):
-                    (path / LOCK_FILE).unlink()
-                    path.rmdir()
-            raise
 
+    pixel_range: str
+    light_background: bool = False
+    image_shape: tuple[int, ...] | None = None
+    class_names: tuple[str, ...] | None = None
 
-def default_run_dir(preset: str, root: str | Path = RUNS_ROOT) -> Path:
-    """Where a run goes without --out: `root/PRESET-YYYYmmdd-HHMMSS`."""
-    return Path(root) / f"{preset}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
-def _check_empty(path: Path, held: bool = False) -> None:
-    """Refuses a folder with anything in it but a claim: this process's (`held`), or one left
-    by a process that ended before writing anything."""
-    if any(p.name != LOCK_FILE for p in path.iterdir()):
-        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
-    if not held and (path / LOCK_FILE).exists():
-        with claimed(path):
-            pass
-
-
-@contextlib.contextmanager
-def claimed(path: Path) -> Iterator[None]:
-    """Holds run folder `path` for this process alone during the block: a second `train`,
-    `--resume` or `tune` trial aimed at it is refused until the block ends or the process dies.
-
-    Raises:
-        RunError: another process holds it.
-    """
-    lock = filelock.FileLock(path / LOCK_FILE)
-    try:
-        lock.acquire(blocking=False)
-    except filelock.Timeout:
-        raise RunError(
-            f"{path}: in use by another convnet process that is training it; wait for that "
-            "process to end, or choose another --out."
-        ) from None
-    except OSError as error:
-        raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
-    try:
-        yield
-    finally:
-        lock.release()
-
-
-def check_new_run_dir(
-    out: str | Path | None, root: str | Path = RUNS_ROOT, min_free: int = MIN_FREE_BYTES
-) -> None:
-    """Refuses, without creating anything, a run folder `out` that is a file, a folder that is
-    not empty, one that cannot be made or written, or one on a nearly full disk; without `out`,
-    a `root` for time-stamped folders that cannot be written or is on a nearly full disk.
-    `new_run_dir` checks again as it makes the folder.
-
-    Raises:
-        RunError: saying which.
-    """
-    path = Path(out or root)
-    if path.exists() and not path.is_dir():
-        raise RunError(f"{path}: a file, not a folder; choose another --out.")
-    if out and path.exists():
-        _check_empty(path)
-    existing = next(p for p in [path, *path.absolute().parents] if p.exists())
-    if not existing.is_dir():
-        reason = os.strerror(errno.ENOTDIR)
-        raise RunError(f"{path}: cannot write the run folder ({reason}).")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise RunError(f"{path}: cannot write the run folder ({os.strerror(errno.EACCES)}).")
-    check_free_space(existing, min_free, name=path)
-
-
-def check_free_space(
-    path: str | Path, min_free: int = MIN_FREE_BYTES, name: str | Path | None = None
-) -> None:
-    """Raises RunError, naming `name` (default `path`), when the disk holding `path` has less
-    than `min_free` bytes free."""
-    free = shutil.disk_usage(path).free
-    if free < min_free:
-        raise RunError(
-            f"{name or path}: only {free / 2**20:.0f} MB free on its disk; a run needs at least "
-            f"{min_free / 2**20:.0f} MB. Free some space or choose another --out."
-        )
-
-
-def process_record() -> dict:
-    """This process, as a run's manifest records who trains it."""
-    return {"pid": os.getpid(), "hostname": platform.node()}
+    def options(self) -> dict:
+        """The keyword arguments of `convnet.inputs.load_inputs` and its kin."""
+        return {"light_background": self.light_background, "pixel_range": self.pixel_range}
 
 
 class Run:
@@ -254,20 +146,19 @@ class Run:
     def write_json(self, name: str, data) -> Path:
         return write_atomic(self.path / name, json.dumps(data, indent=2, default=str) + "\n")
 
-    def input_reading(self) -> dict:
-        """How the run's model reads inputs: `convnet.inputs.load_inputs`' keyword arguments
-        (the background, the training data's pixel range), and `image_shape` where the manifest
-        records it (older runs record it only in the model)."""
+    def input_reading(self) -> InputReading:
+        """How the run's model reads its inputs: what `predict`, `serve`, `evaluate --test` and
+        `convnet.Run.predict` read files, arrays and pictures as."""
         from convnet.data.pixels import FULL_RANGE  # the data package imports NumPy and polars
 
         data = self.read_json("manifest.json").get("data", {})
-        reading = {
-            "light_background": data.get("background_is_light", False),
-            "pixel_range": self.config().pixel_range or FULL_RANGE,  # older runs: 0-255
-        }
-        if "image_shape" in data:
-            reading["image_shape"] = tuple(data["image_shape"])
-        return reading
+        shape = data.get("image_shape")
+        return InputReading(
+            pixel_range=self.config().pixel_range or FULL_RANGE,  # older runs: 0-255
+            light_background=bool(data.get("background_is_light", False)),
+            image_shape=tuple(shape) if shape is not None else None,
+            class_names=self.class_names(),
+        )
 
     def class_names(self) -> tuple[str, ...] | None:
         """The names of the model's classes, by index (None for runs older than the record)."""
@@ -331,17 +222,19 @@ class Run:
         """
         from convnet.data import load_test  # the readers: NumPy and polars
 
-        data = self.read_json("manifest.json").get("data", {})
-        if test is None or "class_names" not in data:
+        reading = self.input_reading()
+        if test is None or reading.class_names is None or reading.image_shape is None:
             return self.load_data(test)[1]
         config = self.config()
         return load_test(
             test,
-            tuple(data["image_shape"]),
-            tuple(data["class_names"]),
+            reading.image_shape,
+            reading.class_names,
             config.format,
             config.label_column,
             config.class_names,
+            # The range recorded, as `load_data` reads the run's own test set: runs older than
+            # the record have none, and their test data's range is detected.
             config.pixel_range,
         )
 

@@ -21,12 +21,13 @@ import pytest
 from conftest import CONVNET, make_images, run_cli, write_csv, write_npz
 
 import convnet
-from convnet import api, runs
+from convnet import api, run_folders
 from convnet.errors import DataError, RunError
 from convnet.files import write_yaml
 from convnet.models.factory import load_model
-from convnet.runs import Run, new_run_dir
-from convnet.training.callbacks import (
+from convnet.run_folders import new_run_dir
+from convnet.runs import Run
+from convnet.training.backup import (
     BestWeights,
     EpochBackup,
     load_best,
@@ -52,7 +53,9 @@ def test_unwritable_output_is_refused_before_the_data_is_read(tmp_path):
 
 def test_full_disk_is_refused_and_leaves_no_folder(tmp_path, monkeypatch):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(runs.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 5 * 2**20))
+    monkeypatch.setattr(
+        run_folders.shutil, "disk_usage", lambda path: usage(2**30, 2**30, 5 * 2**20)
+    )
     with pytest.raises(
         RunError, match=r"run: only 5 MB free on its disk; a run needs at least 100"
     ):
@@ -92,12 +95,12 @@ def test_a_folder_claimed_by_another_process_is_refused(tmp_path, tiny_npz, trai
         holder.wait()
     # Killed without writing anything: the claim went with it and the folder is free again.
     with new_run_dir(tmp_path / "run", "seed") as path:
-        assert [p.name for p in path.iterdir()] == [runs.LOCK_FILE]
+        assert [p.name for p in path.iterdir()] == [run_folders.LOCK_FILE]
 
     resumable = shutil.copytree(trained_run, tmp_path / "interrupted")
     Run(resumable).write_json("manifest.json", {"status": "interrupted"})
     with (
-        runs.claimed(resumable),  # as a training process holds it
+        run_folders.claimed(resumable),  # as a training process holds it
         pytest.raises(RunError, match=r"interrupted: in use by another convnet process"),
     ):
         api.train(resume=resumable)
@@ -105,7 +108,7 @@ def test_a_folder_claimed_by_another_process_is_refused(tmp_path, tiny_npz, trai
 
 HOLD_CLAIM = """
 import sys, time
-from convnet.runs import new_run_dir
+from convnet.run_folders import new_run_dir
 with new_run_dir(sys.argv[1], "seed"):
     print("claimed", flush=True)
     time.sleep(600)

@@ -1,5 +1,7 @@
 """Presets found by name: a description, a training recipe, and the name of the function that
-builds the network. No framework import: listing presets and checking a config need no Keras, and
+builds the network. The mechanism only; the built-in presets register themselves in
+`convnet.models.presets`, which `convnet.models` imports, so that importing any module of the
+package finds them. No framework import: listing presets and checking a config need no Keras, and
 the builder is looked up only when a model is built (`convnet.models.factory`).
 
     register_preset("tiny", "A small net.", builder="mypackage.nets:tiny", epochs=3)
@@ -123,6 +125,34 @@ def check_image_size(name: str, image_shape: tuple[int, ...], source: str) -> No
         )
 
 
+def check_model_shape(name: str, input_shape, num_classes: int) -> None:
+    """Refuses what no model of preset `name` can be built for: an unknown preset, an input
+    shape that is not (H, W, C) images as large as the preset takes, or fewer than two classes.
+
+    Raises:
+        ConfigError: naming the preset or the argument, and what was expected.
+    """
+    get_preset(name)
+    shape = tuple(input_shape) if isinstance(input_shape, list | tuple) else None
+    whole = shape and len(shape) == 3 and all(_is_count(v) for v in shape)
+    if not whole:
+        raise ConfigError(
+            f"input_shape must be (height, width, channels), each an integer >= 1. "
+            f"Received: {input_shape!r}."
+        )
+    try:
+        check_image_size(name, shape, "input_shape")
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    if not _is_count(num_classes) or num_classes < 2:
+        raise ConfigError(f"num_classes must be an integer >= 2. Received: {num_classes!r}.")
+
+
+def _is_count(value) -> bool:
+    """Whether `value` is an integer >= 1 (NumPy's included, bool not)."""
+    return not isinstance(value, bool) and hasattr(value, "__index__") and value >= 1
+
+
 def list_presets(pattern: str = "*") -> list[str]:
     """Names of the registered presets matching a shell-style pattern, sorted."""
     return sorted(n for n in _PRESETS if fnmatch.fnmatch(n, pattern))
@@ -207,66 +237,3 @@ def under_training(name: str, recipe: Recipe, examples: int, epochs: int | None 
 
 def _count(number: int, noun: str, plural: str = "s") -> str:
     return f"{number} {noun}{'' if number == 1 else plural}"
-
-
-BUILDERS = "convnet.models.builders"
-
-register_preset(
-    "seed",
-    "The article's network as written: 3 convolutions, Dense(64), rmsprop, 15 epochs of 512.",
-    builder=f"{BUILDERS}:seed",
-    # Steps before test accuracy stops climbing (within 1 point of the best) on the 1,437 8x8
-    # digits, 3 seeds: 0.976 at 300, 0.73 at its own 30 there (`python -m bench.steps_needed`,
-    # docs/benchmarks.md). Fashion-MNIST gives it 1,245. The recipe stays the article's.
-    min_steps=300,
-    epochs=15,
-    batch_size=512,
-    optimizer="rmsprop",
-    val_split=0.3,
-)
-
-register_preset(
-    "fast",
-    "Seed-sized net with BatchNorm after pooling, AdamW, warm-up + cosine, bfloat16 compute "
-    "where the CPU has it: 5 epochs.",
-    builder=f"{BUILDERS}:fast",
-    min_steps=90,  # as seed's: 0.994 at 90 steps, 0.986 at 60, 0.79 at its own 30 there
-    epochs=5,
-    batch_size=256,
-    optimizer="adamw",
-    learning_rate=4e-3,
-    schedule="cosine",
-    warmup_epochs=1.0,
-    weight_decay=1e-4,
-    label_smoothing=0.1,
-    val_split=0.1,
-    calibrate=True,
-    precision="auto",
-)
-
-register_preset(
-    "best",
-    "VGG-style net with BatchNorm, translation (+ flip for mirror-symmetric classes) "
-    "augmentation, bfloat16 compute where the CPU has it, restore-best, 1-pixel shift TTA.",
-    builder=f"{BUILDERS}:best",
-    min_steps=96,  # as seed's: 0.991 at 96 steps, 0.976 at 60; its own 144 there reach 0.993
-    # 24 epochs fit the budget on a CPU with AMX; where they do not, the budget plans fewer and
-    # the schedule ends with them, so `best` stays a 10-minute preset on any machine (epoch
-    # times by CPU: docs/benchmarks.md, bench.time_to_accuracy).
-    epochs=24,
-    time_budget=590.0,  # seconds of fit, validation and backups included
-    batch_size=256,
-    optimizer="adamw",
-    learning_rate=3e-3,
-    schedule="cosine",
-    warmup_epochs=2.0,
-    weight_decay=5e-4,
-    label_smoothing=0.1,
-    val_split=0.1,
-    restore_best=True,
-    translate=None,  # a tenth of the side: 2.8 pixels at 28x28
-    flip=None,  # mirrors Fashion-MNIST, not digits or letters
-    shift_tta=1,  # 18 views with the flip: +0.33 points of validation accuracy on average
-    calibrate=True,
-    precision="auto",
-)

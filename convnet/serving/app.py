@@ -32,7 +32,6 @@ from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from convnet.data.pixels import FULL_RANGE
 from convnet.errors import ConvnetError, DataError
 from convnet.predictions import top_classes
 from convnet.runs import Run
@@ -106,6 +105,36 @@ def create_app(
     model = load_engine(run, engine)
     metrics = Metrics()
     batcher = MicroBatcher(model.predict, max_batch, on_batch=metrics.batch_size.observe)
+    limits = limits or Limits()
+    decoders = anyio.CapacityLimiter(decode_threads)
+    app = FastAPI(
+        title="convnet",
+        summary=f"Image classification with the run {run.path.name}",
+        version=_version("convnet"),
+        lifespan=_lifespan(batcher, grpc_address, limits, decoders, api_key),
+    )
+    app.state.model_info = _model_info(run, model)
+    app.state.batcher = batcher
+    _add_error_handlers(app)
+    _add_routes(app, model, batcher, limits, decoders)
+    add_v2_routes(app, model, batcher, limits, decoders)
+    _add_metrics_route(app, metrics)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    if api_key is not None:
+        app.add_middleware(RequireApiKey, key=api_key)
+    app.add_middleware(ObserveRequests, metrics=metrics)  # the outermost: it sees the 401s too
+    return app
+
+
+def _lifespan(
+    batcher: MicroBatcher,
+    grpc_address: str | None,
+    limits: Limits,
+    decoders: anyio.CapacityLimiter,
+    api_key: str | None,
+):
+    """The app's lifespan: gRPC served at `grpc_address` while the app runs, and the batcher
+    closed when it stops."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -123,30 +152,7 @@ def create_app(
                 await grpc_server.stop(GRPC_STOP_GRACE)
             batcher.close()
 
-    app = FastAPI(
-        title="convnet",
-        summary=f"Image classification with the run {run.path.name}",
-        version=_version("convnet"),
-        lifespan=lifespan,
-    )
-    app.state.model_info = _model_info(run, model)
-    app.state.batcher = batcher
-    _add_error_handlers(app)
-    decoders = anyio.CapacityLimiter(decode_threads)
-    limits = limits or Limits()
-    _add_routes(app, model, batcher, limits, decoders)
-    add_v2_routes(app, model, batcher, limits, decoders)
-
-    @app.get("/metrics", summary="Prometheus metrics")
-    async def prometheus() -> Response:
-        data, content_type = metrics.exposition()
-        return Response(data, media_type=content_type)
-
-    app.mount("/static", StaticFiles(directory=STATIC), name="static")
-    if api_key is not None:
-        app.add_middleware(RequireApiKey, key=api_key)
-    app.add_middleware(ObserveRequests, metrics=metrics)  # the outermost: it sees the 401s too
-    return app
+    return lifespan
 
 
 def _add_routes(
@@ -189,6 +195,13 @@ def _add_routes(
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
         return FileResponse(STATIC / "index.html")
+
+
+def _add_metrics_route(app: FastAPI, metrics: Metrics) -> None:
+    @app.get("/metrics", summary="Prometheus metrics")
+    async def prometheus() -> Response:
+        data, content_type = metrics.exposition()
+        return Response(data, media_type=content_type)
 
 
 def _add_error_handlers(app: FastAPI) -> None:
@@ -243,6 +256,7 @@ def _error(request: Request, message: str, status: int, headers=None) -> JSONRes
 def _model_info(run: Run, model) -> dict:
     manifest = run.read_json("manifest.json")
     data = manifest.get("data", {})
+    reading = run.input_reading()
     metrics = {
         k: v
         for k, v in run.read_json("metrics.json").items()
@@ -261,8 +275,8 @@ def _model_info(run: Run, model) -> dict:
         "class_names": list(model.class_names),
         "input_shape": list(model.input_shape),
         "input_dtype": "uint8",
-        "background_is_light": bool(data.get("background_is_light", False)),
-        "pixel_range": run.config().pixel_range or FULL_RANGE,
+        "background_is_light": reading.light_background,
+        "pixel_range": reading.pixel_range,
         "flip": model.tta.flip,
         "shift_tta": model.tta.shift,
         "metrics": metrics,

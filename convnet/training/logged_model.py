@@ -103,7 +103,7 @@ def _quiet_mlflow() -> Iterator[None]:
 
 def _onnx_export(run_dir: Path, out: Path) -> Path:
     """The run's model exported as `convnet export RUN --out OUT` writes it: on TensorFlow
-    (`convnet.api.EXPORT_BACKEND`), in this process if Keras runs on it, else in a process of
+    (`convnet.backend.EXPORT_BACKEND`), in this process if Keras runs on it, else in a process of
     its own, since a process keeps the Keras backend it imported first.
 
     Raises:

@@ -23,7 +23,8 @@ import yaml
 
 from convnet.config import TrainConfig
 from convnet.errors import ConfigError
-from convnet.runs import Run, default_run_dir
+from convnet.run_folders import default_run_dir
+from convnet.runs import Run
 from convnet.training import logged_model
 
 # A local database in the working directory, as `mlflow ui --backend-store-uri` reads it;

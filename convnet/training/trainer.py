@@ -1,10 +1,9 @@
 """Training a run: a new run or a resumed one, each a path of its own into one shared fit and
-finish (calibration, the saved model, test metrics, the report, the manifest)."""
+finish (calibration, the saved model, test metrics, the report, the manifest). What the
+manifest records of the training as it begins, resumes and stops: `convnet.training.record`."""
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import shutil
 import time
 import warnings
@@ -17,7 +16,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
-from convnet.errors import DiskFull, UnderTrainingWarning
+from convnet.errors import UnderTrainingWarning
 from convnet.evaluation import (
     TestTimeAugmentation,
     predict_proba,
@@ -25,30 +24,30 @@ from convnet.evaluation import (
     test_metrics,
 )
 from convnet.files import replace_durably
-from convnet.machine import machine, versions
 from convnet.models.factory import model_for_recipe, portable_model
-from convnet.models.precision import resolve_precision
 from convnet.models.recipe import Recipe
 from convnet.models.registry import under_training
 from convnet.reports.plots import read_history
 from convnet.reports.report import write_report
-from convnet.runs import MODEL_FILE, Run, new_run_dir, process_record
+from convnet.run_folders import new_run_dir
+from convnet.runs import MODEL_FILE, Run
 from convnet.training import distributed
-from convnet.training.calibration import calibrate, softmax_head
-from convnet.training.callbacks import (
+from convnet.training.backup import (
     BACKUP_DIR,
     BestWeights,
-    ChanceWatch,
-    DiskRoom,
-    EarlyStop,
     EpochBackup,
-    EpochTimer,
-    StopOnInterrupt,
-    TimeBudget,
-    disk_full,
     load_best,
     restore_backup,
     trim_history,
+)
+from convnet.training.calibration import calibrate, softmax_head
+from convnet.training.callbacks import (
+    ChanceWatch,
+    DiskRoom,
+    EarlyStop,
+    EpochTimer,
+    StopOnInterrupt,
+    TimeBudget,
 )
 from convnet.training.feed import batches, epoch_steps
 from convnet.training.keras_recipe import (
@@ -58,10 +57,8 @@ from convnet.training.keras_recipe import (
     seed_everything,
 )
 from convnet.training.progress import EpochBars
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """Ctrl-C stopped training; the message says how to resume. The CLI exits 130."""
+from convnet.training.record import TrainingInterrupted as TrainingInterrupted
+from convnet.training.record import begin_run, mark_resumed, recording_status
 
 
 @dataclass
@@ -150,7 +147,7 @@ def train(
     context = distributed.setup(config)
     with new_run_dir(context.out(config.out), config.preset) as run_dir:
         session = _session(config, data, context)
-        run = _begin_run(run_dir, config, command, data, context)
+        run = begin_run(run_dir, config, command, data, context)
         _warn(session, under_training(config.preset, session.recipe, len(data.full)))
         return _fit_and_finish(session, run, Start(), started, verbose, callbacks)
 
@@ -192,9 +189,9 @@ def resume(
         val_losses=_val_losses(run.path),
     )
     if run.read_json("manifest.json"):
-        _mark_resumed(run, command, session.context, data.full.feed)
+        mark_resumed(run, command, session.context, data.full.feed)
     else:  # killed before the manifest was written: it begins now
-        _begin_run(run.path, config, command, data, session.context)
+        begin_run(run.path, config, command, data, session.context)
     return _fit_and_finish(session, run, start, started, verbose, callbacks)
 
 
@@ -224,7 +221,7 @@ def _fit_and_finish(
 ) -> TrainResult:
     """Trains from `start`, then finishes the run; everything up to "complete" is recorded, so
     a run stopped anywhere resumes."""
-    with _recording_status(run):
+    with recording_status(run):
         timings = _fit(session, run.path, start, verbose, callbacks)
         metrics = _finish(session, run, started - start.elapsed, timings, verbose)
         manifest = run.read_json("manifest.json") | {
@@ -382,93 +379,3 @@ def _save_model(model: keras.Model, run_dir: Path) -> None:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _begin_run(
-    run_dir: Path,
-    config: TrainConfig,
-    command,
-    data: TrainingData,
-    context: distributed.Context,
-) -> Run:
-    """Writes the data given in Python, config.yaml and the manifest of a run that begins."""
-    if data.kept and context.is_chief:  # where config.yaml says the data is
-        data.kept.write({"train": config.train, "test": config.test})
-    run = Run.begin(run_dir, config)
-    train, test = data.full, data.test
-    run.write_json(
-        "manifest.json",
-        {
-            "status": "running",
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "preset": config.preset,
-            "precision": resolve_precision(config.recipe().precision),
-            "seed": config.seed,
-            "command": command,
-            "data": {
-                "train": {
-                    "source": train.source,
-                    "examples": len(train),
-                    "sha256": train.checksum(),
-                },
-                "test": {"source": test.source, "examples": len(test), "sha256": test.checksum()},
-                "class_names": list(train.class_names),
-                "image_shape": list(train.image_shape),
-                "background_is_light": train.background_is_light(),
-                # "streamed" from the files a batch at a time, or held in "memory"
-                "feed": train.feed,
-            },
-            "process": process_record(),
-            "versions": versions(keras.backend.backend()),
-            "machine": machine() | {"auto_precision": resolve_precision("auto")},
-            "topology": context.topology(),
-        },
-    )
-    return run
-
-
-def _mark_resumed(run: Run, command, context: distributed.Context, feed: str) -> None:
-    manifest = run.read_json("manifest.json")
-    resumes = manifest.get("resumes", []) + [
-        {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command, "feed": feed}
-    ]
-    run.write_json(
-        "manifest.json",
-        manifest
-        | {
-            "status": "running",
-            "process": process_record(),
-            "resumes": resumes,
-            "topology": context.topology(),
-        },
-    )
-
-
-@contextlib.contextmanager
-def _recording_status(run: Run):
-    """Marks the manifest "interrupted" on Ctrl-C and "failed" on an error, then re-raises."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        _set_status(run, "interrupted")
-        raise TrainingInterrupted(
-            f"interrupted; resume with: convnet train --resume {run.path}"
-        ) from None
-    except DiskFull:
-        _set_status(run, "interrupted")
-        raise
-    except OSError as error:
-        if error.errno not in (errno.ENOSPC, errno.EDQUOT):
-            _set_status(run, "failed", error=f"{type(error).__name__}: {error}")
-            raise
-        _set_status(run, "interrupted")
-        free = shutil.disk_usage(run.path).free
-        raise disk_full(run.path, free, free + DiskRoom.MARGIN, "when a write failed") from None
-    except BaseException as error:
-        _set_status(run, "failed", error=f"{type(error).__name__}: {error}")
-        raise
-
-
-def _set_status(run: Run, status: str, **extra) -> None:
-    with contextlib.suppress(OSError):
-        run.set_status(status, **extra)

@@ -147,6 +147,25 @@ def hide_password(url: str) -> str:
     return re.sub(r"(://[^:/@]+:)[^@]*@", rf"\1{HIDDEN}@", url)
 
 
+def check_numbers(
+    trials: int | None, workers: int, time_budget: float | None, heartbeat: int | None
+) -> None:
+    """Refuses a tune's numbers out of range (None: the default, or a continued tune's own).
+
+    Raises:
+        ConfigError: naming the first one, what it must be and what it is.
+    """
+    checks = [
+        ("trials", trials, trials is None or trials >= 1, "an integer >= 1"),
+        ("workers", workers, workers >= 1, "an integer >= 1"),
+        ("time_budget", time_budget, time_budget is None or time_budget > 0, "> 0 seconds"),
+        ("heartbeat", heartbeat, heartbeat is None or heartbeat >= 1, "an integer >= 1 (seconds)"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{name} must be {expected}. Received: {value!r}.")
+
+
 def check_folder(folder: Path) -> TunePlan | None:
     """The plan of the tune in `folder`, to continue; None for a new tune there.
 

@@ -1,0 +1,135 @@
+"""The data of one training run: the sets `load_train_test` gives, cut to `limit`, checked, split
+for validation and weighted (`load_training_data`), data given in Python read in their place
+(`read_given`), and the settings the data decides written back into the config
+(`fitted_to_data`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from convnet.config import TrainConfig
+from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
+from convnet.data.loading import load_config_data, load_source, resolve_class_names
+from convnet.data.memory import KeptRecords, read_memory
+from convnet.data.split import split
+from convnet.data.weights import class_weights
+from convnet.errors import DataError
+from convnet.models.recipe import resolve_augment
+from convnet.models.registry import check_image_size
+
+
+@dataclass(frozen=True)
+class TrainingData:
+    """The data of one training run.
+
+    Attributes:
+        full: the training data after `limit`, before the validation split.
+        test: the test set, relabelled to the training classes.
+        train: what `fit` trains on.
+        validation: the held-out part of `full`, or None when `val_split` is 0.
+        test_split: the share of the source held out as `test`, or None if it had a test set.
+        class_weight: each class index's weight in the loss, or None for equal weights.
+        kept: the records of the data given in Python, which the run keeps in its folder
+            (`convnet.data.memory.KeptRecords`), or None.
+    """
+
+    full: Dataset
+    test: Dataset
+    train: Dataset
+    validation: Dataset | None
+    test_split: float | None = None
+    class_weight: dict[int, float] | None = None
+    kept: KeptRecords | None = None
+
+
+def read_given(config: TrainConfig, memory: dict) -> dict[str, Dataset]:
+    """The Datasets of data given in Python in place of `config.train` or `config.test`.
+
+    Args:
+        config: the other settings: label column, class names, pixel range.
+        memory: "train" and/or "test": a DataFrame or (x, y) arrays (`convnet.data.memory`).
+
+    Returns:
+        A Dataset by argument. A test set is read in the training data's pixel range, as files
+        are.
+
+    Raises:
+        DataError: naming the argument and the place at fault.
+    """
+    names = resolve_class_names(config.class_names, Path(""))
+    options = (config.label_column, names)
+    sets = {}
+    if "train" in memory:
+        sets["train"] = read_memory(memory["train"], "train", *options, config.pixel_range)
+    if "test" in memory:
+        train_range = sets["train"].pixel_range if sets else config.pixel_range
+        if train_range is None and config.train:  # the training source's, detected
+            source = load_source(
+                config.train, config.format, config.label_column, names, None, 1, config.data_dir
+            )
+            train_range = source["train"].pixel_range
+        sets["test"] = read_memory(memory["test"], "test", *options, train_range)
+    return sets
+
+
+def load_training_data(
+    config: TrainConfig, given: dict | None = None, keep: bool = False
+) -> TrainingData:
+    """Reads, limits and splits the data `config` names, as `train` and `lr-find` use it.
+
+    Args:
+        config: the settings naming the data.
+        given: Datasets of data given in Python (`read_given`) in place of the paths `config`
+            names.
+        keep: make the records a run keeps of `given` (`TrainingData.kept`).
+
+    Raises:
+        DataError: the data cannot be read, or the sets do not fit together.
+    """
+    full, test, test_split = load_config_data(config, config.limit, given)
+    check_image_size(config.preset, full.image_shape, full.source)
+    if config.limit:  # read whole when a test set was held out of it (`load_config_data`)
+        full = full.take(slice(0, config.limit))
+    check_classes(full)
+    train, validation = split(full, config.recipe().val_split, config.seed, config.stratify)
+    weights = class_weights(config.class_weight, train)
+    kept = KeptRecords(given) if keep and given else None
+    return TrainingData(full, test, train, validation, test_split, weights, kept)
+
+
+def check_classes(data: Dataset) -> None:
+    """Refuses training data of fewer than two classes, before any training.
+
+    Raises:
+        DataError: naming the source and the one class it holds.
+    """
+    present = np.unique(data.y)
+    if len(present) < 2:
+        only = f" ({data.class_names[present[0]]!r})" if len(present) else ""
+        raise DataError(
+            f"{data.source}: the training data holds one class{only}; expected images of at "
+            "least two classes to tell apart."
+        )
+
+
+def fitted_to_data(config: TrainConfig, data: TrainingData) -> TrainConfig:
+    """`config` with the settings the data decides written in, so that config.yaml holds them
+    and every later command reads the run's data and images alike: the pixel range found, the
+    share held out as the test set, and the augmentation left to the data (`resolve_augment`).
+    """
+    augment = resolve_augment(
+        config.recipe(),
+        data.full.image_shape,
+        mirror_symmetric=data.full.class_names == FASHION_MNIST_CLASSES,
+    )
+    return dataclasses.replace(
+        config,
+        pixel_range=data.full.pixel_range,
+        test_split=data.test_split,
+        overrides=config.overrides | augment,
+    )
