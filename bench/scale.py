@@ -115,10 +115,14 @@ def measure(size: float, folder: Path, args) -> dict:
                 found = train(folder, Path(scratch) / "run", stream, args.preset)
             runs[found["feed"]].append(found)
             print(size, found, flush=True)
-    for feed, done in runs.items():
-        medians = {key: statistics.median(run[key] for run in done) for key in NUMBERS}
-        row[feed] = medians | {"runs": done} if done else {"skipped": why}
-    return row
+    return row | {feed: summary(done, why) for feed, done in runs.items()}
+
+
+def summary(runs: list[dict], skipped: str) -> dict:
+    """A feed's figures: the medians of its runs, and the runs; why it was skipped if none ran."""
+    if not runs:
+        return {"skipped": skipped}
+    return {key: statistics.median(run[key] for run in runs) for key in NUMBERS} | {"runs": runs}
 
 
 def main(argv: list[str] | None = None) -> dict:
