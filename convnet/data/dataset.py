@@ -51,14 +51,6 @@ class Dataset:
     pixel_range: str = "0,255"
 
     def __post_init__(self) -> None:
-        if isinstance(self.x, StreamedImages) and self.y.dtype.itemsize > 2:
-            compact = np.int16 if len(self.class_names) <= 2**15 else np.int32
-            if (
-                compact != self.y.dtype
-                and self.y.size
-                and 0 <= self.y.min() <= self.y.max() < len(self.class_names)
-            ):
-                object.__setattr__(self, "y", self.y.astype(compact))
         if self.x.dtype != np.uint8 or self.x.ndim != 4 or 0 in self.x.shape[1:]:
             raise DataError(
                 f"{self.source}: images must be uint8 of shape (N, H, W, C), H, W and C not 0. "
@@ -74,6 +66,9 @@ class Dataset:
                 f"{self.source}: labels must be in [0, {len(self.class_names) - 1}]. "
                 f"Received: min={self.y.min()}, max={self.y.max()}."
             )
+        compact = np.int16 if len(self.class_names) <= 2**15 else np.int32
+        if isinstance(self.x, StreamedImages) and self.y.dtype.itemsize > compact().itemsize:
+            object.__setattr__(self, "y", self.y.astype(compact))  # labels checked in range above
 
     def __len__(self) -> int:
         return len(self.x)
