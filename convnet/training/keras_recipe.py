@@ -48,8 +48,9 @@ BN_FORGOTTEN = 0.01
 def fit_batch_norm_momentum(model: keras.Model, total_steps: int) -> None:
     """Lowers each BatchNorm layer's momentum where the run is too short for its moving averages
     to forget their initial values (`BN_FORGOTTEN`): with momentum 0.9, 18 steps leave 15% of
-    them, and inference then normalises with statistics the net never trained on; on 1,437
-    images of 8x8 that kept `best` at chance (docs/benchmarks.md, small datasets).
+    them, and inference then normalises with statistics the net never trained on: `best` on
+    scikit-learn's 1,437 training digits of 8x8, 3 epochs, tested at 0.097 (chance) with
+    momentum 0.9, and at 0.897 with it fitted.
     """
     ceiling = BN_FORGOTTEN ** (1 / max(total_steps, 1))
     for layer in model.layers:
