@@ -51,7 +51,9 @@ def new_run_dir(
     check_new_run_dir(path, min_free=min_free)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = write_atomic(path / ".write-test", b"ok")
+        # A name of this process's own: two processes making one folder at once would otherwise
+        # rename over, and unlink, each other's probe.
+        probe = write_atomic(path / f".write-test-{os.getpid()}", b"ok")
         probe.unlink()
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None

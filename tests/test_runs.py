@@ -115,6 +115,59 @@ with new_run_dir(sys.argv[1], "seed"):
 """
 
 
+RACE_FOR_ONE_FOLDER = """
+import multiprocessing as mp, sys, time
+from pathlib import Path
+from convnet.errors import RunError
+from convnet.run_folders import new_run_dir
+
+def attempt(path, barrier, results):
+    barrier.wait()
+    try:
+        with new_run_dir(path, "seed"):
+            results.put("claimed")
+            time.sleep(0.05)
+    except RunError as error:
+        results.put(str(error))
+
+if __name__ == "__main__":
+    base, rounds, n = Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    ctx = mp.get_context("fork")
+    for r in range(rounds):
+        barrier, results = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=attempt, args=(base / str(r), barrier, results))
+                 for _ in range(n)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        print(*sorted(results.get() for _ in procs), sep="\\t")
+"""
+
+
+def test_processes_making_one_folder_at_once_get_one_claim_and_clear_refusals(tmp_path):
+    # Started at one instant, so their folder checks, write probes and claims interleave: each
+    # round's folder goes to exactly one, and the others are refused as a user would be told.
+    rounds, contenders = 40, 4
+    script = tmp_path / "race.py"
+    script.write_text(RACE_FOR_ONE_FOLDER)
+    done = subprocess.run(
+        [sys.executable, script, tmp_path / "runs", str(rounds), str(contenders)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == rounds
+    refusal = r"runs/\d+: (in use by another convnet process|already exists and is not empty)"
+    for line in lines:
+        outcomes = line.split("\t")
+        assert outcomes.count("claimed") == 1, outcomes
+        refused = [o for o in outcomes if o != "claimed"]
+        assert all(re.match(f"{re.escape(str(tmp_path))}/{refusal}", o) for o in refused), refused
+
+
 def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path, tiny_npz):
     out = tmp_path / "same"
     args = ["--train", tiny_npz, "--epochs", "2", "--batch-size", "32", "--out", out]
