@@ -5,18 +5,11 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
-import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.metrics import (
-    accuracy_score,
-    balanced_accuracy_score,
-    confusion_matrix,
-    log_loss,
-    precision_recall_fscore_support,
-)
+from sklearn.metrics import log_loss
 
 from convnet.data.dataset import Dataset
 from convnet.models.recipe import Recipe
@@ -61,34 +54,41 @@ class TestTimeAugmentation:
             if self.flip:
                 yield np.ascontiguousarray(view[:, :, ::-1])
 
-    def average(
+    def averages(
         self,
         forward: Callable[[np.ndarray], np.ndarray],
         x: np.ndarray,
         chunk_bytes: int = VIEWS_PER_CALL_BYTES,
         done: Callable[[int], object] | None = None,
-    ) -> np.ndarray:
-        """The mean of `forward` (uint8 images -> probabilities) over the views of `x`.
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """The mean of `forward` (uint8 images -> probabilities) over the views of `x`, a call
+        at a time: (the position of the call's first image, their mean probabilities).
 
         The views of as many images as fit in `chunk_bytes` go through `forward` in one call: a
         server request of one image is one model call, not 18, and a test set of 10,000 28x28
         images one `predict`, not ten: each call of Keras' `predict` has a cost of its own
-        before any image (docs/benchmarks.md, bench.peer). `done` is called
-        with the number of images of each call when it returns.
+        before any image (docs/benchmarks.md, bench.peer). `done` is called with the number of
+        images of each call when it returns. An empty `x` still gives one (0, K) call.
         """
         image_bytes = max(int(np.prod(x.shape[1:])), 1) * self.count
         chunk = max(chunk_bytes // image_bytes, 1)
-        means = None  # filled in place: a list of chunks joined at the end holds them twice
-        for start in range(0, max(len(x), 1), chunk):  # an empty `x` still gets (0, K)
+        for start in range(0, max(len(x), 1), chunk):
             images = x[start : start + chunk]
             views = list(self.views(images))
             probabilities = forward(views[0] if len(views) == 1 else np.concatenate(views))
             shape = (len(views), len(images), probabilities.shape[-1])
-            if means is None:
-                means = np.empty((len(x), shape[-1]), probabilities.dtype)
-            means[start : start + len(images)] = probabilities.reshape(shape).mean(axis=0)
-            if done:  # the images of this call are done
+            yield start, probabilities.reshape(shape).mean(axis=0)
+            if done:
                 done(len(images))
+
+    def average(self, forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, **settings):
+        """The mean of `forward` over the views of `x`, all at once (`averages` has the
+        `settings`)."""
+        means = None  # filled in place: a list of chunks joined at the end holds them twice
+        for start, chunk in self.averages(forward, x, **settings):
+            if means is None:
+                means = np.empty((len(x), chunk.shape[-1]), chunk.dtype)
+            means[start : start + len(chunk)] = chunk
         return means
 
 
@@ -150,85 +150,201 @@ def evaluate(
     """Test loss (categorical cross-entropy) and accuracy of `model` on `data`.
 
     Returns:
-        {"test_loss", "test_accuracy", "test_examples", "test_data"}.
+        {"test_loss", "test_accuracy", "test_balanced_accuracy", "test_examples", "test_data"}.
     """
-    return test_metrics(data, predict_proba(model, data.x, batch_size, tta))
+    return predicted_tally(model, data, batch_size, tta).metrics() | {"test_data": data.source}
 
 
-def test_metrics(data: Dataset, probabilities: np.ndarray) -> dict:
-    """Test loss and accuracy from predictions already made on `data`."""
-    predicted = probabilities.argmax(axis=1)
-    with warnings.catch_warnings():  # a class predicted but absent from `data` is no error
-        warnings.simplefilter("ignore", UserWarning)
-        balanced = balanced_accuracy_score(data.y, predicted)
-    return {
-        "test_loss": mean_log_loss(data.y, probabilities, data.num_classes),
-        "test_accuracy": float(accuracy_score(data.y, predicted)),
-        "test_balanced_accuracy": float(balanced),
-        "test_examples": len(data),
-        "test_data": data.source,
-    }
+def predicted_tally(
+    model,
+    data: Dataset,
+    batch_size: int = 1024,
+    tta: TestTimeAugmentation | None = None,
+    verbose: int | str = 0,
+) -> TestTally:
+    """The tally of `model`'s predictions on `data`, made a model call at a time
+    (`TestTimeAugmentation.averages`): nothing the size of the test set is held, so 2 million
+    streamed test images take no more memory than 100,000.
+
+    With several views and `verbose` 1, a progress bar counts the images done.
+    """
+    tta = tta or TestTimeAugmentation()
+    tally = TestTally(data.num_classes)
+    forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
+    description = f"test-time views ({tta.count} per image)"
+    shown_if = verbose if tta.count > 1 else 0
+    with retracing_unlogged(), bar(len(data), description, shown_if, unit="image") as shown:
+        for start, probabilities in tta.averages(forward, data.x, done=shown.update):
+            tally.add(data.y[start : start + len(probabilities)], probabilities)
+    return tally
 
 
-def mean_log_loss(y_true: np.ndarray, probabilities: np.ndarray, num_classes: int) -> float:
-    """scikit-learn's `log_loss`, summed `LOSS_ROWS` rows at a time: it makes float64 one-hot
-    labels and copies of the probabilities the size of the test set, 480 MB for the 2 million
-    images held out of 10 million doodles."""
-    total = 0.0
-    for start in range(0, len(y_true), LOSS_ROWS):
-        rows = slice(start, start + LOSS_ROWS)
-        total += log_loss(
-            y_true[rows], probabilities[rows], labels=range(num_classes), normalize=False
-        )
-    return total / max(len(y_true), 1)
-
-
-def confusion(y_true: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
-    """Counts of (true class, predicted class): row i, column j is true i predicted as j.
+class TestTally:
+    """What the test metrics and the report take from a model's predictions, added a chunk at
+    a time: the confusion counts, the summed log loss, the calibration bins' sums and the most
+    confident mistakes so far. The figures are those of all the predictions at once.
 
     Args:
-        y_true: integer labels, shape (N,).
-        probabilities: class probabilities, shape (N, num_classes).
-
-    Returns:
-        An int array of shape (num_classes, num_classes).
+        num_classes: K, the probabilities' columns.
+        bins: equal-width confidence bins for calibration.
+        top_k: the confident mistakes kept.
     """
-    labels = range(probabilities.shape[1])
-    return confusion_matrix(y_true, probabilities.argmax(axis=1), labels=labels)
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, num_classes: int, bins: int = 10, top_k: int = 16):
+        self.num_classes, self.top_k = num_classes, top_k
+        self.matrix = np.zeros((num_classes, num_classes), np.int64)
+        self.loss_sum = 0.0
+        self.edges = np.linspace(0.0, 1.0, bins + 1)
+        self.bin_counts = np.zeros(bins, np.int64)
+        self.bin_confidence = np.zeros(bins)  # summed
+        self.bin_correct = np.zeros(bins, np.int64)
+        self._mistakes = np.zeros(0, _MISTAKE)  # the most confident so far, first first
+
+    @classmethod
+    def of(cls, y_true: np.ndarray, probabilities: np.ndarray, **settings) -> TestTally:
+        """The tally of predictions all at hand: `probabilities` (N, K) of labels `y_true`,
+        added `LOSS_ROWS` at a time (scikit-learn's `log_loss` makes float64 copies of what
+        it is given: 480 MB for 2 million rows at once)."""
+        tally = cls(probabilities.shape[1], **settings)
+        for start in range(0, len(y_true), LOSS_ROWS):
+            rows = slice(start, start + LOSS_ROWS)
+            tally.add(y_true[rows], probabilities[rows])
+        return tally
+
+    @property
+    def count(self) -> int:
+        """The predictions added so far."""
+        return int(self.bin_counts.sum())
+
+    def add(self, y_true: np.ndarray, probabilities: np.ndarray) -> None:
+        """Counts the next predictions: `probabilities` (n, K) of the integer labels `y_true`,
+        the examples after those added so far."""
+        if not len(y_true):
+            return
+        first, y_true = self.count, np.asarray(y_true, np.int64)
+        y_pred = probabilities.argmax(axis=1)
+        np.add.at(self.matrix, (y_true, y_pred), 1)
+        labels = range(self.num_classes)
+        self.loss_sum += log_loss(y_true, probabilities, labels=labels, normalize=False)
+        confidence = probabilities[np.arange(len(y_true)), y_pred]
+        bins = len(self.bin_counts)
+        which = np.clip(np.searchsorted(self.edges, confidence, side="left") - 1, 0, bins - 1)
+        self.bin_counts += np.bincount(which, minlength=bins)
+        self.bin_confidence += np.bincount(which, confidence, minlength=bins)
+        self.bin_correct += np.bincount(which[y_pred == y_true], minlength=bins)
+        wrong = np.flatnonzero(y_pred != y_true)
+        found = np.zeros(len(wrong), _MISTAKE)
+        found["index"], found["true"] = first + wrong, y_true[wrong]
+        found["predicted"] = y_pred[wrong]
+        found["probability"] = confidence[wrong]
+        found["loss"] = -np.log(np.clip(probabilities[wrong, y_true[wrong]], 1e-12, 1.0))
+        # Most probable prediction first, ties by the higher loss, then by the earlier example
+        # (lexsort is stable, and the earlier mistakes come first).
+        mistakes = np.concatenate([self._mistakes, found])
+        order = np.lexsort((-mistakes["loss"], -mistakes["probability"]))
+        self._mistakes = mistakes[order[: self.top_k]]
+
+    def metrics(self) -> dict:
+        """{"test_loss", "test_accuracy", "test_balanced_accuracy", "test_examples"}: the mean
+        cross-entropy, and the balanced accuracy as scikit-learn's `balanced_accuracy_score`
+        (the mean recall of the classes the labels hold)."""
+        count, support = self.count, self.matrix.sum(axis=1)
+        recall = _share(np.diag(self.matrix), support)[support > 0]
+        return {
+            "test_loss": self.loss_sum / max(count, 1),
+            "test_accuracy": float(np.trace(self.matrix) / max(count, 1)),
+            "test_balanced_accuracy": float(recall.mean()) if len(recall) else 0.0,
+            "test_examples": count,
+        }
+
+    def per_class(self, class_names: list[str]) -> list[dict]:
+        """Precision, recall, F1 and support of each class, then the macro and weighted
+        averages, as scikit-learn's `classification_report` with `zero_division=0`: a class
+        never predicted has precision 0.
+
+        Returns:
+            One dict per row: {"class", "precision", "recall", "f1", "support"}; the last two
+            rows are "macro avg" and "weighted avg".
+        """
+        hits = np.diag(self.matrix)
+        support, predicted = self.matrix.sum(axis=1), self.matrix.sum(axis=0)
+        f1 = _share(2 * hits, support + predicted)
+        scores = _share(hits, predicted), _share(hits, support), f1
+        rows = [_report_row(*values) for values in zip(class_names, *scores, support, strict=True)]
+        weights = _share(support, np.full(len(support), support.sum()))
+        rows.append(_report_row("macro avg", *(s.mean() for s in scores), self.count))
+        rows.append(_report_row("weighted avg", *(s @ weights for s in scores), self.count))
+        return rows
+
+    def calibration(self) -> dict:
+        """Reliability bins of the top-class confidence, and the expected calibration error.
+
+        ECE is the average, weighted by bin size, of |accuracy - mean confidence| over the
+        equal-width confidence bins (Guo et al., 2017). Bins are closed on the right: (a, b].
+
+        Returns:
+            {"ece", "edges" (bins + 1 floats), "confidence", "accuracy", "count"}: one value
+            per bin; empty bins have confidence and accuracy None.
+        """
+        filled = self.bin_counts > 0
+        confidence = _share(self.bin_confidence, self.bin_counts)
+        accuracy = _share(self.bin_correct, self.bin_counts)
+        gaps = self.bin_counts * np.abs(accuracy - confidence)
+        return {
+            "ece": float(gaps.sum() / max(self.count, 1)),
+            "edges": self.edges.tolist(),
+            "confidence": np.where(filled, confidence, None).tolist(),
+            "accuracy": np.where(filled, accuracy, None).tolist(),
+            "count": self.bin_counts.tolist(),
+        }
+
+    def top_losses(self) -> list[dict]:
+        """The most confident mistakes, up to `top_k`: the most probable prediction first, ties
+        by the higher loss.
+
+        Returns:
+            [{"index", "true", "predicted", "probability", "loss"}]: class indices, the
+            probability given to the predicted class, and the cross-entropy -log p(true class).
+        """
+        names = _MISTAKE.names
+        return [
+            {name: value.item() for name, value in zip(names, row, strict=True)}
+            for row in self._mistakes
+        ]
+
+    def interpretation(self, class_names: list[str]) -> dict:
+        """Every metric the report shows.
+
+        Returns:
+            {"confusion_matrix", "per_class", "most_confused", "top_losses", "calibration"}.
+        """
+        return {
+            "confusion_matrix": self.matrix.tolist(),
+            "per_class": self.per_class(class_names),
+            "most_confused": most_confused(self.matrix, class_names),
+            "top_losses": self.top_losses(),
+            "calibration": self.calibration(),
+        }
+
+
+# A confident mistake, as `TestTally` keeps it.
+_MISTAKE = np.dtype(
+    [("index", np.int64), ("true", np.int64), ("predicted", np.int64),
+     ("probability", np.float64), ("loss", np.float64)]
+)  # fmt: skip
+
+
+def _share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+    """part / whole as floats, 0 where whole is 0."""
+    return np.divide(part, whole, out=np.zeros(len(part)), where=whole > 0)
 
 
 def row_normalised(matrix: np.ndarray) -> np.ndarray:
     """Each row divided by its total (recall on the diagonal); rows of zeros stay zero."""
     totals = matrix.sum(axis=1, keepdims=True)
     return np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
-
-
-def per_class_report(
-    y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]
-) -> list[dict]:
-    """Precision, recall, F1 and support of each class, then the macro and weighted averages.
-
-    Classes never predicted get precision 0 (scikit-learn's `zero_division=0`).
-
-    Returns:
-        One dict per row: {"class", "precision", "recall", "f1", "support"}; the last two rows
-        are "macro avg" and "weighted avg".
-    """
-    y_pred = probabilities.argmax(axis=1)
-    labels = list(range(probabilities.shape[1]))
-    rows = []
-    for average in (None, "macro", "weighted"):
-        precision, recall, f1, support = precision_recall_fscore_support(
-            y_true, y_pred, labels=labels, average=average, zero_division=0
-        )
-        if average is None:
-            rows += [
-                _report_row(name, *values)
-                for name, *values in zip(class_names, precision, recall, f1, support, strict=True)
-            ]
-        else:
-            rows.append(_report_row(f"{average} avg", precision, recall, f1, len(y_true)))
-    return rows
 
 
 def _report_row(name: str, precision, recall, f1, support) -> dict:
@@ -264,77 +380,3 @@ def most_confused(matrix: np.ndarray, class_names: list[str], k: int = 5) -> lis
                 }
             )
     return pairs
-
-
-def top_losses(y_true: np.ndarray, probabilities: np.ndarray, k: int = 16) -> list[dict]:
-    """The `k` most confident mistakes: misclassified examples, most probable prediction first.
-
-    Ties in confidence are broken by the higher loss.
-
-    Returns:
-        [{"index", "true", "predicted", "probability", "loss"}]: class indices, the probability
-        given to the predicted class, and the cross-entropy -log p(true class).
-    """
-    y_pred = probabilities.argmax(axis=1)
-    p_true = probabilities[np.arange(len(y_true)), y_true]
-    losses = -np.log(np.clip(p_true, 1e-12, 1.0))
-    wrong = np.flatnonzero(y_pred != y_true)
-    confidence = probabilities[wrong, y_pred[wrong]]
-    worst = wrong[np.lexsort((-losses[wrong], -confidence))][:k]
-    return [
-        {
-            "index": int(i),
-            "true": int(y_true[i]),
-            "predicted": int(y_pred[i]),
-            "probability": float(probabilities[i, y_pred[i]]),
-            "loss": float(losses[i]),
-        }
-        for i in worst
-    ]
-
-
-def calibration(y_true: np.ndarray, probabilities: np.ndarray, bins: int = 10) -> dict:
-    """Reliability bins of the top-class confidence, and the expected calibration error.
-
-    ECE is the average, weighted by bin size, of |accuracy - mean confidence| over `bins`
-    equal-width confidence bins (Guo et al., 2017). Bins are closed on the right: (a, b].
-
-    Returns:
-        {"ece", "edges" (bins + 1 floats), "confidence", "accuracy", "count"}: one value per bin;
-        empty bins have confidence and accuracy None.
-    """
-    confidence = probabilities.max(axis=1)
-    correct = probabilities.argmax(axis=1) == y_true
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, bins - 1)
-    result = {"ece": 0.0, "edges": edges.tolist(), "confidence": [], "accuracy": [], "count": []}
-    for b in range(bins):
-        members = which == b
-        count = int(members.sum())
-        result["count"].append(count)
-        if count == 0:
-            result["confidence"].append(None)
-            result["accuracy"].append(None)
-            continue
-        mean_confidence = float(confidence[members].mean())
-        accuracy = float(correct[members].mean())
-        result["confidence"].append(mean_confidence)
-        result["accuracy"].append(accuracy)
-        result["ece"] += count / len(y_true) * abs(accuracy - mean_confidence)
-    return result
-
-
-def interpretation(y_true: np.ndarray, probabilities: np.ndarray, class_names: list[str]) -> dict:
-    """Every metric the report shows, from one set of test predictions.
-
-    Returns:
-        {"confusion_matrix", "per_class", "most_confused", "top_losses", "calibration"}.
-    """
-    matrix = confusion(y_true, probabilities)
-    return {
-        "confusion_matrix": matrix.tolist(),
-        "per_class": per_class_report(y_true, probabilities, class_names),
-        "most_confused": most_confused(matrix, class_names),
-        "top_losses": top_losses(y_true, probabilities),
-        "calibration": calibration(y_true, probabilities),
-    }

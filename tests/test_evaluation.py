@@ -6,18 +6,20 @@ import logging
 
 import numpy as np
 import pytest
-from sklearn.metrics import classification_report, confusion_matrix
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    log_loss,
+)
 
 from convnet.evaluation import (
+    TestTally,
     TestTimeAugmentation,
-    calibration,
-    confusion,
-    interpretation,
     most_confused,
-    per_class_report,
     predict_proba,
     row_normalised,
-    top_losses,
 )
 from convnet.serving.engines import Engine
 
@@ -34,10 +36,11 @@ PROBABILITIES = np.array(
         [0.8, 0.1, 0.1],
     ]
 )
+TALLY = TestTally.of(Y_TRUE, PROBABILITIES)
 
 
 def test_confusion_matrix_by_hand():
-    matrix = confusion(Y_TRUE, PROBABILITIES)
+    matrix = TALLY.matrix
     assert matrix.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
     assert row_normalised(matrix)[0].tolist() == [0.5, 0.5, 0.0]
 
@@ -47,7 +50,7 @@ def test_row_normalised_keeps_empty_rows_at_zero():
 
 
 def test_per_class_report_by_hand():
-    rows = {row["class"]: row for row in per_class_report(Y_TRUE, PROBABILITIES, NAMES)}
+    rows = {row["class"]: row for row in TALLY.per_class(NAMES)}
     assert rows["cat"] == pytest.approx(
         {"class": "cat", "precision": 0.5, "recall": 0.5, "f1": 0.5, "support": 2}
     )
@@ -70,13 +73,50 @@ def test_metrics_match_scikit_learn_on_random_predictions():
     expected = classification_report(
         y_true, y_pred, labels=range(5), target_names=names, output_dict=True, zero_division=0
     )
-    for row in per_class_report(y_true, probabilities, names):
+    tally = TestTally.of(y_true, probabilities)
+    for row in tally.per_class(names):
         reference = expected[row["class"]]
         assert row["precision"] == pytest.approx(reference["precision"])
         assert row["recall"] == pytest.approx(reference["recall"])
         assert row["f1"] == pytest.approx(reference["f1-score"])
         assert row["support"] == reference["support"]
-    assert (confusion(y_true, probabilities) == confusion_matrix(y_true, y_pred)).all()
+    assert (tally.matrix == confusion_matrix(y_true, y_pred)).all()
+    metrics = tally.metrics()
+    assert metrics["test_accuracy"] == pytest.approx(accuracy_score(y_true, y_pred))
+    assert metrics["test_loss"] == pytest.approx(log_loss(y_true, probabilities, labels=range(5)))
+    assert metrics["test_examples"] == 300
+
+
+def test_balanced_accuracy_leaves_out_classes_the_labels_lack_as_scikit_learn_does():
+    rng = np.random.default_rng(1)
+    y_true = rng.integers(0, 3, 200)  # classes 3 and 4 only predicted
+    probabilities = rng.dirichlet(np.ones(5), 200)
+    expected = balanced_accuracy_score(y_true, probabilities.argmax(axis=1))
+    found = TestTally.of(y_true, probabilities).metrics()["test_balanced_accuracy"]
+    assert found == pytest.approx(expected)
+    assert TestTally(5).metrics()["test_examples"] == 0
+
+
+def test_a_tally_added_a_chunk_at_a_time_gives_the_figures_of_all_at_once():
+    # As the test set is predicted a model call at a time; ties in the mistakes' confidence
+    # across chunks keep the earlier example first.
+    rng = np.random.default_rng(2)
+    y_true = rng.integers(0, 4, 1000)
+    probabilities = rng.dirichlet(np.ones(4) * 0.3, 1000).astype(np.float32)
+    probabilities[[10, 600, 990]] = [0.0, 0.0, 0.0, 1.0]  # three equally sure predictions
+    y_true[[10, 600, 990]] = 0
+    whole = TestTally.of(y_true, probabilities)
+    chunked = TestTally(4)
+    for start in (0, 7, 400, 401, 999):
+        stop = {0: 7, 7: 400, 400: 401, 401: 999, 999: 1000}[start]
+        chunked.add(y_true[start:stop], probabilities[start:stop])
+    assert chunked.interpretation(NAMES + ["emu"]) == whole.interpretation(NAMES + ["emu"])
+    assert chunked.metrics() == pytest.approx(whole.metrics())
+    assert [m["index"] for m in whole.top_losses()[:3]] == [10, 600, 990]
+    y_pred = probabilities.argmax(axis=1)
+    wrong = y_pred != y_true
+    assert whole.top_losses()[0]["probability"] == pytest.approx(probabilities[wrong].max())
+    assert len(whole.top_losses()) == 16
 
 
 def test_most_confused_pairs_largest_first():
@@ -91,15 +131,15 @@ def test_most_confused_pairs_largest_first():
 
 
 def test_top_losses_are_the_confident_mistakes():
-    losses = top_losses(Y_TRUE, PROBABILITIES)
+    losses = TALLY.top_losses()
     assert [(x["index"], x["true"], x["predicted"]) for x in losses] == [(5, 2, 0), (1, 0, 1)]
     assert losses[0]["probability"] == pytest.approx(0.8)
     assert losses[0]["loss"] == pytest.approx(-np.log(0.1))
-    assert top_losses(Y_TRUE, PROBABILITIES, k=1)[0]["index"] == 5
+    assert TestTally.of(Y_TRUE, PROBABILITIES, top_k=1).top_losses()[0]["index"] == 5
 
 
 def test_calibration_by_hand():
-    bins = calibration(Y_TRUE, PROBABILITIES, bins=10)
+    bins = TestTally.of(Y_TRUE, PROBABILITIES, bins=10).calibration()
     # Bins (0.5, 0.6], (0.6, 0.7], (0.7, 0.8], (0.8, 0.9] hold 1, 2, 1, 2 predictions with
     # accuracies 0, 1, 0, 1: ECE = (0.6 + 2 * 0.3 + 0.8 + 2 * 0.1) / 6 = 11 / 30.
     assert bins["count"] == [0, 0, 0, 0, 0, 1, 2, 1, 2, 0]
@@ -111,13 +151,13 @@ def test_calibration_by_hand():
 
 def test_calibration_of_certain_correct_predictions_is_perfect():
     probabilities = np.eye(3)[[0, 1, 2, 1]]
-    bins = calibration(np.array([0, 1, 2, 1]), probabilities)
+    bins = TestTally.of(np.array([0, 1, 2, 1]), probabilities).calibration()
     assert bins["ece"] == 0.0
     assert bins["count"][-1] == 4
 
 
 def test_interpretation_bundles_everything():
-    found = interpretation(Y_TRUE, PROBABILITIES, NAMES)
+    found = TALLY.interpretation(NAMES)
     assert set(found) == {
         "confusion_matrix",
         "per_class",

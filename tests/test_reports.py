@@ -15,7 +15,7 @@ from PIL import Image
 from convnet import api
 from convnet.cli import main
 from convnet.errors import ConfigError, RunError
-from convnet.evaluation import calibration, top_losses
+from convnet.evaluation import TestTally
 from convnet.reports import plots
 from convnet.reports.report import data_differences
 
@@ -61,7 +61,8 @@ def test_training_writes_the_report(trained_run):
     model = keras.saving.load_model(trained_run / "model.keras")
     test = make_images(200, seed=2)  # the test split of `tiny_npz`
     probabilities = model.predict(test.x, verbose=0)
-    assert metrics["test_ece"] == pytest.approx(calibration(test.y, probabilities)["ece"])
+    expected = TestTally.of(test.y, probabilities).calibration()["ece"]
+    assert metrics["test_ece"] == pytest.approx(expected)
     assert np.sum(metrics["confusion_matrix"]) == 200
 
 
@@ -110,7 +111,7 @@ def overconfident(n: int = 12):
 
 def test_top_losses_gallery_names_the_classes(tmp_path, artifacts, monkeypatch):
     data, probabilities = overconfident()
-    losses = top_losses(data.y, probabilities, k=9)
+    losses = TestTally.of(data.y, probabilities, top_k=9).top_losses()
     drawn = []  # the figure, as it is saved
     save = plots.save_figure
     monkeypatch.setattr(
@@ -131,7 +132,7 @@ def test_top_losses_gallery_names_the_classes(tmp_path, artifacts, monkeypatch):
 
 def test_an_overconfident_model_has_an_ece_of_its_overconfidence(artifacts):
     data, probabilities = overconfident()
-    bins = calibration(data.y, probabilities)
+    bins = TestTally.of(data.y, probabilities).calibration()
     assert bins["ece"] == pytest.approx(0.94)  # sure at 0.94, right never
     plots.reliability_diagram(bins, artifacts / "reliability_overconfident.png")
 

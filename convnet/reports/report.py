@@ -11,7 +11,7 @@ import numpy as np
 
 from convnet.data.dataset import Dataset
 from convnet.errors import DataMismatchWarning, RunError
-from convnet.evaluation import TestTimeAugmentation, interpretation, predict_proba
+from convnet.evaluation import TestTally, TestTimeAugmentation, predicted_tally
 from convnet.files import write_atomic
 from convnet.models.factory import load_model
 from convnet.models.recipe import Recipe
@@ -24,7 +24,7 @@ def write_report(
     model=None,
     train: Dataset | None = None,
     test: Dataset | None = None,
-    probabilities=None,
+    tally: TestTally | None = None,
 ) -> Path:
     """Writes a run's plots into `RUN/plots/` and its self-contained `RUN/report.html`.
 
@@ -36,7 +36,7 @@ def write_report(
         model: the trained model; read from the run when None.
         train: the training data, for the sample grid; read as the run's config says when None.
         test: the test data; read as the run's config says when None.
-        probabilities: the model's predictions on `test`, if already computed.
+        tally: the tally of the model's predictions on `test`, if already made.
 
     Returns:
         The path of `report.html`.
@@ -51,10 +51,9 @@ def write_report(
         model = load_model(run.model_file)
     if train is None or test is None:
         train, test = run.load_data()
-    if probabilities is None:
-        probabilities = predict_proba(model, test.x, tta=TestTimeAugmentation.of(config.recipe()))
-    names = list(test.class_names)
-    found = interpretation(test.y, probabilities, names)
+    if tally is None:
+        tally = predicted_tally(model, test, tta=TestTimeAugmentation.of(config.recipe()))
+    found = tally.interpretation(list(test.class_names))
     figures = _draw(run.path / "plots", found, train, test)
     summary = {
         "test_macro_f1": found["per_class"][-2]["f1"],

@@ -19,9 +19,8 @@ from convnet.data.dataset import Dataset
 from convnet.errors import UnderTrainingWarning
 from convnet.evaluation import (
     TestTimeAugmentation,
-    predict_proba,
+    predicted_tally,
     retracing_unlogged,
-    test_metrics,
 )
 from convnet.files import replace_durably
 from convnet.models.factory import model_for_recipe, portable_model
@@ -301,13 +300,13 @@ def _finish(
     if recipe.calibrate and data.validation is not None:
         extra["temperature"] = calibrate(model, data.validation, tta)
     _save_model(model, run.path)
-    probabilities = predict_proba(model, data.test.x, tta=tta, verbose=verbose)
-    metrics = test_metrics(data.test, probabilities) | extra | timings
+    tally = predicted_tally(model, data.test, tta=tta, verbose=verbose)
+    metrics = tally.metrics() | {"test_data": data.test.source} | extra | timings
     metrics["parameters"] = model.count_params()
     metrics["wall_seconds"] = time.perf_counter() - started
     run.write_json("metrics.json", metrics)
-    if session.context.is_chief:  # the report reuses the test predictions above
-        write_report(run.path, model, data.full, data.test, probabilities=probabilities)
+    if session.context.is_chief:  # the report reuses the test predictions' tally above
+        write_report(run.path, model, data.full, data.test, tally=tally)
     return metrics
 
 
