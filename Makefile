@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 # tests, and PostgreSQL for the tests of tune studies shared through a database.
 DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
 
-.PHONY: train test lint system data bench clean grpc-code
+.PHONY: train test check lint system data bench clean grpc-code
 
 # torch for the torch backend's tests: the CPU build these machines carry on disk (any torch>=2.4
 # works; PyPI's default Linux build is the CUDA one, several GB). Only `make test` installs it.
@@ -56,6 +56,13 @@ test: data $(TEST_DEPS) $(CLIENTS)
 
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+# The inner loop: lint, the import contracts, and the tests that train nothing (`trains` and
+# `slow` left out; under CONVNET_CHECK, Keras' fit refuses, so a test that trains unmarked fails),
+# in two processes (pytest-xdist).
+check: data $(TEST_DEPS)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
+	CONVNET_CHECK=1 $(BIN)/pytest -q -n 2 -m "not trains and not slow"
 
 bench: data $(TEST_DEPS)
 	$(BIN)/python -m bench.time_to_accuracy

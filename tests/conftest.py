@@ -23,6 +23,16 @@ from convnet.data.dataset import Dataset  # noqa: E402
 from convnet.data.sources import find_fashion_mnist  # noqa: E402
 
 CONVNET = str(Path(sys.executable).with_name("convnet"))
+# Fixtures that train a model: a test that uses one trains, and `make check` leaves it out.
+TRAINING_FIXTURES = {"trained_run"}
+
+if os.environ.get("CONVNET_CHECK"):  # `make check`: Keras' fit refuses here and in subprocesses
+    CHECK_MODE = str(Path(__file__).with_name("check_mode"))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [CHECK_MODE, os.environ.get("PYTHONPATH")])
+    )
+    from check_mode import sitecustomize  # noqa: F401  (installs the guard here)
+
 CLASS_NAMES = ("bar0", "bar1", "bar2", "bar3")
 
 
@@ -57,6 +67,14 @@ def write_npz(path: Path, train: Dataset, test: Dataset) -> Path:
         class_names=np.array(CLASS_NAMES),
     )
     return path
+
+
+def pytest_collection_modifyitems(items):
+    """Marks `trains` every test that uses a training fixture (tests that train by themselves
+    carry the marker where they are written)."""
+    for item in items:
+        if TRAINING_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.trains)
 
 
 # Looked up before any test moves the cache, so tests still find a copy downloaded into it.

@@ -38,6 +38,7 @@ def convnet_without_others(backend: str, *args, check: bool = True) -> subproces
 
 
 @pytest.mark.parametrize("backend", list(FRAMEWORKS))
+@pytest.mark.trains
 def test_train_evaluate_predict_and_report_on_each_backend(backend, tmp_path, tiny_npz):
     if importlib.util.find_spec(FRAMEWORKS[backend]) is None:
         pytest.fail(f"{backend} is not installed: make test installs convnet[jax,torch]")

@@ -64,6 +64,7 @@ def test_run_folder_that_is_not_empty_is_refused(tmp_path, tiny_npz):
     assert (tmp_path / "run" / "keep.txt").read_text() == "mine"
 
 
+@pytest.mark.trains
 def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     run = tmp_path / "run"
     launched = time.perf_counter()

@@ -136,6 +136,7 @@ def augmenting_run(tmp_path_factory, tiny_npz):
     return out
 
 
+@pytest.mark.trains
 def test_a_model_with_augmentation_exports_its_inference_graph(augmenting_run, tmp_path):
     """`best` trains with random layers and scores through several views (9 shifts here: bars
     are not mirror-symmetric classes): its exports run the inference graph and average them."""
@@ -211,6 +212,7 @@ def tta_run(tmp_path_factory, tiny_npz):
 
 
 @pytest.mark.parametrize("format", ["onnx", "savedmodel", "litert"])
+@pytest.mark.trains
 def test_an_export_of_a_run_with_test_time_views_scores_like_the_run(tta_run, tmp_path, format):
     from convnet.evaluation import TestTimeAugmentation, predict_proba
 
@@ -225,6 +227,7 @@ def test_an_export_of_a_run_with_test_time_views_scores_like_the_run(tta_run, tm
     assert np.abs(probabilities - model.predict(x, verbose=0)).max() > 1e-4
 
 
+@pytest.mark.trains
 def test_no_tta_exports_one_view_and_serving_averages_it_then(tta_run, tmp_path):
     from convnet.exporter import averaged_views
     from convnet.serving.engines import load_engine
@@ -292,6 +295,7 @@ def test_litert_float16_and_dynamic_shrink_the_file_and_answer_like_keras(
         (["--format", "litert", "--quantize", "int8"], "calibrated on the run's validation images"),
     ],
 )
+@pytest.mark.trains
 def test_quantizing_what_cannot_be_is_one_line(tta_run, tmp_path, args, expected):
     run, *_ = tta_run
     out = tmp_path / "exports"

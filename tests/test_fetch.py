@@ -320,6 +320,7 @@ def bars(rows: int, vertical: bool) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.trains
 def test_the_cli_trains_on_a_name_and_evaluates_the_run_from_the_cache(mirror, server):
     mirror.files |= {"/quickdraw/cat.npy": bars(60, False), "/quickdraw/dog.npy": bars(60, True)}
     train = ["train", "--train", "quickdraw:cat,dog", "--preset", "fast", "--epochs", "2"]

@@ -70,6 +70,7 @@ def test_a_failed_write_leaves_neither_file_nor_temporary(tmp_path, monkeypatch)
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.trains
 def test_training_flushes_the_model_before_publishing_it(tmp_path, tiny_npz, disk_log):
     out = tmp_path / "run"
     convnet.train(train=str(tiny_npz), epochs=1, batch_size=64, out=str(out), verbose=0)

@@ -145,6 +145,7 @@ def array_run(tmp_path_factory) -> convnet.Run:
     )
 
 
+@pytest.mark.trains
 def test_a_run_trained_in_memory_keeps_its_data_and_reads_like_a_file_run(array_run):
     assert isinstance(array_run, convnet.Run) and array_run.test_accuracy > 0.9
     config = array_run.config
@@ -163,6 +164,7 @@ def test_a_run_trained_in_memory_keeps_its_data_and_reads_like_a_file_run(array_
     assert list(history["epoch"]) == [1, 2] and "val_accuracy" in history.columns
 
 
+@pytest.mark.trains
 def test_runs_on_the_same_arrays_compare_as_the_same_data(array_run, tmp_path):
     twin = convnet.train(
         train=(TRAIN.x[..., 0] / 255.0, NAMES[TRAIN.y]),
@@ -177,6 +179,7 @@ def test_runs_on_the_same_arrays_compare_as_the_same_data(array_run, tmp_path):
     assert page.is_file() and "<iframe srcdoc=" in page._repr_html_()
 
 
+@pytest.mark.trains
 def test_two_calibrated_runs_in_one_session_log_no_retracing_warning(tmp_path, caplog):
     for name in ("one", "two"):  # `fast` calibrates over its views: a trace each, by design
         run = convnet.train(
@@ -187,6 +190,7 @@ def test_two_calibrated_runs_in_one_session_log_no_retracing_warning(tmp_path, c
     assert not [r for r in caplog.records if "retracing" in r.getMessage()]
 
 
+@pytest.mark.trains
 def test_run_predict_matches_convnet_predict(array_run, tmp_path):
     files = []
     for i in range(5):
@@ -208,6 +212,7 @@ def test_run_predict_matches_convnet_predict(array_run, tmp_path):
         array_run.predict(np.zeros((5, 5)))
 
 
+@pytest.mark.trains
 def test_run_evaluate_on_arrays_and_frames(array_run):
     on_arrays = array_run.evaluate(TEST.x / 255.0, TEST.y)  # integer labels index the classes
     on_names = array_run.evaluate(TEST.x / 255.0, NAMES[TEST.y])
@@ -216,6 +221,7 @@ def test_run_evaluate_on_arrays_and_frames(array_run):
         array_run.evaluate(TEST.x[:2] / 255.0, ["cat", "bar0"])
 
 
+@pytest.mark.trains
 def test_every_api_error_is_typed_and_never_exits(tmp_path, array_run):
     calls = [
         lambda: convnet.load(tmp_path),
@@ -229,6 +235,7 @@ def test_every_api_error_is_typed_and_never_exits(tmp_path, array_run):
             call()
 
 
+@pytest.mark.trains
 def test_an_array_run_killed_with_sigkill_resumes_to_the_end(tmp_path):
     run = tmp_path / "run"
     script = textwrap.dedent(

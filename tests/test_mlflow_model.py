@@ -85,6 +85,7 @@ def loaded(logged, tiny_npz) -> dict:
     return json.loads(done.stdout)
 
 
+@pytest.mark.trains
 def test_the_model_loads_in_a_fresh_process_and_scores_like_the_run(logged, loaded, tiny_npz):
     x, y = bars_test(tiny_npz)
     probabilities = np.array(loaded["probabilities"])
@@ -97,6 +98,7 @@ def test_the_model_loads_in_a_fresh_process_and_scores_like_the_run(logged, load
     assert loaded["loaded"] == []
 
 
+@pytest.mark.trains
 def test_the_model_records_its_signature_classes_views_and_example(
     logged, loaded, tiny_npz, monkeypatch
 ):
@@ -114,6 +116,7 @@ def test_the_model_records_its_signature_classes_views_and_example(
     np.testing.assert_array_equal(example, x[: logged_model.EXAMPLES])
 
 
+@pytest.mark.trains
 def test_predict_takes_batches_of_any_size(logged, monkeypatch):
     from convnet import mlflow_model
 
@@ -130,6 +133,7 @@ def test_predict_takes_batches_of_any_size(logged, monkeypatch):
     assert model.predict(None, x[:0]).shape == (0, len(CLASS_NAMES))
 
 
+@pytest.mark.trains
 def test_the_registered_version_is_the_run_s_model(logged, loaded):
     version = logged.client.get_model_version("bars", "1")
     [model] = logged.client.search_logged_models(["0"], filter_string="name = 'model'")
@@ -147,6 +151,7 @@ def answers(url: str) -> bool:
         return False
 
 
+@pytest.mark.trains
 def test_mlflow_models_serve_answers_invocations(logged, tiny_npz, free_tcp_port):
     url = f"http://127.0.0.1:{free_tcp_port}"
     # MLflow starts `uvicorn` by name: the venv's bin on PATH, as in an activated venv.
@@ -180,6 +185,7 @@ def test_mlflow_models_serve_answers_invocations(logged, tiny_npz, free_tcp_port
     np.testing.assert_allclose(predictions, convnet.load(logged.run).predict(x[:5]), atol=1e-5)
 
 
+@pytest.mark.trains
 def test_a_run_resumed_with_mlflow_logs_its_model_once(tmp_path, tiny_npz, monkeypatch):
     monkeypatch.chdir(tmp_path)  # MLflow keeps artifacts in ./mlruns
     uri = f"sqlite:///{tmp_path / 'tracking.db'}"
@@ -231,6 +237,7 @@ def test_a_name_the_registry_refuses_is_refused_before_training(tmp_path, tiny_n
     assert not out.exists()
 
 
+@pytest.mark.trains
 def test_a_run_of_another_backend_is_exported_on_tensorflow(logged, tmp_path, monkeypatch):
     """On JAX or torch, the export runs as `convnet export` in a TensorFlow process."""
     onnxruntime = pytest.importorskip("onnxruntime")

@@ -69,6 +69,7 @@ def notebook(tiny_npz, tmp_path_factory):
     return executed, dict(zip(cells, executed.cells, strict=True)), folder
 
 
+@pytest.mark.trains
 def test_the_kernel_is_this_venvs_and_forwards_fd_2(notebook):
     _, cells, _ = notebook
     stdout = [o.text for o in cells["probe"].outputs if o.get("name") == "stdout"]
@@ -76,12 +77,14 @@ def test_the_kernel_is_this_venvs_and_forwards_fd_2(notebook):
     assert PROBE in "".join(texts(cells["probe"]))
 
 
+@pytest.mark.trains
 def test_no_framework_start_up_lines_reach_the_notebook(notebook):
     _, cells, _ = notebook
     everything = "".join("".join(texts(cell)) for cell in cells.values())
     assert not FRAMEWORK_LOG.search(everything.replace(PROBE, "")), everything
 
 
+@pytest.mark.trains
 def test_training_shows_one_bar_per_epoch_that_ends_with_its_metrics(notebook):
     executed, cells, folder = notebook
     # Keras' bar was a new output of escape codes at each update, some 2,500 for the seed preset.
@@ -94,12 +97,14 @@ def test_training_shows_one_bar_per_epoch_that_ends_with_its_metrics(notebook):
     assert (folder / "runs" / "nb" / "model.keras").is_file()
 
 
+@pytest.mark.trains
 def test_training_leaves_the_notebooks_matplotlib_backend(notebook):
     _, cells, _ = notebook
     assert "inline" in texts(cells["before"])[0]
     assert texts(cells["after"]) == texts(cells["before"])
 
 
+@pytest.mark.trains
 def test_verbose_0_shows_nothing_and_2_a_line_per_epoch(notebook):
     _, cells, _ = notebook
     assert cells["silent"].outputs == []
@@ -108,6 +113,7 @@ def test_verbose_0_shows_nothing_and_2_a_line_per_epoch(notebook):
     assert re.fullmatch(f"({epoch}){{2}}", lines), lines
 
 
+@pytest.mark.trains
 def test_without_ipywidgets_the_bars_are_text_redrawn_in_place(notebook):
     _, cells, _ = notebook
     shown = "".join(texts(cells["text_bars"]))

@@ -270,6 +270,7 @@ def test_sigterm_mid_folder_leaves_nothing_and_a_killed_run_is_cleaned_next(tmp_
     assert [path.name for path in out.parent.iterdir()] == ["preds.csv"]
 
 
+@pytest.mark.trains
 def test_a_training_sent_sigterm_ends_interrupted_and_resumes(tmp_path, tiny_npz):
     run = tmp_path / "run"
     process = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)

@@ -174,6 +174,7 @@ def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
         api.compare([tmp_path], tmp_path / "compare.html")
 
 
+@pytest.mark.trains
 def test_lr_find_command(tiny_npz, tmp_path, artifacts):
     plot = tmp_path / "lr.png"
     result = run_cli(
@@ -217,6 +218,7 @@ def test_lr_find_suggests_from_the_curve():
     assert _suggest(rates[:2], [2.3, 2.2])["suggested"] is None
 
 
+@pytest.mark.trains
 def test_lr_find_stops_once_the_loss_diverges(tmp_path):
     """Bars with shuffled labels, which no rate fits (on the bars themselves the loss reaches 0
     and, its gradients gone, never diverges): rates climbing to 1e4 blow the loss up long
@@ -233,6 +235,7 @@ def test_lr_find_stops_once_the_loss_diverges(tmp_path):
     assert not tame["diverged"] and tame["steps"] == len(tame["losses"]) == 20
 
 
+@pytest.mark.trains
 def test_lr_find_applies_deterministic(tiny_npz, tmp_path, monkeypatch):
     import tensorflow as tf
 
@@ -255,6 +258,7 @@ def test_lr_find_checks_its_range():
         api.lr_find(steps=10, min_lr=1.0, max_lr=0.1)
 
 
+@pytest.mark.trains
 def test_training_without_validation_writes_a_report(tmp_path, tiny_npz):
     import convnet
     from convnet.reports.plots import read_history

@@ -63,6 +63,7 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str
     return process.returncode, err
 
 
+@pytest.mark.trains
 def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_npz):
     run = tmp_path / "run"
     first = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--restore-best", "--out", run)
@@ -104,6 +105,7 @@ needs_jax = pytest.mark.skipif(
 # With JAX, Keras runs batch-end callbacks on a thread pool: before StopOnInterrupt, Ctrl-C hung
 # the process or was lost in 3 of 21 tries.
 @pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs_jax)])
+@pytest.mark.trains
 def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz, backend):
     run = tmp_path / "run"
     process = start("train", "--backend", backend, "--train", tiny_npz, *TRAIN_FLAGS, "--out", run)
@@ -126,6 +128,7 @@ def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz, backend):
     )
 
 
+@pytest.mark.trains
 def test_deterministic_runs_give_identical_metrics(tmp_path, tiny_npz):
     flags = ["--epochs", "2", "--batch-size", "32", "--deterministic", "--seed", "7"]
     processes = [
@@ -148,6 +151,7 @@ def test_deterministic_runs_give_identical_metrics(tmp_path, tiny_npz):
 
 
 @pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs_jax)])
+@pytest.mark.trains
 def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz, backend):
     """Augmentation, dropout and the shuffle draw after a resume what they would have drawn."""
     flags = ["--preset", "best", "--epochs", "3", "--batch-size", "8", "--deterministic"]

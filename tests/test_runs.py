@@ -168,6 +168,7 @@ def test_processes_making_one_folder_at_once_get_one_claim_and_clear_refusals(tm
         assert all(re.match(f"{re.escape(str(tmp_path))}/{refusal}", o) for o in refused), refused
 
 
+@pytest.mark.trains
 def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path, tiny_npz):
     out = tmp_path / "same"
     args = ["--train", tiny_npz, "--epochs", "2", "--batch-size", "32", "--out", out]
@@ -251,6 +252,7 @@ def test_resuming_a_complete_run_is_refused(trained_run):
         api.train(resume=trained_run)
 
 
+@pytest.mark.trains
 def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
     tmp_path, tiny_npz, monkeypatch
 ):
@@ -282,6 +284,7 @@ def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
     assert metrics["fit_seconds"] == pytest.approx(float(rows[-1]["elapsed_seconds"]), abs=0.5)
 
 
+@pytest.mark.trains
 def test_a_run_works_from_another_directory_and_without_its_training_data(
     tmp_path, tiny_npz, monkeypatch
 ):
@@ -323,6 +326,7 @@ def test_trim_history_drops_later_and_torn_rows(tmp_path):
     assert trim_history(path, 1) == {} and not path.exists()
 
 
+@pytest.mark.trains
 def test_epoch_backup_keeps_one_complete_epoch(tmp_path):
     model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
     model.compile(optimizer="adam", loss="mse")
@@ -535,6 +539,7 @@ def test_a_damaged_json_file_of_a_run_is_one_line(
     assert re.search(r"runs/run +damaged", listed) and re.search(r"whole +complete", listed)
 
 
+@pytest.mark.trains
 def test_runs_without_out_go_side_by_side_under_runs(tmp_path, tiny_npz, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "runs" / "an-earlier-run").mkdir(parents=True)
@@ -572,6 +577,7 @@ def small_disk(tmp_path):
     subprocess.run(["umount", "-l", str(mount)], check=True)
 
 
+@pytest.mark.trains
 def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(small_disk, tiny_npz):
     run = small_disk / "run"
     args = ["--train", tiny_npz, "--epochs", "40", "--batch-size", "16", "--out", run]

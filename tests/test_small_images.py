@@ -26,6 +26,7 @@ def digits_npz(tmp_path_factory):
 
 
 @pytest.mark.parametrize("preset", list_presets())
+@pytest.mark.trains
 def test_every_preset_trains_predicts_and_exports_on_8x8_digits(tmp_path, digits_npz, preset):
     import onnxruntime as ort
 
@@ -66,6 +67,7 @@ def bars(n: int, shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray
     ids=["8x8", "16x16", "28x28", "32x32x3"],
 )
 @pytest.mark.parametrize("preset", list_presets())
+@pytest.mark.trains
 def test_every_preset_trains_one_epoch_at_every_size(tmp_path, preset, shape):
     """1 epoch on 48 of 96 images (`limit`), tested on 24: a model of the data's shape."""
     train, test = bars(96, shape), bars(24, shape, seed=1)
@@ -93,6 +95,7 @@ def test_images_below_the_smallest_size_are_refused_in_one_line(tmp_path):
     )
 
 
+@pytest.mark.trains
 def test_class_weights_change_what_is_learnt(tmp_path):
     """Images that say nothing of their class (all black), 1 in 10 of the rare class: the model
     can learn only the classes' prior. Unweighted, it gives the rare class its 10%; balanced

@@ -235,6 +235,7 @@ def without_times(run: Path) -> list[str]:
     return [",".join(line.split(",")[i] for i in keep) for line in lines]
 
 
+@pytest.mark.trains
 def test_streamed_training_gives_the_in_memory_result(bars, tmp_path):
     runs = {feed: tmp_path / feed for feed in ("streamed", "memory")}
     flag = {"streamed": "--stream", "memory": "--no-stream"}
@@ -287,6 +288,7 @@ print(json.dumps({"before": before, "peak": status("VmHWM"), "feed": run.manifes
 """
 
 
+@pytest.mark.trains
 def test_peak_memory_stays_far_below_the_data_while_training_streamed(tmp_path):
     """One epoch over 588 MB of images adds less than half their size to the process's peak
     memory (185 MB when written: the framework's own, and chunks of 16 to 64 MB read at a
@@ -315,6 +317,7 @@ def test_peak_memory_stays_far_below_the_data_while_training_streamed(tmp_path):
 # --- resuming and sharding -----------------------------------------------------------------------
 
 
+@pytest.mark.trains
 def test_a_streamed_run_resumed_after_sigkill_feeds_the_same_batches(bars, tmp_path):
     flags = ["--epochs", "3", "--stream"]
     whole = start(*train_flags(bars, tmp_path / "whole", *flags), log=tmp_path / "whole.log")
@@ -344,6 +347,7 @@ def test_a_streamed_run_resumed_after_sigkill_feeds_the_same_batches(bars, tmp_p
 
 
 @needs_jax
+@pytest.mark.trains
 def test_two_jax_processes_read_disjoint_shards_that_cover_the_data(bars, tmp_path):
     flags = ["train", "--backend", "jax", "--train", bars, "--preset", "seed", "--epochs", "1"]
     flags += ["--batch-size", "64", "--stream", "--seed", "7", "--json"]

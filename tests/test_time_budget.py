@@ -61,6 +61,7 @@ def fit(model, callbacks, max_epochs: int, steps: int = STEPS, initial_epoch: in
     )
 
 
+@pytest.mark.trains
 def test_training_stops_with_the_plan_and_the_schedule_ends_with_it(clock):
     rate = schedule(40)
     model = unit_gradient_model(rate)
@@ -87,6 +88,7 @@ def test_training_stops_with_the_plan_and_the_schedule_ends_with_it(clock):
     assert float(schedule(trained)(trained * STEPS - 1)) < 1e-3  # ends near a rate of 0
 
 
+@pytest.mark.trains
 def test_a_machine_that_slows_down_gets_a_shorter_plan(clock):
     class Slowing(Pace):
         def on_epoch_end(self, epoch, logs=None):
@@ -102,6 +104,7 @@ def test_a_machine_that_slows_down_gets_a_shorter_plan(clock):
     assert clock.now <= 4.1
 
 
+@pytest.mark.trains
 def test_a_machine_too_slow_for_the_cap_plans_in_its_first_epoch(clock):
     steps, warmup = 40, 2 * 40  # 2 epochs of warm-up in a cap of 24, as `best` has
     rate = keras.optimizers.schedules.CosineDecay(
@@ -125,6 +128,7 @@ def test_a_machine_too_slow_for_the_cap_plans_in_its_first_epoch(clock):
     assert float(rate(2 * steps - 1)) < 1e-3  # the schedule ends within the budget
 
 
+@pytest.mark.trains
 def test_a_machine_fast_enough_for_the_cap_plans_after_its_second_epoch(clock):
     rate = schedule(24)
     model = unit_gradient_model(rate)
@@ -134,6 +138,7 @@ def test_a_machine_fast_enough_for_the_cap_plans_after_its_second_epoch(clock):
     assert rate.warmup_steps == WARMUP
 
 
+@pytest.mark.trains
 def test_an_epoch_that_runs_past_the_budget_stops_at_the_next_batch(clock):
     model = unit_gradient_model(0.1)
     pace = Pace(clock, 0.25, per_batch=True)
@@ -142,6 +147,7 @@ def test_an_epoch_that_runs_past_the_budget_stops_at_the_next_batch(clock):
     assert int(model.optimizer.iterations) == 4  # the first batch to end past 0.9 s
 
 
+@pytest.mark.trains
 def test_a_resumed_run_continues_the_plan_it_had(clock):
     rate = schedule(40)
     model = unit_gradient_model(rate)
@@ -154,6 +160,7 @@ def test_a_resumed_run_continues_the_plan_it_had(clock):
     assert budget._spent() == 10.0 + 4 * 0.25
 
 
+@pytest.mark.trains
 def test_a_run_with_a_budget_records_what_it_trained(tmp_path, tiny_npz):
     import convnet
 

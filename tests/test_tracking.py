@@ -42,6 +42,7 @@ def history(run: Path) -> dict[str, list[float]]:
     return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
+@pytest.mark.trains
 def test_mlflow_holds_the_run(tracked):
     run, uri = tracked
     client = mlflow.tracking.MlflowClient(uri)
@@ -60,6 +61,7 @@ def test_mlflow_holds_the_run(tracked):
     assert {"report.html", "model.keras", "config.yaml"} <= files
 
 
+@pytest.mark.trains
 def test_tensorboard_holds_each_epoch(tracked):
     run, _ = tracked
     expected = history(run)

@@ -84,6 +84,7 @@ def test_every_iterator_over_a_feed_gives_the_same_order(kind):
 
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="the jax extra is missing")
+@pytest.mark.trains
 def test_best_trains_jitted_on_jax():
     """RandomTranslation says it cannot be jitted (TensorFlow's kernel); on JAX it can."""
     script = (
@@ -185,6 +186,7 @@ needs_bfloat16 = pytest.mark.skipif(
 
 
 @needs_bfloat16
+@pytest.mark.trains
 def test_mixed_bfloat16_trains_end_to_end_and_saves_a_float32_model(tmp_path, tiny_npz):
     import convnet
 
@@ -241,6 +243,7 @@ def test_ctrl_c_in_fit_is_raised_at_the_next_batch_end_and_twice_at_once():
     assert signal.getsignal(signal.SIGINT) is before
 
 
+@pytest.mark.trains
 def test_ctrl_c_stops_a_real_fit_between_batches():
     import os
     import signal
@@ -270,6 +273,7 @@ def test_ctrl_c_stops_a_real_fit_between_batches():
     assert batches == [0, 1, 2]  # batch 2 finished, batch 3 never began
 
 
+@pytest.mark.trains
 def test_a_users_own_callbacks_run_in_fit(tmp_path, tiny_npz):
     import convnet
 

@@ -66,6 +66,7 @@ def tuned(tmp_path_factory, tiny_npz):
     return folder, result, space, stderr.getvalue()
 
 
+@pytest.mark.trains
 def test_a_tune_leaves_its_trials_as_runs_and_the_best_as_a_whole_run(tuned):
     folder, result, *_ = tuned
     rows = trials_csv(folder)
@@ -96,6 +97,7 @@ def test_a_tune_leaves_its_trials_as_runs_and_the_best_as_a_whole_run(tuned):
     assert "Best trial" in page
 
 
+@pytest.mark.trains
 def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
     folder, _, _, stderr = tuned
     rows = trials_csv(folder)
@@ -117,6 +119,7 @@ def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
     assert [int(line[2]) for line in lines] == list(range(1, len(rows) + 1))
 
 
+@pytest.mark.trains
 def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path, monkeypatch):
     """`convnet train --config TRIAL/config.yaml` asks for the trial's run again: every setting
     the same but the folder. What it asks for is the config that `convnet.api.train` loads from
@@ -139,6 +142,7 @@ def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path, monkeypatch):
     assert config.recipe() == Run(trial).config().recipe()
 
 
+@pytest.mark.trains
 def test_running_a_tune_again_continues_it(tuned, capsys):
     folder, *_ = tuned
     before = trials_csv(folder)
@@ -187,6 +191,7 @@ def damage(db: Path, how: str) -> None:
         ("another study", r"study 'convnet' has no trial 1 \(.*trial-0001\), so it is not the"),
     ],
 )
+@pytest.mark.trains
 def test_a_damaged_study_database_is_one_line_saying_what_to_do(tune_copy, capsys, how, reason):
     db = tune_copy / "study.db"
     damage(db, how)
@@ -199,6 +204,7 @@ def test_a_damaged_study_database_is_one_line_saying_what_to_do(tune_copy, capsy
 
 
 @pytest.mark.parametrize("loss", ["deleted", "emptied"])
+@pytest.mark.trains
 def test_a_lost_study_is_rebuilt_from_its_trial_folders(tune_copy, loss):
     db = tune_copy / "study.db"
     before, rows = study_of(tune_copy).get_trials(), trials_csv(tune_copy)
@@ -219,6 +225,7 @@ def test_a_lost_study_is_rebuilt_from_its_trial_folders(tune_copy, loss):
         assert Run(tune_copy / "trials" / f"trial-{len(before):04d}").status() == "complete"
 
 
+@pytest.mark.trains
 def test_two_objectives_give_a_pareto_front(tmp_path, tiny_npz):
     result = convnet.tune(
         train=str(tiny_npz),
@@ -260,6 +267,7 @@ def test_each_epoch_is_reported_and_a_hopeless_trial_stops():
 
 
 @pytest.mark.parametrize(("pruner", "finished_before"), [("median", 5), ("hyperband", 1)])
+@pytest.mark.trains
 def test_a_real_pruner_stops_a_hopeless_trial_and_marks_its_run(
     tmp_path, tiny_npz, capsys, pruner, finished_before
 ):
@@ -403,6 +411,7 @@ def test_the_default_space_of_each_preset_holds_settings_its_builder_takes():
 # --- workers killed, and workers sharing a study ----------------------------------------------
 
 
+@pytest.mark.trains
 def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     args = ["tune", "--train", tiny_npz, "--epochs", "12", "--batch-size", "16"]
@@ -434,6 +443,7 @@ def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp
     assert [row["retries"] for row in rows if row["number"] == str(retried[0].number)] == ["0"]
 
 
+@pytest.mark.trains
 def test_two_workers_on_postgres_share_one_study(tmp_path, tiny_npz, postgres_url):
     common = ["tune", "--train", tiny_npz, "--epochs", "1", "--trials", "4"]
     common += ["--storage", postgres_url, "--study", "shared"]
@@ -467,6 +477,7 @@ def test_two_workers_on_postgres_share_one_study(tmp_path, tiny_npz, postgres_ur
     assert study.best_value == pytest.approx(max(values))
 
 
+@pytest.mark.trains
 def test_two_local_workers_share_the_sqlite_study(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     result = run_cli("tune", "--train", tiny_npz, "--epochs", "1", "--trials", "4",
@@ -483,6 +494,7 @@ def test_two_local_workers_share_the_sqlite_study(tmp_path, tiny_npz):
     assert len(trials_csv(out)) == len(trials)
 
 
+@pytest.mark.trains
 def test_ctrl_c_stops_the_tune_and_says_how_to_continue(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     args = ["tune", "--train", tiny_npz, "--epochs", "30", "--batch-size", "16", "--out", out]
@@ -521,6 +533,7 @@ def flat(settings: dict, prefix: str = "") -> dict[str, str]:
     return found
 
 
+@pytest.mark.trains
 def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
     mlflow = pytest.importorskip("mlflow")
     uri = f"sqlite:///{tmp_path / 'mlruns.db'}"

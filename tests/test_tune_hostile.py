@@ -134,6 +134,7 @@ def test_processes_making_one_sqlite_study_at_once_all_open_it(tmp_path):
         assert process.returncode == 0, err
 
 
+@pytest.mark.trains
 def test_two_tunes_started_together_on_a_new_folder_share_its_study(tmp_path, tiny_npz):
     out = tmp_path / "tune"
     command = [CONVNET, "tune", "--train", str(tiny_npz), "--epochs", "1", "--trials", "2"]

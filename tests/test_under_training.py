@@ -34,6 +34,7 @@ def warnings_of(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "optimizer steps" in line]
 
 
+@pytest.mark.trains
 def test_seed_on_the_digits_warns_on_stderr_and_in_the_report(tmp_path, digits_npz):
     needed = get_preset("seed").min_steps
     result = run_cli("train", "--train", digits_npz, "--preset", "seed", "--out", tmp_path / "r")
@@ -52,6 +53,7 @@ def test_seed_on_the_digits_warns_on_stderr_and_in_the_report(tmp_path, digits_n
     assert f"--epochs {math.ceil(needed / 2)}" in page
 
 
+@pytest.mark.trains
 def test_fast_with_the_epochs_it_needs_on_the_digits_says_nothing(tmp_path, digits_npz):
     """fast's own 5 epochs make 30 steps here, fewer than it needs (docs/training.md): with the
     epochs the warning asks for, neither stderr nor the report says a word."""
@@ -77,6 +79,7 @@ class CountSteps(keras.callbacks.Callback):
         self.steps += 1
 
 
+@pytest.mark.trains
 def test_the_steps_counted_are_the_steps_fit_makes_after_the_limit_and_the_split(tmp_path):
     """333 of 500 examples (`limit`), less 25% (84) for validation: 249, 8 batches of 32 an
     epoch. Ignoring the limit would count 12 an epoch, ignoring the split 11."""
