@@ -44,12 +44,12 @@ class Stages:
 
         @functools.wraps(function)
         def staged(*args, **kwargs):
-            before, self.stage = self.stage, name
+            self.stage = name
             try:
                 return function(*args, **kwargs)
             finally:
                 self.after[name] = rss_mb()
-                self.stage = f"after {name}" if before == "start-up" else before
+                self.stage = f"after {name}"  # until the next stage begins
 
         setattr(module, name, staged)
 
