@@ -84,12 +84,18 @@ class TestTimeAugmentation:
     def average(self, forward: Callable[[np.ndarray], np.ndarray], x: np.ndarray, **settings):
         """The mean of `forward` over the views of `x`, all at once (`averages` has the
         `settings`)."""
-        means = None  # filled in place: a list of chunks joined at the end holds them twice
-        for start, chunk in self.averages(forward, x, **settings):
-            if means is None:
-                means = np.empty((len(x), chunk.shape[-1]), chunk.dtype)
-            means[start : start + len(chunk)] = chunk
-        return means
+        return _joined(self.averages(forward, x, **settings), len(x))
+
+
+def _joined(chunks: Iterator[tuple[int, np.ndarray]], count: int) -> np.ndarray:
+    """One (count, K) array of the (first row, rows) chunks, filled in place: a list of chunks
+    joined at the end would hold them twice."""
+    joined = None
+    for start, chunk in chunks:
+        if joined is None:
+            joined = np.empty((count, chunk.shape[-1]), chunk.dtype)
+        joined[start : start + len(chunk)] = chunk
+    return joined
 
 
 def _shifted(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
@@ -116,14 +122,24 @@ def predict_proba(
     With several views and `verbose` 1, a progress bar counts the images done
     (`convnet.progress.bar`): 18 views of a test set take a while.
     """
+    return _joined(predicted(model, x, batch_size, tta, verbose), len(x))
+
+
+def predicted(
+    model,
+    x: np.ndarray,
+    batch_size: int = 1024,
+    tta: TestTimeAugmentation | None = None,
+    verbose: int | str = 0,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """`predict_proba` a model call at a time (`TestTimeAugmentation.averages`): the position
+    of each call's first image, and its images' probabilities."""
     tta = tta or TestTimeAugmentation()
     forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
-    with retracing_unlogged():
-        if tta.count == 1:
-            return tta.average(forward, x)
-        description = f"test-time views ({tta.count} per image)"
-        with bar(len(x), description, verbose, unit="image") as shown:
-            return tta.average(forward, x, done=shown.update)
+    description = f"test-time views ({tta.count} per image)"
+    shown_if = verbose if tta.count > 1 else 0
+    with retracing_unlogged(), bar(len(x), description, shown_if, unit="image") as shown:
+        yield from tta.averages(forward, x, done=shown.update)
 
 
 @contextlib.contextmanager
@@ -162,20 +178,13 @@ def predicted_tally(
     tta: TestTimeAugmentation | None = None,
     verbose: int | str = 0,
 ) -> TestTally:
-    """The tally of `model`'s predictions on `data`, made a model call at a time
-    (`TestTimeAugmentation.averages`): nothing the size of the test set is held, so 2 million
-    streamed test images take no more memory than 100,000.
-
-    With several views and `verbose` 1, a progress bar counts the images done.
-    """
-    tta = tta or TestTimeAugmentation()
+    """The tally of `model`'s predictions on `data` (`predicted`, a model call at a time):
+    nothing the size of the test set is held, so 2 million streamed test images take no more
+    memory than 100,000. With several views and `verbose` 1, a progress bar counts the images
+    done."""
     tally = TestTally(data.num_classes)
-    forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
-    description = f"test-time views ({tta.count} per image)"
-    shown_if = verbose if tta.count > 1 else 0
-    with retracing_unlogged(), bar(len(data), description, shown_if, unit="image") as shown:
-        for start, probabilities in tta.averages(forward, data.x, done=shown.update):
-            tally.add(data.y[start : start + len(probabilities)], probabilities)
+    for start, probabilities in predicted(model, data.x, batch_size, tta, verbose):
+        tally.add(data.y[start : start + len(probabilities)], probabilities)
     return tally
 
 
