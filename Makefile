@@ -52,7 +52,7 @@ train: data
 	$(BIN)/convnet train --preset seed
 
 # In two processes (pytest-xdist), a test module to each at a time, so that a module's fixtures
-# (a trained run, a server) are made once: 13:50 against 23:15 in one process on 2 Intel cores.
+# (a trained run, a server) are made once; the README gives the time it saves.
 test: data $(TEST_DEPS) $(CLIENTS)
 	$(BIN)/pytest -n 2 --dist loadscope
 
