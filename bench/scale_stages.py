@@ -1,5 +1,7 @@
 """Where a streamed run's resident memory goes, stage by stage: `fast` on a doodle folder with
-`fit` cut to 5 steps, the process's RSS sampled every 50 ms, and the peak of each stage.
+`fit` cut to 5 steps, and each stage's RSS at its end and its peak: the kernel's high-water mark
+(VmHWM), reset to the current RSS as each stage begins (`/proc/self/clear_refs`), so no transient
+is missed between samples.
 
     .venv/bin/python -m bench.scale_stages /tmp/convnet-scale/doodles-8GB
 
@@ -12,8 +14,6 @@ from __future__ import annotations
 import argparse
 import functools
 import tempfile
-import threading
-import time
 
 STAGES = {
     "convnet.data": ("load_training_data",),
@@ -21,35 +21,43 @@ STAGES = {
 }
 
 
-def rss_mb() -> int:
+def status_mb(field: str) -> int:
     with open("/proc/self/status") as status:
-        line = next(line for line in status if line.startswith("VmRSS"))
+        line = next(line for line in status if line.startswith(field + ":"))
     return int(line.split()[1]) // 1024
 
 
+def reset_peak() -> None:
+    """Sets the high-water mark to the current RSS (Linux 4.0 and later)."""
+    with open("/proc/self/clear_refs", "w") as refs:
+        refs.write("5")
+
+
 class Stages:
-    """Each stage's RSS when it ends and the highest RSS seen while it ran."""
+    """Each stage's RSS when it ends and the highest RSS while it ran. A stage runs from its
+    function's call to its return; the time between stages is a stage of its own."""
 
     def __init__(self):
-        self.stage, self.peaks, self.after = "start-up", {}, {}
-        threading.Thread(target=self._sample, daemon=True).start()
+        self.peaks, self.after = {}, {}
+        self.stage = "start-up"
+        reset_peak()
 
-    def _sample(self) -> None:
-        while True:
-            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss_mb())
-            time.sleep(0.05)
+    def begin(self, stage: str) -> None:
+        self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), status_mb("VmHWM"))
+        self.after[self.stage] = status_mb("VmRSS")
+        self.stage = stage
+        reset_peak()
 
     def wrap(self, module, name: str) -> None:
         function = getattr(module, name)
 
         @functools.wraps(function)
         def staged(*args, **kwargs):
-            self.stage = name
+            self.begin(name)
             try:
                 return function(*args, **kwargs)
             finally:
-                self.after[name] = rss_mb()
-                self.stage = f"after {name}"  # until the next stage begins
+                self.begin(f"after {name}")  # until the next stage begins
 
         setattr(module, name, staged)
 
@@ -77,9 +85,10 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as out:
         convnet.train(train=args.folder, preset="fast", out=f"{out}/run", stream=True, verbose=0)
+    stages.begin("end")
     print("| stage | RSS MB at its end | peak RSS MB while it ran |\n| --- | --- | --- |")
     for stage, peak in stages.peaks.items():
-        print(f"| {stage} | {stages.after.get(stage, '-')} | {peak} |")
+        print(f"| {stage} | {stages.after[stage]} | {peak} |")
 
 
 if __name__ == "__main__":
