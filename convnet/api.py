@@ -187,7 +187,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
         from convnet.data import load_training_data  # the readers: NumPy and polars
 
         data = load_training_data(config)
-        run.check_same_data(data.full)
+        run.check_same_data(data.record)
         framework.load(config.backend, config.devices)
         from convnet.training import trainer
 

@@ -23,7 +23,7 @@ from convnet.files import write_atomic, write_yaml
 from convnet.run_folders import RUNS_ROOT, check_free_space
 
 if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs neither
-    from convnet.data.dataset import Dataset
+    from convnet.data.dataset import DataRecord
 
 MODEL_FILE = "model.keras"
 TUNE_PLAN = "tune.json"  # marks a tune folder (`convnet tune`), listed beside run folders
@@ -90,7 +90,7 @@ class Run:
             raise RunError(f"{self.path}: still being trained by process {pid}; stop it first.")
         check_free_space(self.path)
 
-    def check_same_data(self, train: Dataset) -> None:
+    def check_same_data(self, train: DataRecord) -> None:
         """Refuses training data other than what the run began with (by SHA-256).
 
         Raises:
@@ -98,7 +98,7 @@ class Run:
         """
         manifest = self.read_json("manifest.json")
         recorded = manifest.get("data", {}).get("train", {}).get("sha256")
-        if recorded and recorded != train.checksum():
+        if recorded and recorded != train.sha256:
             raise RunError(
                 f"{self.path}: the training data ({train.source}) changed since the run began; "
                 "start a new run instead."

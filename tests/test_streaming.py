@@ -164,7 +164,7 @@ def test_splits_limit_and_test_set_of_streamed_data_are_views(bars):
     parts = {"train": on_disk.train, "validation": on_disk.validation, "test": on_disk.test}
     assert all(isinstance(part.x, StreamedImages) for part in parts.values())
     rows = {name: set(part.x.rows().tolist()) for name, part in parts.items()}
-    assert len(rows["train"]) + len(rows["validation"]) == len(on_disk.full) == 300
+    assert len(rows["train"]) + len(rows["validation"]) == on_disk.record.examples == 300
     assert not rows["train"] & rows["validation"] and not rows["test"] & rows["train"]
     assert len(on_disk.test) == 120  # 20% of all 600, held out before the limit
     for name, part in parts.items():  # the same examples as in memory, in the same order

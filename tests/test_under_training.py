@@ -148,7 +148,7 @@ def test_a_budget_cut_short_warns_at_the_end_and_a_short_recipe_only_at_the_star
         return SimpleNamespace(
             config=SimpleNamespace(preset="best"),
             recipe=get_preset("best").recipe,
-            data=SimpleNamespace(full=range(examples)),
+            data=SimpleNamespace(record=SimpleNamespace(examples=examples)),
             context=SimpleNamespace(is_chief=True),
         )
 

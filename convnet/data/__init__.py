@@ -7,7 +7,7 @@ the rest of convnet, and its users, import from `convnet.data`.
 """
 
 from convnet.config import FORMATS
-from convnet.data.dataset import Dataset
+from convnet.data.dataset import DataRecord, Dataset
 from convnet.data.loading import (
     DEFAULT_TEST_SPLIT,
     NAMED_CLASS_SETS,
@@ -37,6 +37,7 @@ __all__ = [
     "DEFAULT_TEST_SPLIT",
     "FORMATS",
     "NAMED_CLASS_SETS",
+    "DataRecord",
     "Dataset",
     "HeldOutTestWarning",
     "TrainingData",

@@ -108,6 +108,25 @@ class Dataset:
         return border_is_light(self.x[:1000])
 
 
+@dataclass(frozen=True)
+class DataRecord:
+    """A Dataset as a run's manifest records it, and as a resumed run checks it again.
+
+    Attributes:
+        source: where the data came from.
+        examples: how many.
+        sha256: `Dataset.checksum`.
+    """
+
+    source: str
+    examples: int
+    sha256: str
+
+    @classmethod
+    def of(cls, data: Dataset) -> DataRecord:
+        return cls(data.source, len(data), data.checksum())
+
+
 def border_is_light(images: np.ndarray) -> bool:
     """Whether the outermost rows and columns of (N, H, W[, C]) images are mostly light."""
     edges = [images[:, 0], images[:, -1], images[:, :, 0], images[:, :, -1]]

@@ -6,6 +6,7 @@ to resume, or failed, with the error.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import shutil
 import time
@@ -14,7 +15,7 @@ from pathlib import Path
 import keras
 
 from convnet.config import TrainConfig
-from convnet.data import TrainingData
+from convnet.data import DataRecord, TrainingData
 from convnet.errors import DiskFull
 from convnet.machine import machine, versions
 from convnet.models.precision import resolve_precision
@@ -39,7 +40,7 @@ def begin_run(
     if data.kept and context.is_chief:  # where config.yaml says the data is
         data.kept.write({"train": config.train, "test": config.test})
     run = Run.begin(run_dir, config)
-    train, test = data.full, data.test
+    train = data.train
     run.write_json(
         "manifest.json",
         {
@@ -50,15 +51,11 @@ def begin_run(
             "seed": config.seed,
             "command": command,
             "data": {
-                "train": {
-                    "source": train.source,
-                    "examples": len(train),
-                    "sha256": train.checksum(),
-                },
-                "test": {"source": test.source, "examples": len(test), "sha256": test.checksum()},
+                "train": dataclasses.asdict(data.record),
+                "test": dataclasses.asdict(DataRecord.of(data.test)),
                 "class_names": list(train.class_names),
                 "image_shape": list(train.image_shape),
-                "background_is_light": train.background_is_light(),
+                "background_is_light": data.light_background,
                 # "streamed" from the files a batch at a time, or held in "memory"
                 "feed": train.feed,
             },

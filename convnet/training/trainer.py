@@ -147,7 +147,7 @@ def train(
     with new_run_dir(context.out(config.out), config.preset) as run_dir:
         session = _session(config, data, context)
         run = begin_run(run_dir, config, command, data, context)
-        _warn(session, under_training(config.preset, session.recipe, len(data.full)))
+        _warn(session, under_training(config.preset, session.recipe, data.record.examples))
         return _fit_and_finish(session, run, Start(), started, verbose, callbacks)
 
 
@@ -188,7 +188,7 @@ def resume(
         val_losses=_val_losses(run.path),
     )
     if run.read_json("manifest.json"):
-        mark_resumed(run, command, session.context, data.full.feed)
+        mark_resumed(run, command, session.context, data.train.feed)
     else:  # killed before the manifest was written: it begins now
         begin_run(run.path, config, command, data, session.context)
     return _fit_and_finish(session, run, start, started, verbose, callbacks)
@@ -306,7 +306,7 @@ def _finish(
     metrics["wall_seconds"] = time.perf_counter() - started
     run.write_json("metrics.json", metrics)
     if session.context.is_chief:  # the report reuses the test predictions' tally above
-        write_report(run.path, model, data.full, data.test, tally=tally)
+        write_report(run.path, model, data.train, data.test, tally=tally)
     return metrics
 
 
@@ -343,7 +343,7 @@ def _warn(session: Session, message: str) -> None:
 def _steps_note(session: Session, epochs: int) -> dict:
     """The under-training warning for the epochs trained, for metrics.json and the report; said
     now too when the time budget, not the recipe, cut the steps short (`train` said the other)."""
-    preset, recipe, examples = session.config.preset, session.recipe, len(session.data.full)
+    preset, recipe, examples = session.config.preset, session.recipe, session.data.record.examples
     message = under_training(preset, recipe, examples, epochs)
     if epochs < recipe.epochs and not under_training(preset, recipe, examples):
         _warn(session, message)
