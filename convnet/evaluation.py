@@ -15,8 +15,10 @@ from convnet.data.dataset import Dataset
 from convnet.models.recipe import Recipe
 from convnet.progress import bar
 
-# The uint8 views given to the model in one call: 64 MiB, 85,000 images of 28x28 in one view.
-VIEWS_PER_CALL_BYTES = 64 * 2**20
+# The uint8 views given to the model in one call: 16 MiB, 21,400 images of 28x28 in one view. A
+# call costs about 20 ms of its own (docs/benchmarks.md), and a bigger one holds more at once: at
+# 64 MiB a streamed `fast` run's test pass peaked 280 MB higher (bench.scale_stages, 8 GB).
+VIEWS_PER_CALL_BYTES = 16 * 2**20
 LOSS_ROWS = 2**16  # test rows whose log loss is computed at a time
 
 
