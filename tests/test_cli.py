@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -394,3 +397,31 @@ def test_bash_completion_completes_commands_and_flags(tmp_path, words, expected)
     )
     done = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
     assert set(done.stdout.split()) == expected, done.stderr
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_that_lands_in_a_gc_callback_still_stops_the_command(signum):
+    """Python prints and drops an exception raised in a garbage collector's callback (JAX
+    registers one) or a weak reference's: a SIGTERM that landed there let `convnet predict` run
+    to the end (CI). The signal now stops the command once the callback is done."""
+    from convnet.cli.entry import _TerminateAsInterrupt
+
+    landed = []
+
+    def callback(phase, info):
+        if phase == "start" and not landed:
+            landed.append(True)
+            os.kill(os.getpid(), signum)
+            for _ in range(10_000):  # Python runs the signal's handler here, in the callback
+                pass
+
+    gc.callbacks.append(callback)
+    try:
+        with pytest.raises(KeyboardInterrupt), _TerminateAsInterrupt() as terminate:
+            gc.collect()
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                time.sleep(0.01)
+    finally:
+        gc.callbacks.remove(callback)
+    assert landed and terminate.received == (signum == signal.SIGTERM)

@@ -33,7 +33,13 @@ class _TerminateAsInterrupt:
     what Ctrl-C does: it runs SIGINT's handler, so the cleanup written for Ctrl-C runs (temporary
     files removed, a training run left "interrupted" and resumable), where the default action
     ends the process on the spot. During `fit` that handler stops at the next batch
-    (`StopOnInterrupt`); elsewhere it raises KeyboardInterrupt in the main thread."""
+    (`StopOnInterrupt`); elsewhere it raises KeyboardInterrupt in the main thread.
+
+    Where Python cannot raise, in a garbage collector's or a weak reference's callback or a
+    `__del__`, it prints the KeyboardInterrupt and drops it, and the command ran on to its end:
+    JAX registers a collector callback, and TensorFlow imports JAX where it is installed. Such a
+    KeyboardInterrupt reaches `sys.unraisablehook`, and the signal is sent again 50 ms later,
+    once the callback is done."""
 
     received = False
     _installed = False
@@ -42,11 +48,13 @@ class _TerminateAsInterrupt:
         with contextlib.suppress(ValueError):  # not the main thread: signals are not ours
             self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)
             self._installed = True
+            self._previous_hook, sys.unraisablehook = sys.unraisablehook, self._on_unraisable
         return self
 
     def __exit__(self, *exc_info) -> None:
         if self._installed:
             signal.signal(signal.SIGTERM, self._previous or signal.SIG_DFL)
+            sys.unraisablehook = self._previous_hook
 
     def _on_sigterm(self, signum, frame) -> None:
         self.received = True
@@ -54,6 +62,13 @@ class _TerminateAsInterrupt:
         if not callable(handler):  # SIGINT ignored (started in the background): stop anyway
             raise KeyboardInterrupt
         handler(signal.SIGINT, frame)
+
+    def _on_unraisable(self, unraisable) -> None:
+        if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+            self._previous_hook(unraisable)
+            return
+        signum = signal.SIGTERM if self.received else signal.SIGINT
+        threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()
 
 
 def main(argv: list[str] | None = None) -> int:
