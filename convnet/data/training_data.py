@@ -29,7 +29,7 @@ class TrainingData:
 
     The training data before the validation split is kept as its record, not as a Dataset:
     `train` and `validation` hold its examples again between them, and streamed, its index
-    alone is 4 bytes an example (40 MB for 8 GB of doodles), in memory its images a copy.
+    alone is 4 bytes an example (33 MB for 8 GB of doodles), in memory its images a copy.
 
     Attributes:
         record: the training data after `limit`, before the validation split, as the run's
