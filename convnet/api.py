@@ -119,11 +119,18 @@ def train(
     from convnet.training import tracking, trainer
 
     config = tracking.with_run_folder(config, **trackers)
+    handed = [data]  # popped by the trainer's call: held here, the training sets would stay
+    del data  # in memory through the test pass (`trainer.Session.test_set`)
 
     def train_with(extra: list):
         everything = [*callbacks, *extra]
         return trainer.train(
-            config, data, command=command, verbose=verbose, started=started, callbacks=everything
+            config,
+            handed.pop(),
+            command=command,
+            verbose=verbose,
+            started=started,
+            callbacks=everything,
         )
 
     result = tracking.tracked(config.out, train_with, **trackers, register=mlflow_register)
@@ -191,8 +198,15 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
         framework.load(config.backend, config.devices)
         from convnet.training import trainer
 
+        handed = [data]  # the trainer's alone, as in `train`
+        del data
         result = trainer.resume(
-            run, data, command=command, verbose=verbose, started=started, callbacks=callbacks
+            run,
+            handed.pop(),
+            command=command,
+            verbose=verbose,
+            started=started,
+            callbacks=callbacks,
         )
         return Run(result.run, result.is_chief)
 

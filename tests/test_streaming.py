@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -312,6 +313,37 @@ def test_peak_memory_stays_far_below_the_data_while_training_streamed(tmp_path):
     found = json.loads(done.stdout.strip().splitlines()[-1])
     assert found["feed"] == "streamed" and found["trained"] == 712_500  # 5% held out to test
     assert found["peak"] - found["before"] < nbytes / 2 / 2**20, found
+
+
+@pytest.mark.trains
+def test_the_training_sets_are_let_go_before_the_test_pass(bars, tmp_path, monkeypatch):
+    """Streamed, what a run holds per example is its sets' indexes and labels; the training
+    and validation sets' are let go once calibration is done, so the test pass and the report
+    hold only the test set's (bench.scale: the 8 GB run's peak). The report's sample grid is
+    still drawn, from the examples picked before."""
+    import convnet
+    from convnet.training import trainer
+
+    alive, session = {}, trainer._session
+
+    def watched(config, data, context):
+        alive["sets"] = [weakref.ref(data.train), weakref.ref(data.validation)]
+        return session(config, data, context)
+
+    def tallied(model, test, **settings):
+        alive["at the test pass"] = [ref() is not None for ref in alive["sets"]]
+        return tally(model, test, **settings)
+
+    tally = trainer.predicted_tally
+    monkeypatch.setattr(trainer, "_session", watched)
+    monkeypatch.setattr(trainer, "predicted_tally", tallied)
+    run = convnet.train(
+        train=str(bars), stream=True, preset="fast", epochs=1, out=str(tmp_path / "run"), verbose=0
+    )
+    assert run.manifest["data"]["feed"] == "streamed"
+    assert alive["at the test pass"] == [False, False]
+    grid = Image.open(run.path / "plots" / "samples.png")
+    assert grid.size[0] > 200  # drawn, a row of training images for each class
 
 
 # --- resuming and sharding -----------------------------------------------------------------------

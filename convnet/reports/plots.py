@@ -193,27 +193,37 @@ def top_losses_gallery(
     return save_figure(fig, path)
 
 
+def sample_picks(labels: np.ndarray, num_classes: int, per_class: int = 8, seed: int = 0):
+    """The positions of up to `per_class` randomly chosen examples of each class, class by
+    class: what `sample_grid` shows, chosen from the labels alone, so that a run reads only
+    those images and can let the rest of its training data go before the test pass."""
+    rng = np.random.default_rng(seed)
+    picks = []
+    for label in range(num_classes):
+        members = np.flatnonzero(labels == label)
+        picks.append(rng.choice(members, min(per_class, len(members)), False))
+    return np.concatenate(picks).astype(np.int64) if picks else np.zeros(0, np.int64)
+
+
 def sample_grid(
     images: np.ndarray,
     labels: np.ndarray,
     class_names: list[str],
     path: str | Path,
     per_class: int = 8,
-    seed: int = 0,
 ) -> Path:
-    """A row of randomly chosen training images for each class, the class named on the left.
+    """A row of training images for each class, the class named on the left: the first
+    `per_class` of each class in `images` (the examples `sample_picks` chose).
 
     The images are tiled into one picture (one Axes, not one per image), which draws fast.
     """
-    rng = np.random.default_rng(seed)
     n, (height, width, channels) = len(class_names), images.shape[1:]
     gap = max(2, height // 10)  # pixels between tiles
     tiles = np.full(
         (n * (height + gap) - gap, per_class * (width + gap) - gap, channels), 255, np.uint8
     )
     for row in range(n):
-        members = np.flatnonzero(labels == row)
-        for column, i in enumerate(rng.choice(members, min(per_class, len(members)), False)):
+        for column, i in enumerate(np.flatnonzero(labels == row)[:per_class]):
             top, left = row * (height + gap), column * (width + gap)
             tiles[top : top + height, left : left + width] = images[i]
     cell = 0.9  # inches per image

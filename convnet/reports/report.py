@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 import warnings
@@ -22,7 +23,7 @@ from convnet.runs import Run
 def write_report(
     run: str | Path,
     model=None,
-    train: Dataset | None = None,
+    samples: Dataset | None = None,
     test: Dataset | None = None,
     tally: TestTally | None = None,
 ) -> Path:
@@ -34,7 +35,8 @@ def write_report(
     Args:
         run: the run folder.
         model: the trained model; read from the run when None.
-        train: the training data, for the sample grid; read as the run's config says when None.
+        samples: the training examples the sample grid shows (`training_samples`); read as
+            the run's config says when None.
         test: the test data; read as the run's config says when None.
         tally: the tally of the model's predictions on `test`, if already made.
 
@@ -49,12 +51,13 @@ def write_report(
     config = run.config()
     if model is None:
         model = load_model(run.model_file)
-    if train is None or test is None:
+    if samples is None or test is None:
         train, test = run.load_data()
+        samples = training_samples(train)
     if tally is None:
         tally = predicted_tally(model, test, tta=TestTimeAugmentation.of(config.recipe()))
     found = tally.interpretation(list(test.class_names))
-    figures = _draw(run.path / "plots", found, train, test)
+    figures = _draw(run.path / "plots", found, samples, test)
     summary = {
         "test_macro_f1": found["per_class"][-2]["f1"],
         "test_ece": found["calibration"]["ece"],
@@ -76,7 +79,14 @@ def write_report(
     return write_atomic(run.path / "report.html", page)
 
 
-def _draw(folder: Path, found: dict, train: Dataset, test: Dataset) -> dict[str, Path | None]:
+def training_samples(train: Dataset) -> Dataset:
+    """The training examples that the report's sample grid shows (`plots.sample_picks`), read
+    into memory: a run keeps these, not its training set, until the report is written."""
+    picked = train.take(plots.sample_picks(train.y, train.num_classes))
+    return dataclasses.replace(picked, x=np.asarray(picked.x))
+
+
+def _draw(folder: Path, found: dict, samples: Dataset, test: Dataset) -> dict[str, Path | None]:
     """Every plot of the report, written into `folder`."""
     names = list(test.class_names)
     matrix = np.asarray(found["confusion_matrix"])
@@ -100,7 +110,7 @@ def _draw(folder: Path, found: dict, train: Dataset, test: Dataset) -> dict[str,
         ),
         "reliability": plots.reliability_diagram(found["calibration"], folder / "reliability.png"),
         "samples": plots.sample_grid(
-            train.x, train.y, list(train.class_names), folder / "samples.png"
+            samples.x, samples.y, list(samples.class_names), folder / "samples.png"
         ),
     }
 

@@ -13,6 +13,8 @@ the size of the data is held. Streamed or in memory, a seed gives the same batch
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import numpy as np
 
@@ -84,12 +86,17 @@ def _tf_batches(data: Dataset, batch_size: int, shuffle_seed: int | None, first_
 
 def _tf_reader(tf, data: Dataset):
     """The tf.data map from a batch of positions to its (images, one-hot labels), read by
-    `read_batch` in the pipeline's own thread while the model trains on the batch before."""
+    `read_batch` in the pipeline's own thread while the model trains on the batch before.
+
+    It holds `data` weakly, as the trainer's session holds it while `fit` runs: TensorFlow keeps
+    a `numpy_function`'s Python callable after the pipeline is gone, and held strongly, the
+    training set's index would stay through the test pass (`trainer.Session.test_set`)."""
     image_shape, classes = data.image_shape, data.num_classes
+    held = weakref.ref(data)
 
     def read(positions):
         images, labels = tf.numpy_function(
-            lambda at: read_batch(data, at), [positions], (tf.uint8, tf.float64), stateful=False
+            lambda at: read_batch(held(), at), [positions], (tf.uint8, tf.float64), stateful=False
         )
         images.set_shape((None, *image_shape))
         labels.set_shape((None, classes))

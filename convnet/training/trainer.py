@@ -4,6 +4,7 @@ manifest records of the training as it begins, resumes and stops: `convnet.train
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 import warnings
@@ -27,7 +28,7 @@ from convnet.models.factory import model_for_recipe, portable_model
 from convnet.models.recipe import Recipe
 from convnet.models.registry import under_training
 from convnet.reports.plots import read_history
-from convnet.reports.report import write_report
+from convnet.reports.report import training_samples, write_report
 from convnet.run_folders import new_run_dir
 from convnet.runs import MODEL_FILE, Run
 from convnet.training import distributed
@@ -107,10 +108,21 @@ class Session:
     data: TrainingData
     context: distributed.Context
     model: keras.Model
-    train: Dataset  # this process's share
-    validation: Dataset | None  # this process's share
+    train: Dataset | None  # this process's share; None after `test_set`
+    validation: Dataset | None  # this process's share; None after `test_set`
     batch_size: int  # this process's share of the global batch
     rate: object  # a number, None (the optimizer's default) or a schedule
+
+    def test_set(self) -> Dataset:
+        """The test set, the training and validation sets let go: after calibration nothing
+        reads them, and streamed, their indexes and labels are what grows with the data (49 MB
+        of 8 GB of doodles, docs/benchmarks.md, bench.scale). They are freed when the caller
+        handed its `TrainingData` over (`convnet.train` does; `convnet tune` keeps one for
+        all its trials)."""
+        test = self.data.test
+        self.data = dataclasses.replace(self.data, train=None, validation=None)
+        self.train = self.validation = None
+        return test
 
 
 def train(
@@ -148,6 +160,7 @@ def train(
         session = _session(config, data, context)
         run = begin_run(run_dir, config, command, data, context)
         _warn(session, under_training(config.preset, session.recipe, data.record.examples))
+        del data  # the session's from here, so that it can let the training sets go
         return _fit_and_finish(session, run, Start(), started, verbose, callbacks)
 
 
@@ -191,6 +204,7 @@ def resume(
         mark_resumed(run, command, session.context, data.train.feed)
     else:  # killed before the manifest was written: it begins now
         begin_run(run.path, config, command, data, session.context)
+    del data  # the session's from here, so that it can let the training sets go
     return _fit_and_finish(session, run, start, started, verbose, callbacks)
 
 
@@ -300,13 +314,16 @@ def _finish(
     if recipe.calibrate and data.validation is not None:
         extra["temperature"] = calibrate(model, data.validation, tta)
     _save_model(model, run.path)
-    tally = predicted_tally(model, data.test, tta=tta, verbose=verbose)
-    metrics = tally.metrics() | {"test_data": data.test.source} | extra | timings
+    samples = training_samples(data.train) if session.context.is_chief else None
+    del data
+    test = session.test_set()
+    tally = predicted_tally(model, test, tta=tta, verbose=verbose)
+    metrics = tally.metrics() | {"test_data": test.source} | extra | timings
     metrics["parameters"] = model.count_params()
     metrics["wall_seconds"] = time.perf_counter() - started
     run.write_json("metrics.json", metrics)
     if session.context.is_chief:  # the report reuses the test predictions' tally above
-        write_report(run.path, model, data.train, data.test, tally=tally)
+        write_report(run.path, model, samples, test, tally=tally)
     return metrics
 
 
