@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -187,7 +188,25 @@ def predicted_tally(
     tally = TestTally(data.num_classes)
     for start, probabilities in predicted(model, data.x, batch_size, tta, verbose):
         tally.add(data.y[start : start + len(probabilities)], probabilities)
+        trim_heap()
     return tally
+
+
+def trim_heap() -> None:
+    """Hands the pages the C heap holds free back to the system: glibc's `malloc_trim`, where
+    the C library has it. glibc keeps what a model call frees in its arenas, and over the 96
+    calls of 2 million streamed test images the process grew by 55 MB that way; trimmed after
+    each call, the run's peak was 1,179 MB, not 1,207 (bench.scale_stages, 8 GB)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _c_library():
+    library = ctypes.CDLL(None)
+    return library if hasattr(library, "malloc_trim") else None
+
+
+_LIBC = _c_library()
 
 
 class TestTally:
