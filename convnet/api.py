@@ -119,8 +119,10 @@ def train(
     from convnet.training import tracking, trainer
 
     config = tracking.with_run_folder(config, **trackers)
-    handed = [data]  # popped by the trainer's call: held here, the training sets would stay
-    del data  # in memory through the test pass (`trainer.Session.test_set`)
+    # Handed over, not held here: the trainer lets the training sets go before the test pass
+    # (`trainer.Session.test_set`), and a name in this frame would keep them.
+    handed = [data]
+    del data
 
     def train_with(extra: list):
         everything = [*callbacks, *extra]
@@ -198,7 +200,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
         framework.load(config.backend, config.devices)
         from convnet.training import trainer
 
-        handed = [data]  # the trainer's alone, as in `train`
+        handed = [data]  # handed over, as in `train`
         del data
         result = trainer.resume(
             run,

@@ -37,7 +37,8 @@ class TrainingData:
         light_background: whether its images are mostly light at the border
             (`Dataset.background_is_light`).
         test: the test set, relabelled to the training classes.
-        train: what `fit` trains on.
+        train: what `fit` trains on. The trainer lets it go before the test pass, with
+            `validation` (`convnet.training.trainer.Session.test_set`).
         validation: the held-out part of the training data, or None when `val_split` is 0.
         test_split: the share of the source held out as `test`, or None if it had a test set.
         class_weight: each class index's weight in the loss, or None for equal weights.

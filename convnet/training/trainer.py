@@ -315,7 +315,7 @@ def _finish(
         extra["temperature"] = calibrate(model, data.validation, tta)
     _save_model(model, run.path)
     samples = training_samples(data.train) if session.context.is_chief else None
-    del data
+    del data  # so that `test_set` lets the training sets go
     test = session.test_set()
     tally = predicted_tally(model, test, tta=tta, verbose=verbose)
     metrics = tally.metrics() | {"test_data": test.source} | extra | timings
