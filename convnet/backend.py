@@ -4,6 +4,7 @@ once). No framework is imported here: `convnet.framework.load` imports Keras aft
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -45,3 +46,23 @@ def select(backend: str | None = None, devices: int | None = None) -> str:
     if chosen == "jax" and several and CPU_DEVICE_COUNT not in flags and "jax" not in sys.modules:
         os.environ["XLA_FLAGS"] = f"{flags} {CPU_DEVICE_COUNT}={devices}".strip()
     return chosen
+
+
+@contextlib.contextmanager
+def not_installed(name: str, hidden: bool = True):
+    """While the block runs, the framework `name` reads as not installed, as on a machine
+    without it: its import raises ImportError, so a library that imports it only to be thorough
+    skips it. One imported already is left alone, and an import after the block works as usual.
+
+    Keras seeds TensorFlow wherever it is installed, and TensorFlow imports JAX wherever that
+    is: a framework the process never uses, whose import took 1.6 s of a JAX training's start and
+    0.4 s of every TensorFlow command's (`keras_recipe.seed_everything`, `framework.load`).
+    """
+    if not hidden or name in sys.modules:
+        yield
+        return
+    sys.modules[name] = None
+    try:
+        yield
+    finally:
+        del sys.modules[name]

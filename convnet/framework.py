@@ -64,7 +64,8 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _muted_stderr(hide):
         try:
-            import keras
+            with backends.not_installed("jax", wanted == "tensorflow"):
+                import keras
 
             if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf

@@ -3,11 +3,9 @@ the learning-rate range test."""
 
 from __future__ import annotations
 
-import contextlib
-import sys
-
 import keras
 
+from convnet.backend import not_installed
 from convnet.config import TrainConfig
 from convnet.models.recipe import Recipe
 
@@ -81,7 +79,7 @@ def compile_for_training(model: keras.Model, recipe: Recipe, rate, metrics=()) -
 
 def seed_everything(config: TrainConfig) -> None:
     """Seeds Python, NumPy and the backend; with `deterministic`, also makes its ops repeatable."""
-    with _tensorflow_hidden(keras.backend.backend() != "tensorflow"):
+    with not_installed("tensorflow", keras.backend.backend() != "tensorflow"):
         keras.utils.set_random_seed(config.seed)
     if not config.deterministic:
         return
@@ -93,19 +91,3 @@ def seed_everything(config: TrainConfig) -> None:
         import torch
 
         torch.use_deterministic_algorithms(True)
-
-
-@contextlib.contextmanager
-def _tensorflow_hidden(hidden: bool):
-    """Keras seeds TensorFlow wherever it is installed, and so imports it: 2 s of a JAX or torch
-    training process's start, and 300 MB of its memory, for a framework its feed never uses
-    (`convnet.training.feed`). While the block runs, TensorFlow not yet imported reads as not
-    installed, as on a machine without it; an `import tensorflow` after the block still works."""
-    if not hidden or "tensorflow" in sys.modules:
-        yield
-        return
-    sys.modules["tensorflow"] = None  # an import of it raises ImportError
-    try:
-        yield
-    finally:
-        del sys.modules["tensorflow"]
