@@ -7,6 +7,7 @@ here overrides the preset's own. Unknown keys and wrong types are errors.
 from __future__ import annotations
 
 import dataclasses
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -253,6 +254,8 @@ def _check_type(key: str, value, hint, source: str):
             return float(value)
         if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
+        if kind is str and isinstance(value, os.PathLike) and isinstance(os.fspath(value), str):
+            return os.fspath(value)  # a pathlib.Path in Python, for `out`, `train`, `test`
         if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
             return value
     names = " or ".join(getattr(k, "__name__", str(k)) for k in allowed)

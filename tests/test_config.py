@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,6 +45,11 @@ def test_wrong_type_says_what_was_expected():
         make_config({"epochs": "many"})
     with pytest.raises(ConfigError, match=r"'stratify' must be bool. Received: 1"):
         make_config({"stratify": 1})
+
+
+def test_a_path_is_accepted_for_a_file_or_folder():
+    config = make_config({"out": Path("runs") / "a", "train": Path("data") / "train.csv"})
+    assert (config.out, config.train) == (str(Path("runs") / "a"), str(Path("data") / "train.csv"))
 
 
 def test_int_is_accepted_for_a_float():
