@@ -24,6 +24,7 @@ from convnet.files import write_atomic
 LOCK_FILE = ".lock"
 RUNS_ROOT = "runs"  # where a run goes without --out: RUNS_ROOT/PRESET-YYYYmmdd-HHMMSS
 MIN_FREE_BYTES = 100 * 2**20  # a run writes a few MB; refuse to start on a nearly full disk
+WRITE_PROBE = ".write-test-"  # a file each process making the folder writes, then removes
 
 
 @contextlib.contextmanager
@@ -53,7 +54,7 @@ def new_run_dir(
         path.mkdir(parents=True, exist_ok=True)
         # A name of this process's own: two processes making one folder at once would otherwise
         # rename over, and unlink, each other's probe.
-        probe = write_atomic(path / f".write-test-{os.getpid()}", b"ok")
+        probe = write_atomic(path / f"{WRITE_PROBE}{os.getpid()}", b"ok")
         probe.unlink()
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
@@ -76,8 +77,10 @@ def default_run_dir(preset: str, root: str | Path = RUNS_ROOT) -> Path:
 
 def _check_empty(path: Path, held: bool = False) -> None:
     """Refuses a folder with anything in it but a claim: this process's (`held`), or one left
-    by a process that ended before writing anything."""
-    if any(p.name != LOCK_FILE for p in path.iterdir()):
+    by a process that ended before writing anything. Another process's write probe (and its
+    temporary file) is not content: counted, four processes making one folder at once could
+    each see another's and all be refused (tests/test_runs.py, the race)."""
+    if any(p.name != LOCK_FILE and WRITE_PROBE not in p.name for p in path.iterdir()):
         raise RunError(f"{path}: already exists and is not empty; choose another --out.")
     if not held and (path / LOCK_FILE).exists():
         with claimed(path):

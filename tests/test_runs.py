@@ -168,6 +168,21 @@ def test_processes_making_one_folder_at_once_get_one_claim_and_clear_refusals(tm
         assert all(re.match(f"{re.escape(str(tmp_path))}/{refusal}", o) for o in refused), refused
 
 
+def test_another_process_s_write_probe_does_not_make_a_folder_taken(tmp_path):
+    """The probes are what the race above can catch in the folder: made by other processes at
+    the same instant, they are not a run."""
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / ".write-test-1").write_bytes(b"ok")
+    (folder / "..write-test-2.abcdefgh.tmp").write_bytes(b"")
+    with new_run_dir(folder, "seed") as claimed_folder:
+        assert claimed_folder == folder
+    (folder / "notes.txt").write_text("a user's file")
+    refused = pytest.raises(RunError, match="already exists and is not empty")
+    with refused, new_run_dir(folder, "seed"):
+        pass
+
+
 @pytest.mark.trains
 def test_two_trainings_into_one_folder_leave_one_whole_run(tmp_path, tiny_npz):
     out = tmp_path / "same"
