@@ -45,6 +45,21 @@ def wait_for_epochs(process: subprocess.Popen, run: Path, count: int, timeout: f
     time.sleep(0.2)
 
 
+def wait_for_backup(process: subprocess.Popen, run: Path, epochs: int, timeout: float = 240):
+    """Waits until the backup holds `epochs` epochs, then a little more: mid-epoch. An epoch's
+    history row is written before its backup, and on a slow machine a kill 0.2 s after the row
+    landed between the two (a run resumed from the epoch before, which is fine)."""
+
+    def saved() -> int:
+        try:
+            return json.loads((run / "backup" / "state.json").read_text())["epoch"]
+        except (OSError, ValueError, KeyError):
+            return 0
+
+    wait_until(lambda: saved() >= epochs, process, f"a backup of {epochs} epochs", timeout)
+    time.sleep(0.2)
+
+
 def backed_up_rows(run: Path) -> list[dict]:
     """The history rows of the epochs the run's backup holds: a resume keeps them as they are."""
     saved = json.loads((run / "backup" / "state.json").read_text())["epoch"]
@@ -67,15 +82,14 @@ def kill(process: subprocess.Popen, sig: int = signal.SIGKILL) -> tuple[int, str
 def test_killed_twice_mid_epoch_then_resumed_to_a_full_history(tmp_path, tiny_npz):
     run = tmp_path / "run"
     first = start("train", "--train", tiny_npz, *TRAIN_FLAGS, "--restore-best", "--out", run)
-    wait_for_epochs(first, run, 1)
+    wait_for_backup(first, run, 1)
     assert kill(first)[0] == -signal.SIGKILL
     assert json.loads((run / "manifest.json").read_text())["status"] == "running"
     assert not (run / "model.keras").exists()
     kept_first = backed_up_rows(run)
 
-    logged = len(epochs_logged(run))
     second = start("train", "--resume", run)
-    wait_for_epochs(second, run, logged + 1)
+    wait_for_backup(second, run, len(kept_first) + 1)
     assert kill(second)[0] == -signal.SIGKILL
     kept_second = backed_up_rows(run)
     assert kept_second[: len(kept_first)] == kept_first  # continued, not started again
