@@ -1,5 +1,8 @@
 """How long each command takes to answer, side by side with a bare Python start and `import keras`.
 
+The commands that refuse bad input or need no model answer without a framework; `evaluate` and
+`predict` load one, on a run this bench trains first (1 epoch on 600 synthetic images).
+
     python -m bench.cli_latency              # 7 rounds, commands alternating within each round
     python -m bench.cli_latency --rounds 3
     python -m bench.cli_latency --source /tmp/old-checkout   # another checkout's code, same venv
@@ -22,6 +25,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from convnet.machine import machine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,9 +34,21 @@ PYTHON = sys.executable
 CONVNET = str(Path(sys.executable).with_name("convnet"))
 
 
-def commands(scratch: Path, convnet: list[str]) -> dict[str, tuple[list[str], int]]:
+def tiny_run(scratch: Path, convnet: list[str], env: dict, cwd: str | None) -> Path:
+    """A run trained for 1 epoch on 600 synthetic 28x28 images, and one image beside it."""
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 256, (600, 28, 28), dtype=np.uint8), rng.integers(0, 10, 600)
+    np.savez(scratch / "tiny.npz", x_train=x[:500], y_train=y[:500], x_test=x[500:], y_test=y[500:])
+    np.save(scratch / "one.npy", x[0])
+    run = scratch / "run"
+    train = [*convnet, "train", "--train", str(scratch / "tiny.npz"), "--epochs", "1"]
+    subprocess.run([*train, "--out", str(run)], check=True, capture_output=True, env=env, cwd=cwd)
+    return run
+
+
+def commands(scratch: Path, convnet: list[str], run: Path) -> dict[str, tuple[list[str], int]]:
     """Name -> (argv, expected exit code), in the order they are reported; `convnet` is how the
-    command is started."""
+    command is started, `run` a trained run."""
     bad_csv = scratch / "bad.csv"
     bad_csv.write_text("label,pixel1,pixel2,pixel3,pixel4\n0,1,2,3\n")
     bad_yaml = scratch / "bad.yaml"
@@ -49,6 +66,8 @@ def commands(scratch: Path, convnet: list[str]) -> dict[str, tuple[list[str], in
         "train: bad CSV": ([*convnet, "train", "--train", str(bad_csv), "--out", out], 2),
         "train: unknown preset": ([*convnet, "train", "--preset", "nope", "--out", out], 2),
         "train: bad YAML value": ([*convnet, "train", "--config", str(bad_yaml), "--out", out], 2),
+        "evaluate a run": ([*convnet, "evaluate", str(run), "--json"], 0),
+        "predict one image": ([*convnet, "predict", str(run), str(scratch / "one.npy")], 0),
     }
 
 
@@ -74,7 +93,8 @@ def main() -> None:
     env.pop("KERAS_BACKEND", None)
     with tempfile.TemporaryDirectory(prefix="convnet-latency-") as scratch:
         env["XDG_CACHE_HOME"] = str(Path(scratch) / "cache")
-        todo = commands(Path(scratch), convnet)
+        run = tiny_run(Path(scratch), convnet, env, args.source)
+        todo = commands(Path(scratch), convnet, run)
         for name, (argv, expected) in list(todo.items()):  # warms the file cache; not timed
             if time_once(argv, expected, env, args.source) is None:
                 print(f"skipped {name!r}: it does not exit {expected} on this version")

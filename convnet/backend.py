@@ -49,20 +49,21 @@ def select(backend: str | None = None, devices: int | None = None) -> str:
 
 
 @contextlib.contextmanager
-def not_installed(name: str, hidden: bool = True):
-    """While the block runs, the framework `name` reads as not installed, as on a machine
-    without it: its import raises ImportError, so a library that imports it only to be thorough
-    skips it. One imported already is left alone, and an import after the block works as usual.
+def not_installed(*names: str, hidden: bool = True):
+    """While the block runs, the packages `names` read as not installed, as on a machine
+    without them: their import raises ImportError, so a library that imports one only to be
+    thorough skips it. One imported already is left alone, and an import after the block works
+    as usual.
 
     Keras seeds TensorFlow wherever it is installed, and TensorFlow imports JAX wherever that
     is: a framework the process never uses, whose import took 1.6 s of a JAX training's start and
     0.4 s of every TensorFlow command's (`keras_recipe.seed_everything`, `framework.load`).
     """
-    if not hidden or name in sys.modules:
-        yield
-        return
-    sys.modules[name] = None
+    kept_out = [name for name in names if hidden and name not in sys.modules]
+    for name in kept_out:
+        sys.modules[name] = None
     try:
         yield
     finally:
-        del sys.modules[name]
+        for name in kept_out:
+            del sys.modules[name]

@@ -13,8 +13,21 @@ import sys
 
 from convnet import backend as backends
 from convnet.errors import BackendError
+from convnet.files import cache_dir
 
 _quiet: bool | None = None  # None: as the user's TF_CPP_MIN_LOG_LEVEL says, else quiet
+_lean = False
+
+# What Keras imports only for features convnet never asks of it: scikit-learn (and SciPy's
+# statistics with it) for its scikit-learn wrappers, matplotlib for its image gallery.
+KERAS_EXTRAS = ("sklearn", "matplotlib")
+# JAX compiles a model's functions anew in each process, unless a cache on disk keeps them: with
+# one, a second identical `best` training took 16.4 s instead of 24.1, and `evaluate` of a JAX run
+# 6.3 s instead of 8.1 (Intel Xeon AMX, 2 cores). Compilations under 0.1 s are left out: keeping
+# them too gave 142 entries instead of 10, for 1 s more. JAX's own default, 1 s, kept 2 and saved
+# 4 s of the 24.
+XLA_CACHE_MIN_SECONDS = 0.1
+XLA_CACHE_MAX_BYTES = 256 * 2**20  # then the least recently used entries go
 
 
 def quiet(enabled: bool | None = True) -> None:
@@ -36,6 +49,19 @@ def quiet(enabled: bool | None = True) -> None:
     """
     global _quiet
     _quiet = enabled
+
+
+def lean(enabled: bool = True) -> None:
+    """Whether `load` imports Keras without `KERAS_EXTRAS`, the libraries it imports only for
+    features convnet does not use: 1.2 s of the 4.1 s a TensorFlow command took to import Keras
+    (docs/benchmarks.md, bench.startup).
+
+    The command line turns it on: its processes run convnet alone, and a command that draws
+    plots imports matplotlib when it draws them. In Python it stays off, so the Keras you use
+    beside convnet keeps its scikit-learn wrappers and image gallery.
+    """
+    global _lean
+    _lean = enabled
 
 
 def _hides_startup() -> bool:
@@ -64,9 +90,12 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _muted_stderr(hide):
         try:
-            with backends.not_installed("jax", wanted == "tensorflow"):
+            unused = ("jax",) if wanted == "tensorflow" else ()
+            with backends.not_installed(*unused, *(KERAS_EXTRAS if _lean else ())):
                 import keras
 
+            if keras.backend.backend() == "jax":
+                _cache_jax_compilations()
             if keras.backend.backend() == "tensorflow":
                 import tensorflow as tf
 
@@ -85,6 +114,18 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
             f"set KERAS_BACKEND={backend} before importing keras."
         )
     return actual
+
+
+def _cache_jax_compilations() -> None:
+    """Keeps JAX's compiled code in `~/.cache/convnet/xla` for the next process, unless a cache
+    folder is set already (`$JAX_COMPILATION_CACHE_DIR`, or `jax.config` before convnet)."""
+    import jax
+
+    if jax.config.jax_compilation_cache_dir is not None:
+        return
+    jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", XLA_CACHE_MIN_SECONDS)
+    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
 
 
 def load_for_run(recorded: str | None) -> str:

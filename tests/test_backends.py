@@ -39,7 +39,9 @@ def convnet_without_others(backend: str, *args, check: bool = True) -> subproces
 
 @pytest.mark.parametrize("backend", list(FRAMEWORKS))
 @pytest.mark.trains
-def test_train_evaluate_predict_and_report_on_each_backend(backend, tmp_path, tiny_npz):
+def test_train_evaluate_predict_and_report_on_each_backend(
+    backend, tmp_path, tiny_npz, private_cache
+):
     if importlib.util.find_spec(FRAMEWORKS[backend]) is None:
         pytest.fail(f"{backend} is not installed: make test installs convnet[jax,torch]")
     run = tmp_path / "run"
@@ -53,7 +55,10 @@ def test_train_evaluate_predict_and_report_on_each_backend(backend, tmp_path, ti
     assert manifest["versions"]["keras_backend"] == backend
     assert manifest["topology"]["backend"] == backend
 
+    compiled = sorted((private_cache / "convnet" / "xla").glob("*"))
     evaluated = convnet_without_others(backend, "evaluate", run, "--json")
+    if backend == "jax":  # evaluate found in the cache all the code that training compiled
+        assert compiled and sorted((private_cache / "convnet" / "xla").glob("*")) == compiled
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(
         result["test_accuracy"], abs=1e-6
     )

@@ -251,3 +251,9 @@ def test_only_tensorflows_retracing_warning_is_held_back_and_only_in_the_block(c
     logger.warning(retracing)
     assert [r.getMessage() for r in caplog.records] == ["something else", retracing]
     assert not logger.filters
+
+
+def test_a_zero_probability_for_the_true_class_costs_minus_log_eps_not_infinity():
+    probabilities = np.array([[1.0, 0.0], [0.25, 0.75]], np.float32)
+    loss = TestTally.of(np.array([1, 1]), probabilities).metrics()["test_loss"]
+    assert loss == pytest.approx((-np.log(np.finfo(np.float32).eps) - np.log(0.75)) / 2)

@@ -77,6 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     the signal had ended the process, but after the same cleanup as Ctrl-C)."""
     args = build_parser().parse_args(argv)
     framework.quiet(False if args.verbose else None)  # None: TF_CPP_MIN_LOG_LEVEL=0 shows too
+    framework.lean()
     terminate = _TerminateAsInterrupt()
     try:
         with warnings.catch_warnings(), terminate:

@@ -79,7 +79,7 @@ def compile_for_training(model: keras.Model, recipe: Recipe, rate, metrics=()) -
 
 def seed_everything(config: TrainConfig) -> None:
     """Seeds Python, NumPy and the backend; with `deterministic`, also makes its ops repeatable."""
-    with not_installed("tensorflow", keras.backend.backend() != "tensorflow"):
+    with not_installed("tensorflow", hidden=keras.backend.backend() != "tensorflow"):
         keras.utils.set_random_seed(config.seed)
     if not config.deterministic:
         return
