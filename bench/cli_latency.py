@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -32,6 +33,7 @@ from convnet.machine import machine
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 CONVNET = str(Path(sys.executable).with_name("convnet"))
+RETRAINED = "retrained-run"  # the folder of the timed training
 
 
 def tiny_run(scratch: Path, convnet: list[str], env: dict, cwd: str | None) -> Path:
@@ -66,6 +68,11 @@ def commands(scratch: Path, convnet: list[str], run: Path) -> dict[str, tuple[li
         "train: bad CSV": ([*convnet, "train", "--train", str(bad_csv), "--out", out], 2),
         "train: unknown preset": ([*convnet, "train", "--preset", "nope", "--out", out], 2),
         "train: bad YAML value": ([*convnet, "train", "--config", str(bad_yaml), "--out", out], 2),
+        "train 1 epoch of 500 images": (
+            [*convnet, "train", "--train", str(scratch / "tiny.npz"), "--epochs", "1", "--out"]
+            + [str(scratch / RETRAINED), "--json"],
+            0,
+        ),
         "evaluate a run": ([*convnet, "evaluate", str(run), "--json"], 0),
         "predict one image": ([*convnet, "predict", str(run), str(scratch / "one.npy")], 0),
     }
@@ -73,6 +80,9 @@ def commands(scratch: Path, convnet: list[str], run: Path) -> dict[str, tuple[li
 
 def time_once(argv: list[str], expected: int, env: dict, cwd: str | None) -> float | None:
     """Seconds to run `argv`; None when it exits otherwise than `expected` (not supported)."""
+    for arg in argv:  # the timed training's folder, emptied: `train` refuses one in use
+        if arg.endswith(RETRAINED):
+            shutil.rmtree(arg, ignore_errors=True)
     start = time.perf_counter()
     done = subprocess.run(argv, capture_output=True, text=True, env=env, cwd=cwd)
     seconds = time.perf_counter() - start

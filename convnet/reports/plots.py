@@ -12,7 +12,6 @@ import matplotlib
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-from sklearn.metrics import ConfusionMatrixDisplay
 
 from convnet.files import write_atomic
 
@@ -92,17 +91,19 @@ def confusion_matrix_plot(
     fig = Figure(figsize=(side + 1.0, side), layout="constrained")
     ax = fig.subplots()
     values = row_normalised(matrix) if normalise else matrix
-    ConfusionMatrixDisplay(values, display_labels=list(class_names)).plot(
-        ax=ax,
-        cmap="Blues",
-        xticks_rotation=45,
-        values_format=".2f" if normalise else "d",
-        include_values=n <= MAX_ANNOTATED_CLASSES,
-        colorbar=True,
-    )
-    ax.set_xticklabels(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
-    if normalise:
-        ax.images[0].set_clim(0, 1)
+    # Drawn here as scikit-learn's ConfusionMatrixDisplay draws it: importing scikit-learn's
+    # metrics for it took 0.7 s of the 7.8 s of a 1-epoch training (bench.cli_latency).
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=1 if normalise else None)
+    fig.colorbar(image, ax=ax)
+    if n <= MAX_ANNOTATED_CLASSES:
+        middle = (image.norm.vmin + image.norm.vmax) / 2
+        light, dark = image.cmap(0.0), image.cmap(1.0)  # the text contrasts with its cell
+        for (row, column), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalise else f"{value:d}"
+            colour = light if value > middle else dark
+            ax.text(column, row, text, ha="center", va="center", color=colour)
+    ax.set_xticks(range(n), list(class_names), rotation=45, ha="right", rotation_mode="anchor")
+    ax.set_yticks(range(n), list(class_names))
     ax.set_xlabel("Predicted class")
     ax.set_ylabel("True class")
     kind = "row-normalised" if normalise else "counts"
