@@ -55,9 +55,10 @@ def not_installed(*names: str, hidden: bool = True):
     thorough skips it. One imported already is left alone, and an import after the block works
     as usual.
 
-    Keras seeds TensorFlow wherever it is installed, and TensorFlow imports JAX wherever that
-    is: a framework the process never uses, whose import took 1.6 s of a JAX training's start and
-    0.4 s of every TensorFlow command's (`keras_recipe.seed_everything`, `framework.load`).
+    Keras seeds TensorFlow wherever it is installed, and TensorFlow (and Keras on torch, for its
+    Orbax checkpoints) imports JAX wherever that is: a framework the process never uses, whose
+    import took 1.6 s of a JAX training's start, 0.4 s of every TensorFlow command's and 0.8 s
+    of every torch command's (`keras_recipe.seed_everything`, `framework.load`).
     """
     kept_out = [name for name in names if hidden and name not in sys.modules]
     for name in kept_out:

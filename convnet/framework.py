@@ -90,7 +90,7 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     with _muted_stderr(hide):
         try:
-            unused = ("jax",) if wanted == "tensorflow" else ()
+            unused = () if wanted == "jax" else ("jax",)
             with backends.not_installed(*unused, *(KERAS_EXTRAS if _lean else ())):
                 import keras
 

@@ -14,22 +14,26 @@ import sys
 class Blocker:
     def __init__(self, names: set[str]):
         self.names = names
+        self.asked: set[str] = set()  # the blocked packages something tried to import
 
     def find_spec(self, name, path=None, target=None):
         if name.partition(".")[0] not in self.names:
             return None
         if sys._getframe(2).f_code.co_name == "find_spec":  # importlib.util.find_spec
             return None
+        self.asked.add(name.partition(".")[0])
         raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
 
 
 if __name__ == "__main__":
     blocked, separator, *args = sys.argv[1:]
     assert separator == "--"
-    sys.meta_path.insert(0, Blocker(set(blocked.split(","))))
+    blocker = Blocker(set(blocked.split(",")))
+    sys.meta_path.insert(0, blocker)
     from convnet.cli import main
 
     code = main(args)
+    print(f"blocked frameworks asked for: {sorted(blocker.asked)}", file=sys.stderr)
     loaded = sorted(n for n in blocked.split(",") if n in sys.modules)
     print(f"blocked frameworks loaded: {loaded}", file=sys.stderr)
     sys.exit(code)
