@@ -148,7 +148,7 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz, backen
     """Augmentation, dropout and the shuffle draw after a resume what they would have drawn.
     Its first epoch trained in a process of its own, so this is also the proof that two
     `--deterministic` runs of one seed give the same history and metrics."""
-    flags = ["--preset", "best", "--epochs", "3", "--batch-size", "8", "--deterministic"]
+    flags = ["--preset", "best", "--epochs", "2", "--batch-size", "8", "--deterministic"]
     flags += ["--backend", backend]
     whole = run_cli("train", "--train", tiny_npz, *flags, "--out", tmp_path / "whole", "--json")
     assert whole.returncode == 0, whole.stderr

@@ -414,7 +414,8 @@ def test_the_default_space_of_each_preset_holds_settings_its_builder_takes():
 @pytest.mark.trains
 def test_a_killed_worker_s_trial_is_failed_retried_and_nothing_counted_twice(tmp_path, tiny_npz):
     out = tmp_path / "tune"
-    args = ["tune", "--train", tiny_npz, "--epochs", "12", "--batch-size", "16"]
+    # 4 epochs: the worker is killed at the first epoch's row, 3 epochs before its trial ends.
+    args = ["tune", "--train", tiny_npz, "--epochs", "4", "--batch-size", "16"]
     args += ["--trials", "2", "--out", out]
     worker = subprocess.Popen([CONVNET, *map(str, args)], stderr=subprocess.PIPE)
     history = out / "trials" / "trial-0000" / "history.csv"
