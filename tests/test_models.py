@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import warnings
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from convnet.errors import ConfigError, DataError
 from convnet.models import get_preset, list_presets, register_preset, registry
-from convnet.models.factory import create_model, portable_model
+from convnet.models.factory import create_model, load_model, portable_model
 from convnet.models.recipe import OPTIMIZERS, Recipe
 
 
@@ -209,3 +210,22 @@ def test_width_and_dropout_reach_the_builders_that_take_them():
     assert [layer.rate for layer in narrow.layers if hasattr(layer, "rate")] == [0.35]
     with pytest.raises(ConfigError, match=r"preset 'seed' builds its model without width"):
         create_model("seed", (28, 28, 1), 10, width=2.0)
+
+
+@pytest.mark.trains
+def test_a_model_recorded_with_jit_compile_loads_without_a_keras_warning(tmp_path):
+    """A `best` model trained on JAX records jit_compile=True, which its RandomTranslation layer
+    cannot take: Keras warned at each `evaluate` and `predict` of the run."""
+    inputs = keras.Input((8, 8, 1))
+    moved = keras.layers.RandomTranslation(0.1, 0.1)(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Flatten()(moved)))
+    with warnings.catch_warnings(record=True) as compiled:
+        warnings.simplefilter("always")
+        model.compile(loss="mse", jit_compile=True)
+    assert any("jit_compile" in str(w.message) for w in compiled)  # what the file records
+    model.fit(np.zeros((2, 8, 8, 1)), np.zeros((2, 2)), verbose=0)  # as a run's, trained
+    model.save(tmp_path / "model.keras")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = load_model(tmp_path / "model.keras")
+    assert loaded.count_params() == model.count_params()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -122,7 +123,12 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
             f"{path.stat().st_size:,} bytes is not one. Train the run again or restore the file."
         )
     try:
-        return keras.saving.load_model(path, safe_mode=safe_mode)
+        with warnings.catch_warnings():
+            # A `best` model trained on JAX records jit_compile=True; rebuilt, its
+            # RandomTranslation layer (inactive at inference) cannot be compiled by XLA, and Keras
+            # warns, then goes on without XLA, as convnet wants: noise for the user.
+            warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+            return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:
         if safe_mode and "safe_mode" in str(error):
             raise RunError(
