@@ -54,7 +54,7 @@ def quiet(enabled: bool | None = True) -> None:
 def lean(enabled: bool = True) -> None:
     """Whether `load` imports Keras without `KERAS_EXTRAS`, the libraries it imports only for
     features convnet does not use: 1.2 s of the 4.1 s a TensorFlow command took to import Keras
-    (docs/benchmarks.md, bench.startup).
+    (Intel Xeon AMX; what it gives a command: docs/benchmarks.md, bench.cli_latency).
 
     The command line turns it on: its processes run convnet alone, and a command that draws
     plots imports matplotlib when it draws them. In Python it stays off, so the Keras you use
@@ -125,7 +125,8 @@ def _cache_jax_compilations() -> None:
         return
     jax.config.update("jax_compilation_cache_dir", str(cache_dir() / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", XLA_CACHE_MIN_SECONDS)
-    jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
+    with contextlib.suppress(AttributeError):  # JAX before the option keeps all it caches
+        jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
 
 
 def load_for_run(recorded: str | None) -> str:
