@@ -19,7 +19,7 @@ from convnet.progress import bar
 # call costs about 20 ms of its own (docs/benchmarks.md), and a bigger one holds more at once: at
 # 64 MiB a streamed `fast` run's test pass peaked 280 MB higher (bench.scale_stages, 8 GB).
 VIEWS_PER_CALL_BYTES = 16 * 2**20
-LOSS_ROWS = 2**16  # test rows whose log loss is computed at a time
+LOSS_ROWS = 2**16  # rows `TestTally.of` adds at a time: what `add` computes on the side is small
 
 
 @dataclass(frozen=True)
@@ -192,11 +192,9 @@ def predicted_tally(
 
 
 def cross_entropy_sum(truth_probabilities: np.ndarray) -> float:
-    """The summed log loss of predictions that gave their true classes `truth_probabilities`,
-    clipped to the float type's epsilon as Keras and scikit-learn (before 1.6) clip it, so a
-    confidently wrong float32 prediction costs -log(eps), not infinity. Written out rather than
-    imported: scikit-learn's `log_loss` gives the same sums (tests/test_evaluation.py checks it),
-    but importing scikit-learn's metrics took 1.2 s of every `evaluate` and `predict`."""
+    """The summed log loss of predictions giving their true classes `truth_probabilities`,
+    clipped to the float type's epsilon (a sure mistake costs -log(eps), not infinity): what
+    scikit-learn's `log_loss` sums (tests/test_evaluation.py), without its 1.2 s import."""
     eps = np.finfo(truth_probabilities.dtype).eps
     return float(-np.log(np.clip(truth_probabilities.astype(np.float64), eps, 1 - eps)).sum())
 
@@ -226,8 +224,7 @@ class TestTally:
 
     @classmethod
     def of(cls, y_true: np.ndarray, probabilities: np.ndarray, **settings) -> TestTally:
-        """The tally of predictions all at hand: `probabilities` (N, K) of labels `y_true`,
-        added `LOSS_ROWS` at a time, so that what `add` computes on the side stays small."""
+        """The tally of predictions all at hand: `probabilities` (N, K) of labels `y_true`."""
         tally = cls(probabilities.shape[1], **settings)
         for start in range(0, len(y_true), LOSS_ROWS):
             rows = slice(start, start + LOSS_ROWS)
