@@ -1,7 +1,7 @@
 """How long each command takes to answer, side by side with a bare Python start and `import keras`.
 
 The commands that refuse bad input or need no model answer without a framework; `evaluate` and
-`predict` load one, on a run this bench trains first (1 epoch on 600 synthetic images).
+`predict` load one, on a run this bench trains first (1 epoch on 500 synthetic images).
 
     python -m bench.cli_latency              # 7 rounds, commands alternating within each round
     python -m bench.cli_latency --rounds 3
@@ -37,7 +37,7 @@ RETRAINED = "retrained-run"  # the folder of the timed training
 
 
 def tiny_run(scratch: Path, convnet: list[str], env: dict, cwd: str | None) -> Path:
-    """A run trained for 1 epoch on 600 synthetic 28x28 images, and one image beside it."""
+    """A run trained for 1 epoch on 500 synthetic 28x28 images (tested on 100), and one image."""
     rng = np.random.default_rng(0)
     x, y = rng.integers(0, 256, (600, 28, 28), dtype=np.uint8), rng.integers(0, 10, 600)
     np.savez(scratch / "tiny.npz", x_train=x[:500], y_train=y[:500], x_test=x[500:], y_test=y[500:])
