@@ -16,15 +16,11 @@ from pathlib import Path
 import yaml
 
 from convnet.backend import BACKENDS
+from convnet.data.settings import FORMATS, parse_range
 from convnet.errors import ConfigError
 from convnet.models.recipe import AUGMENT_FIELDS, OPTIMIZERS, PRECISIONS, SCHEDULES, Recipe
 from convnet.models.registry import get_preset
 
-FORMATS = ("csv", "npz", "idx", "folder")
-# Datasets fetched by name wherever a data source is named (`convnet.data.catalogue`), and
-# Quick, Draw!'s classes as "quickdraw:CLASS,CLASS".
-DATASET_NAMES = ("fashion-mnist", "mnist", "kmnist", "emnist-letters")
-QUICKDRAW = "quickdraw"
 RECIPE_FIELDS = frozenset(f.name for f in dataclasses.fields(Recipe))
 
 
@@ -188,24 +184,6 @@ TRAINING_ONLY = (
 RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS, "optimizer": OPTIMIZERS}
 
 
-def parse_range(spec: str, name: str = "pixel_range") -> tuple[float, float]:
-    """(low, high) from "LOW,HIGH", such as "0,16" or "-1,1".
-
-    Raises:
-        ConfigError: not two numbers with LOW < HIGH.
-    """
-    try:
-        low, high = (float(part) for part in spec.split(","))
-    except ValueError:
-        low = high = None
-    if low is None or not low < high:
-        raise ConfigError(
-            f"{name} must be LOW,HIGH with LOW < HIGH, such as 0,255, 0,16, 0,1 or -1,1. "
-            f"Received: {spec!r}."
-        )
-    return low, high
-
-
 def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:
     """The settings of `lr-find`'s range test.
 
@@ -217,15 +195,6 @@ def check_lr_range(steps: int, min_lr: float, max_lr: float) -> None:
             "lr-find needs steps >= 2 and 0 < min_lr < max_lr. "
             f"Received: steps={steps}, min_lr={min_lr}, max_lr={max_lr}."
         )
-
-
-def is_dataset_name(source: str | Path) -> bool:
-    """Whether a data source names a dataset to fetch ("mnist", "quickdraw:cat,dog") rather than
-    a path. A name is a string, as a flag or a YAML value gives it: "./mnist" and
-    `Path("mnist")` are paths, so that a folder named like a dataset can still be read."""
-    return isinstance(source, str) and (
-        source in DATASET_NAMES or source.partition(":")[0] == QUICKDRAW
-    )
 
 
 def config_fields() -> list[dataclasses.Field]:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.config import parse_range
+from convnet.data.settings import parse_range
 from convnet.errors import ExportError
 from convnet.evaluation import TestTimeAugmentation
 from convnet.export_files import (

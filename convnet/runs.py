@@ -17,7 +17,8 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from convnet.config import TrainConfig, is_dataset_name, make_config, read_settings
+from convnet.config import TrainConfig, make_config, read_settings
+from convnet.data.settings import is_dataset_name
 from convnet.errors import ConvnetError, RunError
 from convnet.files import write_atomic, write_yaml
 from convnet.run_folders import RUNS_ROOT, check_free_space

@@ -22,8 +22,9 @@ from conftest import run_cli
 
 from convnet import api
 from convnet.cli import main
-from convnet.config import is_dataset_name, make_config
+from convnet.config import make_config
 from convnet.data import HeldOutTestWarning, catalogue, load_source, load_train_test, sources
+from convnet.data.settings import is_dataset_name
 from convnet.errors import ConfigError, DataError
 from convnet.runs import Run
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.config import DATASET_NAMES, QUICKDRAW
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.idx import read_idx_dataset
+from convnet.data.settings import DATASET_NAMES, QUICKDRAW
 from convnet.data.sources import (
     MIRRORS,
     PUBLISHED_MD5,

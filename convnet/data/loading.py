@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from convnet.config import FORMATS, TrainConfig, is_dataset_name
 from convnet.data.cache import cached_read
 from convnet.data.catalogue import IDX_SETS, fetch_dataset, read_idx_set
 from convnet.data.csv import read_csv
@@ -20,10 +20,14 @@ from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_any_folder
 from convnet.data.idx import read_idx_dataset
 from convnet.data.npz import has_test_split, read_npz
+from convnet.data.settings import FORMATS, is_dataset_name
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
 from convnet.data.streamed import cannot_stream
 from convnet.errors import ConfigError, ConvnetWarning, DataError
+
+if TYPE_CHECKING:  # data reads a config; config checks its data settings here (settings)
+    from convnet.config import TrainConfig
 
 NAMED_CLASS_SETS = {
     "fashion-mnist": FASHION_MNIST_CLASSES,

@@ -18,9 +18,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from convnet.config import parse_range
 from convnet.data.dataset import Dataset, numbered_class_names
 from convnet.data.pixels import detect_range, to_pixels
+from convnet.data.settings import parse_range
 from convnet.errors import ConfigError, DataError
 from convnet.files import write_atomic
 

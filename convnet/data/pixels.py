@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from convnet.config import parse_range
+from convnet.data.settings import parse_range
 from convnet.errors import DataError
 
 FULL_RANGE = "0,255"

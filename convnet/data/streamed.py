@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from convnet.config import parse_range
 from convnet.data.arrays import PixelSpan, available_memory, check_fits_in_memory
 from convnet.data.pixels import FULL_RANGE
+from convnet.data.settings import parse_range
 from convnet.errors import DataError
 
 # A source whose images take more bytes than this is streamed unless `stream` says otherwise,

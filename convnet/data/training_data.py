@@ -9,10 +9,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from convnet.config import TrainConfig
 from convnet.data.dataset import FASHION_MNIST_CLASSES, DataRecord, Dataset
 from convnet.data.loading import load_config_data, load_source, resolve_class_names
 from convnet.data.memory import KeptRecords, read_memory
@@ -21,6 +21,9 @@ from convnet.data.weights import class_weights
 from convnet.errors import DataError
 from convnet.models.recipe import resolve_augment
 from convnet.models.registry import check_image_size
+
+if TYPE_CHECKING:  # data reads a config; config checks its data settings here (settings)
+    from convnet.config import TrainConfig
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import filelock
 
-from convnet.config import TrainConfig, is_dataset_name
+from convnet.config import TrainConfig
+from convnet.data.settings import is_dataset_name
 from convnet.errors import ConfigError
 from convnet.files import write_atomic
 from convnet.tuning.space import (
