@@ -91,20 +91,13 @@ def train(
             f"mlflow=). Received: --mlflow-register {mlflow_register!r} without --mlflow."
         )
     trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
-    if resume and tensorboard is None and mlflow is None:
-        return _resume(resume, config, settings, command, verbose, started, callbacks)
     if resume:
-        recorded = RunFolder(resume).config()  # the trackers import Keras: on the run's backend
-        framework.load(recorded.backend, recorded.devices)
-        from convnet.training import tracking
 
         def resume_with(extra: list):
             everything = [*callbacks, *extra]
             return _resume(resume, config, settings, command, verbose, started, everything)
 
-        return tracking.tracked(
-            resume, resume_with, **trackers, resume=True, register=mlflow_register
-        )
+        return _tracked_resume(resume, resume_with, trackers, mlflow_register)
     _check_callbacks(callbacks)
     memory = _data_in_hand(settings)
     config = with_settings(config, settings)
@@ -180,6 +173,18 @@ def _keeping(config: TrainConfig, memory: dict) -> TrainConfig:
     out = Path(config.out or default_run_dir(config.preset))
     kept = {argument: str(out / "data" / f"{argument}.npz") for argument in memory}
     return dataclasses.replace(config, out=str(out), **kept)
+
+
+def _tracked_resume(run_dir, resume_with, trackers: dict, register: str | None):
+    """`resume_with` under the trackers asked for. Without any, no framework is loaded before
+    the run's data is read, as in a new run."""
+    if all(value is None for value in trackers.values()):
+        return resume_with([])
+    recorded = RunFolder(run_dir).config()  # the trackers import Keras: on the run's backend
+    framework.load(recorded.backend, recorded.devices)
+    from convnet.training import tracking
+
+    return tracking.tracked(run_dir, resume_with, **trackers, resume=True, register=register)
 
 
 def _resume(run_dir, config, settings: dict, command, verbose, started: float, callbacks=()):
