@@ -19,6 +19,7 @@ from postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from convnet import framework  # noqa: E402
 from convnet.data.dataset import Dataset  # noqa: E402
 from convnet.data.sources import find_fashion_mnist  # noqa: E402
 
@@ -81,17 +82,31 @@ def pytest_collection_modifyitems(items):
 FASHION_MNIST = find_fashion_mnist()
 
 
+@pytest.fixture(scope="session")
+def xla_cache(tmp_path_factory) -> Path:
+    """One JAX compilation cache for the session, shared by the xdist workers (the folder above
+    each worker's own): XLA's entries are keyed by the program compiled, so no test can read
+    another's by mistake, and a model compiled by one test's process is loaded by the next."""
+    base = tmp_path_factory.getbasetemp()
+    return (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla"
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path, monkeypatch) -> Path:
+def private_cache(tmp_path, monkeypatch, xla_cache) -> Path:
     """Each test gets an empty user cache (`$XDG_CACHE_HOME`, passed on to the CLI it runs).
 
     The parsed-data cache answers by file content: in the user's ~/.cache, an entry written by an
     earlier run would stand in for the reader under test. Fashion-MNIST is still found where it is.
+    JAX's compilations go to the session's `xla_cache`, kept as convnet keeps them by default.
     """
     if FASHION_MNIST and not os.environ.get("CONVNET_DATA"):
         monkeypatch.setenv("CONVNET_DATA", str(FASHION_MNIST))
     cache = tmp_path / "user-cache"
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("JAX_COMPILATION_CACHE_DIR", str(xla_cache))
+    monkeypatch.setenv(
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", str(framework.XLA_CACHE_MIN_SECONDS)
+    )
     return cache
 
 
