@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -17,6 +18,11 @@ import pytest
 from postgres import postgres_server, postgres_url  # noqa: F401  (fixtures)
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# A suite started in the background by a script (`make test &`) inherits SIGINT ignored, and
+# Python leaves it so: Ctrl-C's tests need it delivered, as from a terminal, in the tests and in
+# the processes they start.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from convnet import framework  # noqa: E402
