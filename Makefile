@@ -61,11 +61,12 @@ train: data
 # The three installs at once (Debian packages, convnet's venv, the clients' venv): they share no
 # files, and on a fresh clone they took 89 s together against 108 s one after another. Then the
 # suite in two processes (pytest-xdist), a test module to each at a time, so that a module's
-# fixtures (a trained run, a server) are made once; the README gives the time it saves.
+# fixtures (a trained run, a server) are made once; the README gives the time it saves. The
+# modules go out in the order tests/conftest.py gives them, the longest first.
 test:
 	$(MAKE) --no-print-directory -j3 system $(TEST_DEPS) $(CLIENTS)
 	$(MAKE) --no-print-directory data
-	$(BIN)/pytest -n 2 --dist loadscope
+	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
 lint: $(TEST_DEPS)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
