@@ -9,12 +9,12 @@ DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
 .PHONY: train test check lint system data bench clean grpc-code
 
 # uv installs the packages: `make test`'s three installs took 55 s against pip's 114 s (warm
-# caches, a fresh clone), and uv compiles their bytecode on both cores (processes here may not write .pyc files, so
-# without it every process would compile TensorFlow anew). pip stays for torch alone: the CPU build
-# these machines carry on disk is found through pip's configuration, which uv does not read (any
-# torch>=2.4 works; PyPI's default Linux build is the CUDA one, several GB). Only `make test`
-# installs torch, alone (uv compiles only what it installs), then uv finds it installed and adds
-# its dependencies.
+# caches, a fresh clone), and uv compiles their bytecode on both cores (processes here may not
+# write .pyc files, so without it every process would compile TensorFlow anew). pip stays for
+# torch alone: the CPU build these machines carry on disk is found through pip's configuration,
+# which uv does not read (any torch>=2.4 works; PyPI's default Linux build is the CUDA one,
+# several GB). Only `make test` installs torch, alone (uv compiles only what it installs), then
+# uv finds it installed and adds its dependencies.
 TORCH ?= torch==2.13.0
 UV := uv>=0.9
 UV_INSTALL = $(1)/bin/uv pip install --quiet --compile-bytecode --python $(1)/bin/python
@@ -59,10 +59,9 @@ train: data
 	$(BIN)/convnet train --preset seed
 
 # The three installs at once (Debian packages, convnet's venv, the clients' venv): they share no
-# files, and on a fresh clone they took 89 s together against 108 s one after another. Then the
-# suite in two processes (pytest-xdist), a test module to each at a time, so that a module's
-# fixtures (a trained run, a server) are made once; the README gives the time it saves. The
-# modules go out in the order tests/conftest.py gives them, the longest first.
+# files. Then the suite in two processes (pytest-xdist), a test module to each at a time, so that
+# a module's fixtures (a trained run, a server) are made once, in the order tests/conftest.py
+# gives the modules, the longest first.
 test:
 	$(MAKE) --no-print-directory -j3 system $(TEST_DEPS) $(CLIENTS)
 	$(MAKE) --no-print-directory data
