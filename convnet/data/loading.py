@@ -26,7 +26,7 @@ from convnet.data.split import split
 from convnet.data.streamed import cannot_stream
 from convnet.errors import ConfigError, ConvnetWarning, DataError
 
-if TYPE_CHECKING:  # data reads a config; config checks its data settings here (settings)
+if TYPE_CHECKING:  # for annotations only: config sits above data and imports data.settings
     from convnet.config import TrainConfig
 
 NAMED_CLASS_SETS = {

@@ -22,7 +22,7 @@ from convnet.errors import DataError
 from convnet.models.recipe import resolve_augment
 from convnet.models.registry import check_image_size
 
-if TYPE_CHECKING:  # data reads a config; config checks its data settings here (settings)
+if TYPE_CHECKING:  # for annotations only: config sits above data and imports data.settings
     from convnet.config import TrainConfig
 
 
