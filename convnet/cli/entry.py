@@ -103,9 +103,10 @@ def run() -> NoReturn:
     code = main()
     if not any(framework in sys.modules for framework in ("tensorflow", "jax", "torch")):
         sys.exit(code)
-    for thread in threading.enumerate():
-        if thread is not threading.current_thread() and not thread.daemon:
-            thread.join()  # the parse cache's writer, say
+    # What the interpreter's exit does first: stop the idle workers of thread pools (MLflow's
+    # artifact uploads), which a join alone would wait on for ever, then wait for every other
+    # thread still running (the parse cache's writer, say).
+    threading._shutdown()
     atexit._run_exitfuncs()
     with contextlib.suppress(OSError, ValueError):  # a reader that went away; a closed stream
         sys.stdout.flush()
