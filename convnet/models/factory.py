@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 import warnings
@@ -84,6 +85,19 @@ def model_for_recipe(name: str, data_shape, num_classes: int, recipe: Recipe) ->
     )
 
 
+@contextlib.contextmanager
+def _rebuilt_quietly():
+    """Keras' warning, while a `best` model compiled on JAX is cloned or loaded, hidden.
+
+    Such a model records jit_compile=True; rebuilt, its RandomTranslation layer (inactive at
+    inference) says XLA cannot compile it, and Keras warns, then goes on without XLA, as convnet
+    wants: noise for the user.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+        yield
+
+
 def portable_model(model: keras.Model) -> keras.Model:
     """`model` as it is saved: float32 compute and Keras' own layers, with the same weights.
 
@@ -99,7 +113,8 @@ def portable_model(model: keras.Model) -> keras.Model:
             kind = keras.layers.BatchNormalization
         return kind.from_config(layer.get_config() | {"dtype": "float32"})
 
-    copy = keras.models.clone_model(model, clone_function=plain_float32)
+    with _rebuilt_quietly():
+        copy = keras.models.clone_model(model, clone_function=plain_float32)
     copy.set_weights(model.get_weights())
     return copy
 
@@ -123,11 +138,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
             f"{path.stat().st_size:,} bytes is not one. Train the run again or restore the file."
         )
     try:
-        with warnings.catch_warnings():
-            # A `best` model trained on JAX records jit_compile=True; rebuilt, its
-            # RandomTranslation layer (inactive at inference) cannot be compiled by XLA, and Keras
-            # warns, then goes on without XLA, as convnet wants: noise for the user.
-            warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+        with _rebuilt_quietly():
             return keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:
         if safe_mode and "safe_mode" in str(error):

@@ -34,7 +34,8 @@ def calibrate(model, validation: Dataset, tta: TestTimeAugmentation) -> float:
         ConfigError: the model does not end in a Dense layer with a softmax.
     """
     head = softmax_head(model)
-    features = keras.Model(model.inputs, head.input)
+    # The one input as such, not a list of one: fed an array, a list-input model warns on JAX.
+    features = keras.Model(model.inputs[0], head.input)
     kernel, bias = (np.asarray(w, np.float64) for w in (head.kernel, head.bias))
     data = validation.take(slice(0, MAX_EXAMPLES))
     with retracing_unlogged():  # a view at a time
