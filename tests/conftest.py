@@ -237,6 +237,22 @@ def run_cli(
     )
 
 
+def run_main(capsys, *args: str) -> subprocess.CompletedProcess:
+    """Runs `convnet ARGS` through `convnet.cli.main` in this process and returns its result as
+    `run_cli` does: the command's own code, output and exit code, without the 3 s start-up of a
+    process that imports TensorFlow. `run_cli` runs the binary, for what only a process shows:
+    its exit, signals, what the frameworks write to file descriptor 2."""
+    from convnet.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(map(str, args)))
+    except SystemExit as exited:  # argparse's refusals
+        code = exited.code
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess([CONVNET, *map(str, args)], code, out, err)
+
+
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 

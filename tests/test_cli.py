@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images, run_cli, write_csv, write_npz
+from conftest import make_images, run_cli, run_main, write_csv, write_npz
 from PIL import Image
 
 from convnet import api
@@ -68,7 +68,7 @@ def test_run_folder_that_is_not_empty_is_refused(tmp_path, tiny_npz):
 
 
 @pytest.mark.trains
-def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
+def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz, capsys):
     run = tmp_path / "run"
     launched = time.perf_counter()
     result = run_cli(
@@ -120,12 +120,13 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     cpu = next(line.split(":", 1)[1].strip() for line in cpuinfo if "model name" in line)
     assert manifest["machine"]["cpu"] == cpu
 
-    evaluated = run_cli("evaluate", run, "--json")
+    # The binary trained; the other commands run in this process (the exit is tested above).
+    evaluated = run_main(capsys, "evaluate", run, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
     metrics = json.loads(evaluated.stdout)
     assert metrics["test_accuracy"] == pytest.approx(summary["test_accuracy"])
     assert metrics["tta_views"] == 18  # flip x a 3x3 grid of 1-pixel shifts
-    one_pass = run_cli("evaluate", run, "--no-tta", "--json")
+    one_pass = run_main(capsys, "evaluate", run, "--no-tta", "--json")
     assert one_pass.returncode == 0, one_pass.stderr
     assert json.loads(one_pass.stdout)["tta_views"] == 1
     assert json.loads(one_pass.stdout)["test_loss"] != pytest.approx(metrics["test_loss"])
@@ -136,7 +137,9 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
     png = tmp_path / "one.png"
     Image.fromarray(images.x[0, :, :, 0]).save(png)
     np.save(tmp_path / "two.npy", images.x[1:, :, :, 0])
-    predicted = run_cli("predict", run, png, tmp_path / "two.npy", "--top-k", "2", "--json")
+    predicted = run_main(
+        capsys, "predict", run, png, tmp_path / "two.npy", "--top-k", "2", "--json"
+    )
     assert predicted.returncode == 0, predicted.stderr
     results = json.loads(predicted.stdout)
     assert [r["file"] for r in results] == [
@@ -149,7 +152,7 @@ def test_train_json_then_evaluate_and_predict(tmp_path, tiny_npz):
 
     import keras
 
-    untransformed = run_cli("predict", run, tmp_path / "two.npy", "--no-tta", "--json")
+    untransformed = run_main(capsys, "predict", run, tmp_path / "two.npy", "--no-tta", "--json")
     assert untransformed.returncode == 0, untransformed.stderr
     model = keras.saving.load_model(run / "model.keras")
     expected = model.predict(images.x[1:], verbose=0).max(axis=1)

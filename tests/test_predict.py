@@ -14,7 +14,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import CONVNET, make_images, run_cli, write_csv
+from conftest import CONVNET, make_images, run_cli, run_main, write_csv
 from PIL import Image
 
 import convnet
@@ -34,10 +34,14 @@ def scans(folder, count: int, seed: int = 5):
     return images, paths
 
 
-def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(tmp_path, trained_run):
+def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(
+    tmp_path, trained_run, capsys
+):
     images, paths = scans(tmp_path / "scans", 7)
     out = tmp_path / "preds.csv"
-    result = run_cli("predict", trained_run, tmp_path / "scans", "--out", out, "--batch-size", "3")
+    result = run_main(
+        capsys, "predict", trained_run, tmp_path / "scans", "--out", out, "--batch-size", "3"
+    )
     assert result.returncode == 1, result.stderr  # one file failed, the others were predicted
     broken = tmp_path / "scans/top/broken.png"
     assert f"convnet: {broken}: not a readable image" in result.stderr
@@ -65,7 +69,9 @@ def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(tmp_path
     assert [row["file"] for row in rows] == list(map(str, in_order))
 
     lines = tmp_path / "preds.jsonl"
-    again = run_cli("predict", trained_run, *paths[:3], "--out", lines, "--top-k", "2", "--json")
+    again = run_main(
+        capsys, "predict", trained_run, *paths[:3], "--out", lines, "--top-k", "2", "--json"
+    )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["rows"] == 3
     found = [json.loads(line) for line in lines.read_text().splitlines()]
@@ -75,25 +81,29 @@ def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(tmp_path
         assert r["probability"] == pytest.approx(expected[r["file"]]["probability"], rel=1e-5)
 
 
-def test_kaggle_submission_for_a_test_csv(tmp_path, trained_run):
+def test_kaggle_submission_for_a_test_csv(tmp_path, trained_run, capsys):
     test = write_csv(tmp_path / "test.csv", make_images(5, seed=3))
     out = tmp_path / "submission.csv"
-    result = run_cli("predict", trained_run, test, "--format", "kaggle", "--out", out)
+    result = run_main(capsys, "predict", trained_run, test, "--format", "kaggle", "--out", out)
     assert result.returncode == 0, result.stderr
     expected = convnet.predict(trained_run, [test])
     labels = [str(int(r["class"].removeprefix("bar"))) for r in expected]  # names bar0..: index
     assert out.read_text().splitlines() == ["ImageId,Label"] + [
         f"{i},{label}" for i, label in enumerate(labels, start=1)
     ]
-    not_a_csv = run_cli("predict", trained_run, test, test, "--format", "kaggle", "--out", out)
+    not_a_csv = run_main(
+        capsys, "predict", trained_run, test, test, "--format", "kaggle", "--out", out
+    )
     assert not_a_csv.returncode == 2
     assert "for the rows of one test CSV; received 2 files" in not_a_csv.stderr
 
 
-def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(tmp_path, trained_run):
+def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(
+    tmp_path, trained_run, capsys
+):
     small = write_csv(tmp_path / "small.csv", make_images(3, side=14))
     out = tmp_path / "out" / "submission.csv"
-    result = run_cli("predict", trained_run, small, "--format", "kaggle", "--out", out)
+    result = run_main(capsys, "predict", trained_run, small, "--format", "kaggle", "--out", out)
     assert result.returncode == 2, result.stderr
     assert "rows hold (14, 14, 1) images; expected (28, 28, 1)." in result.stderr
     assert list(out.parent.iterdir()) == []  # neither the file nor its temporary
@@ -115,14 +125,14 @@ def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(tmp_p
     assert [p.name for p in out.parent.iterdir()] == ["preds.csv"]
 
 
-def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trained_run):
+def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trained_run, capsys):
     """Until one input reads, failures are held back: all failing is bad input (exit 2, one
     line, nothing written); a failure before a good input is still listed in its place."""
     broken = [tmp_path / f"{name}.png" for name in ("a", "b", "c")]
     for path in broken:
         path.write_bytes(b"\x89PNG but cut short")
     out = tmp_path / "out" / "preds.csv"
-    result = run_cli("predict", trained_run, *broken, "--out", out)
+    result = run_main(capsys, "predict", trained_run, *broken, "--out", out)
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
     assert f"{broken[0]}: not a readable image" in result.stderr
@@ -130,7 +140,7 @@ def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trai
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
 
     np.save(tmp_path / "good.npy", make_images(1).x[0])
-    mixed = run_cli("predict", trained_run, broken[0], tmp_path / "good.npy", "--out", out)
+    mixed = run_main(capsys, "predict", trained_run, broken[0], tmp_path / "good.npy", "--out", out)
     assert mixed.returncode == 1, mixed.stderr
     rows = list(csv.DictReader(out.open()))
     assert [row["file"] for row in rows] == [str(broken[0]), str(tmp_path / "good.npy")]

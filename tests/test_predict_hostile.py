@@ -16,7 +16,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import CONVNET, make_images, run_cli, wait_until
+from conftest import CONVNET, make_images, run_cli, run_main, wait_until
 from PIL import Image
 from test_resume import EPOCHS, TRAIN_FLAGS, epochs_logged, kill, start, wait_for_epochs
 
@@ -44,15 +44,16 @@ def read_rows(path: Path) -> list[list[str]]:
 HEADER = ["file", "class", "probability", "class_2", "probability_2", "error"]
 
 
-def test_names_a_spreadsheet_would_run_are_written_as_text(tmp_path, trained_run):
+def test_names_a_spreadsheet_would_run_are_written_as_text(
+    tmp_path, trained_run, capsys, monkeypatch
+):
     formulas = [r"=cmd|' \C calc'!A0.png", "@SUM(A1).png", "-2+3.png", "+1.png", "\tx.png"]
     save_images(tmp_path / "scans", [*formulas, "plain.png"])
     (tmp_path / "scans" / "=HYPERLINK(1).png").write_bytes(b"\x89PNG but cut short")
     out = tmp_path / "preds.csv"
     # Relative names: a folder given as `.` lists `=cmd...png`, not `/tmp/...`.
-    result = run_cli(
-        "predict", trained_run, ".", "--out", out, "--top-k", "2", cwd=tmp_path / "scans"
-    )
+    monkeypatch.chdir(tmp_path / "scans")
+    result = run_main(capsys, "predict", trained_run, ".", "--out", out, "--top-k", "2")
     assert result.returncode == 1, result.stderr  # the broken one
     rows = read_rows(out)
     assert rows[0] == HEADER
@@ -62,19 +63,21 @@ def test_names_a_spreadsheet_would_run_are_written_as_text(tmp_path, trained_run
         ["'" + name for name in formulas] + ["'=HYPERLINK(1).png", "plain.png"]
     )
     lines = tmp_path / "preds.jsonl"  # not a spreadsheet's: names as they are
-    again = run_cli("predict", trained_run, ".", "--out", lines, cwd=tmp_path / "scans")
+    again = run_main(capsys, "predict", trained_run, ".", "--out", lines)
     found = {json.loads(line)["file"] for line in lines.read_text().splitlines()}
     assert again.returncode == 1 and set(formulas) <= found
 
 
-def test_every_row_has_every_column_and_reads_back_as_written(tmp_path, trained_run):
+def test_every_row_has_every_column_and_reads_back_as_written(tmp_path, trained_run, capsys):
     """A CR in a name was written unquoted (it split the row in two), and rows that were read
     lacked the error column."""
     names = ["cr\rin name.png", "lf\nin name.png", 'comma, "quote".png', "plain.png"]
     paths = save_images(tmp_path / "scans", names)
     (tmp_path / "scans" / "zz broken.png").write_bytes(b"\x89PNG but cut short")
     out = tmp_path / "preds.csv"
-    result = run_cli("predict", trained_run, tmp_path / "scans", "--out", out, "--top-k", "2")
+    result = run_main(
+        capsys, "predict", trained_run, tmp_path / "scans", "--out", out, "--top-k", "2"
+    )
     assert result.returncode == 1, result.stderr
     rows = read_rows(out)
     assert rows[0] == HEADER and len(rows) == 1 + len(names) + 1

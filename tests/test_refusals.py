@@ -10,7 +10,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import CONVNET, make_images, run_cli, write_csv
+from conftest import CONVNET, make_images, run_cli, run_main, write_csv
 
 import convnet
 from convnet.data import load_source
@@ -111,13 +111,15 @@ def mislabelled_run(tmp_path, trained_run):
     return run
 
 
-def test_class_names_that_do_not_match_the_model_are_one_line(mislabelled_run, tmp_path):
+def test_class_names_that_do_not_match_the_model_are_one_line(mislabelled_run, tmp_path, capsys):
     image = tmp_path / "x.npy"
     np.save(image, make_images(1).x[0])
     message = "names 3 classes, but model.keras gives 4 outputs; the record does not match"
-    serve = ["serve", mislabelled_run, "--port", "0"]  # refused as it loads, before serving
-    for command in (["predict", mislabelled_run, image], ["export", mislabelled_run], serve):
-        done = run_cli(*command)
+    # In this process, but `serve`: a server that failed to refuse would serve here for ever.
+    predict = run_main(capsys, "predict", mislabelled_run, image)
+    export = run_main(capsys, "export", mislabelled_run)
+    serve = run_cli("serve", mislabelled_run, "--port", "0")  # refused as it loads
+    for done in (predict, export, serve):
         assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
         assert message in done.stderr
     with pytest.raises(RunError, match=message):

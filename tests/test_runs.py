@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import CONVNET, make_images, run_cli, write_csv, write_npz
+from conftest import CONVNET, make_images, run_cli, run_main, write_csv, write_npz
 
 import convnet
 from convnet import api, run_folders
@@ -411,13 +411,13 @@ def lambda_run(tmp_path, trained_run) -> Path:
     return run
 
 
-def test_model_with_lambda_is_refused_unless_unsafe(lambda_run):
+def test_model_with_lambda_is_refused_unless_unsafe(lambda_run, capsys):
     with pytest.raises(RunError, match=r"carries Python code \(a Lambda layer\).*--unsafe"):
         api.evaluate(lambda_run)
     model = load_model(Run(lambda_run).model_file, safe_mode=False)
     test = make_images(200, seed=2)  # the test split of `tiny_npz`, which the run names
     assert api.evaluate(lambda_run, unsafe=True)["test_accuracy"] == accuracy(model, test)
-    result = run_cli("evaluate", lambda_run, env={"TF_CPP_MIN_LOG_LEVEL": "3"})
+    result = run_main(capsys, "evaluate", lambda_run)
     assert result.returncode == 2
     assert (
         result.stderr.strip()
@@ -440,20 +440,20 @@ def test_model_with_lambda_is_refused_unless_unsafe(lambda_run):
         ),
     ],
 )
-def test_a_damaged_model_says_damaged(tmp_path, trained_run, damage, message):
+def test_a_damaged_model_says_damaged(tmp_path, trained_run, damage, message, capsys):
     run = tmp_path / "broken"
     shutil.copytree(trained_run, run)
     model = run / "model.keras"
     model.write_bytes(damage(model.read_bytes()))
     with pytest.raises(RunError, match=message):
         load_model(Run(run).model_file)
-    result = run_cli("evaluate", run)
+    result = run_main(capsys, "evaluate", run)
     assert result.returncode == 2
     assert re.search(message, result.stderr.strip().splitlines()[-1])
     assert json.loads((run / "manifest.json").read_text())["status"] == "complete"
 
 
-def test_unsafe_model_keras_cannot_rebuild_is_one_line(lambda_run):
+def test_unsafe_model_keras_cannot_rebuild_is_one_line(lambda_run, capsys):
     """`--unsafe` on a Lambda whose Python code does not load here (bytecode of another Python,
     or damaged): one line, exit 2."""
     model = lambda_run / "model.keras"
@@ -468,7 +468,7 @@ def test_unsafe_model_keras_cannot_rebuild_is_one_line(lambda_run):
     model.write_bytes(_rezipped(model.read_bytes(), "config.json", garble_code))
     images = make_images(2)
     np.save(lambda_run / "x.npy", images.x)
-    result = run_cli("predict", lambda_run, lambda_run / "x.npy", "--unsafe")
+    result = run_main(capsys, "predict", lambda_run, lambda_run / "x.npy", "--unsafe")
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a model this Keras can rebuild" in lines[0], lines
