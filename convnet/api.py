@@ -14,7 +14,7 @@ import os
 import time
 from pathlib import Path
 
-from convnet import framework
+from convnet import framework, topology
 from convnet.backend import EXPORT_BACKEND
 from convnet.batch_prediction import predict as predict
 from convnet.batch_prediction import predict_files as predict_files
@@ -27,6 +27,7 @@ from convnet.run_folders import RUNS_ROOT, check_new_run_dir, claimed, default_r
 from convnet.runs import Run as RunFolder
 from convnet.runs import list_runs
 from convnet.service import serve as serve
+from convnet.trackers import check_installed
 from convnet.tuning.launch import tune as tune
 
 DATA_ARGUMENTS = ("train", "test")  # `train` takes data in memory (a DataFrame, arrays) for these
@@ -90,6 +91,7 @@ def train(
             "--mlflow-register registers the model that --mlflow logs; add --mlflow (in Python, "
             f"mlflow=). Received: --mlflow-register {mlflow_register!r} without --mlflow."
         )
+    check_installed(tensorboard, mlflow)
     trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
     if resume:
 
@@ -102,6 +104,7 @@ def train(
     memory = _data_in_hand(settings)
     config = with_settings(config, settings)
     config = _keeping(config, memory) if memory else config
+    topology.check(config, framework.planned(config.backend, config.devices))
     check_new_run_dir(config.out)  # before the data is read
     from convnet.data import fitted_to_data, load_training_data, read_given  # NumPy, polars
 
@@ -323,7 +326,7 @@ def compare(runs: list[str | Path | Run], out: str | Path = "compare.html") -> H
         runs: run folders, or the `Run`s that `train` and `load` return.
         out: the page to write. Defaults to `compare.html`.
     """
-    from convnet.reports.report import write_compare
+    from convnet.reports.compare import write_compare
 
     folders = [run.path if isinstance(run, Run) else run for run in runs]
     return HtmlPage(write_compare(folders, out))

@@ -129,6 +129,13 @@ def _cache_jax_compilations() -> None:
         jax.config.update("jax_compilation_cache_max_size", XLA_CACHE_MAX_BYTES)
 
 
+def planned(backend: str | None = None, devices: int | None = None) -> str:
+    """The backend `load(backend, devices)` runs Keras on, before it is imported: Keras' own once
+    it is, else the one `convnet.backend.select` chooses."""
+    keras = sys.modules.get("keras")
+    return keras.backend.backend() if keras else backends.select(backend, devices)
+
+
 def load_for_run(recorded: str | None) -> str:
     """Imports Keras to read a run trained on the `recorded` backend.
 

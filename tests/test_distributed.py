@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import CONVNET
 
-from convnet import backend
+from convnet import backend, topology
 from convnet.config import TrainConfig
 from convnet.data.sources import find_fashion_mnist
 from convnet.errors import ConfigError
@@ -202,28 +202,28 @@ def test_several_processes_on_tensorflow_is_a_clear_error(tmp_path):
     ],
 )
 def test_incomplete_topology_is_a_config_error(settings, message, monkeypatch):
-    for variable in distributed.ENVIRONMENT.values():
+    for variable in topology.ENVIRONMENT.values():
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match=message):
-        distributed._request(TrainConfig(**settings))
+        topology.requested(TrainConfig(**settings))
 
 
 def test_topology_is_read_from_the_environment(monkeypatch):
     monkeypatch.setenv("CONVNET_NUM_PROCESSES", "3")
     monkeypatch.setenv("CONVNET_PROCESS_ID", "2")
     monkeypatch.setenv("CONVNET_COORDINATOR", "10.0.0.1:1234")
-    assert distributed._request(TrainConfig()) == (3, 2, "10.0.0.1:1234", None)
+    assert topology.requested(TrainConfig()) == (3, 2, "10.0.0.1:1234", None)
     monkeypatch.setenv("CONVNET_PROCESS_ID", "two")
     with pytest.raises(ConfigError, match=r"\$CONVNET_PROCESS_ID must be an integer"):
-        distributed._request(TrainConfig())
+        topology.requested(TrainConfig())
 
 
 def test_slurm_job_is_detected(monkeypatch):
     for variable in ("SLURM_JOB_ID", "SLURM_STEP_NODELIST", "SLURM_NTASKS"):
         monkeypatch.setenv(variable, "2")
-    assert distributed.detect_cluster() == "slurm"
+    assert topology.detect_cluster() == "slurm"
     monkeypatch.setenv("SLURM_NTASKS", "1")
-    assert distributed.detect_cluster() is None
+    assert topology.detect_cluster() is None
 
 
 def test_unknown_backend_and_uneven_batch_are_errors():

@@ -58,6 +58,19 @@ def test_listing_presets_and_checking_a_config_need_no_framework(tmp_path):
     assert "fast" in printed
 
 
+def test_comparing_runs_needs_no_framework(tmp_path, trained_run):
+    """The page is made of the runs' files: `convnet compare` took 4.4 s importing TensorFlow."""
+    other = shutil.copytree(trained_run, tmp_path / "other")
+    code = (
+        "import sys\nfrom convnet.cli import main\n"
+        "print(main(['compare', sys.argv[1], sys.argv[2], '--out', sys.argv[3]]))\n"
+    )
+    loaded, printed = loaded_after(code, str(trained_run), str(other), str(tmp_path / "c.html"))
+    assert printed.splitlines()[-1] == "0", printed
+    assert not loaded & set(FRAMEWORKS), loaded
+    assert "Comparison of 2 runs" in (tmp_path / "c.html").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -69,6 +82,10 @@ def test_listing_presets_and_checking_a_config_need_no_framework(tmp_path):
         (["predict", "{run}", "{tmp}/missing.png"], "missing.png: file not found"),
         (["predict", "{run}", "{tmp}/bad.csv"], "bad.csv"),
         (["export", "{tmp}/unfinished"], "no model.keras; the run has not finished training"),
+        (
+            ["train", "--num-processes", "2", "--process-id", "0", "--coordinator", "h:1"],
+            "training on several processes needs the jax backend (received: tensorflow)",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_any_framework_is_imported(

@@ -22,7 +22,7 @@ from convnet.data import read_given
 from convnet.data.csv import read_csv
 from convnet.data.memory import read_memory
 from convnet.errors import ConfigError, ConvnetError, DataError
-from convnet.reports.report import data_differences
+from convnet.reports.compare import data_differences
 
 TRAIN = make_images(300, seed=1)
 TEST = make_images(100, seed=2)

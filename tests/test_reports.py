@@ -17,7 +17,7 @@ from convnet.cli import main
 from convnet.errors import ConfigError, RunError
 from convnet.evaluation import TestTally
 from convnet.reports import plots
-from convnet.reports.report import data_differences
+from convnet.reports.compare import data_differences
 
 PLOTS = (
     "learning_curves.png",

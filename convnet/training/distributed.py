@@ -25,20 +25,12 @@ from dataclasses import dataclass
 import keras
 import numpy as np
 
+from convnet import topology
 from convnet.backend import CPU_DEVICE_COUNT
 from convnet.data.dataset import Dataset
-from convnet.errors import BackendError, ConfigError
+from convnet.errors import ConfigError
 from convnet.models.factory import load_model
-
-ENVIRONMENT = {
-    "coordinator": "CONVNET_COORDINATOR",
-    "num_processes": "CONVNET_NUM_PROCESSES",
-    "process_id": "CONVNET_PROCESS_ID",
-}
-
-
-class DistributedError(BackendError):
-    """The backend cannot train as asked, or the processes did not all join."""
+from convnet.topology import DistributedError
 
 
 @dataclass
@@ -153,8 +145,8 @@ class Context:
 def setup(config, resume: bool = False) -> Context:
     """Joins the processes and installs the distribution the config asks for.
 
-    Settings come from the config, else from $CONVNET_COORDINATOR, $CONVNET_NUM_PROCESSES and
-    $CONVNET_PROCESS_ID, else (JAX only) from a SLURM, Open MPI or Kubernetes job.
+    `convnet.topology` reads the settings: from the config, else from the environment or a
+    SLURM, Open MPI or Kubernetes job (JAX only).
 
     Args:
         config: a TrainConfig (backend, devices, num_processes, process_id, coordinator,
@@ -170,21 +162,7 @@ def setup(config, resume: bool = False) -> Context:
         ConfigError: inconsistent settings.
     """
     backend = keras.backend.backend()
-    num_processes, process_id, coordinator, cluster = _request(config)
-    several = (num_processes or 1) > 1 or cluster is not None
-    if backend == "torch" and (config.devices or 1) > 1:
-        raise DistributedError(
-            f"--devices {config.devices}: the torch backend trains on one device here; pass "
-            "--backend jax (or tensorflow on one machine) for data-parallel training."
-        )
-    if backend != "jax" and several:
-        raise DistributedError(
-            f"training on several processes needs the jax backend (received: {backend}); "
-            "Keras 3 cannot fit under TensorFlow's MultiWorkerMirroredStrategy. "
-            "Install convnet[jax] and pass --backend jax."
-        )
-    if resume and several:
-        raise DistributedError("resuming a run trained on several processes is not supported.")
+    num_processes, process_id, coordinator, several = topology.check(config, backend, resume)
     if backend == "jax":
         context = _setup_jax(config, num_processes, process_id, coordinator, several)
     elif backend == "tensorflow":
@@ -193,57 +171,6 @@ def setup(config, resume: bool = False) -> Context:
         context = Context(backend)
     context.check_recipe(config.recipe())  # fails before any folder is made
     return context
-
-
-def _request(config) -> tuple[int | None, int | None, str | None, str | None]:
-    """(num_processes, process_id, coordinator, cluster kind) from the config or environment."""
-    values = {key: getattr(config, key) for key in ENVIRONMENT}
-    for key, variable in ENVIRONMENT.items():
-        text = os.environ.get(variable)
-        if values[key] is None and text:
-            integer = key != "coordinator"
-            digits = text.strip()  # ASCII only: isdigit() takes "²", which int() refuses
-            if integer and not (digits.isascii() and digits.isdigit() and len(digits) <= 9):
-                raise ConfigError(f"${variable} must be an integer. Received: {text!r}.")
-            values[key] = int(text) if integer else text
-    num, rank, coordinator = values["num_processes"], values["process_id"], values["coordinator"]
-    cluster = detect_cluster() if num is None and coordinator is None and rank is None else None
-    if num is None and (coordinator or rank is not None):
-        raise ConfigError("--coordinator and --process-id need --num-processes too.")
-    if num is not None and num > 1 and cluster is None:
-        if coordinator is None or rank is None:
-            raise ConfigError(
-                f"--num-processes {num} needs --coordinator HOST:PORT (process 0's address) and "
-                f"--process-id (0 to {num - 1}) on every process, or the variables "
-                f"{', '.join(ENVIRONMENT.values())}."
-            )
-        if not 0 <= rank < num:
-            raise ConfigError(f"process_id must be in [0, {num}). Received: process_id={rank}.")
-    host, _, port = (coordinator or "").rpartition(":")
-    if coordinator and not (
-        host and port.isascii() and port.isdigit() and len(port) <= 5 and int(port) <= 65535
-    ):
-        raise ConfigError(
-            f"coordinator must be HOST:PORT (process 0's address, such as 10.0.0.1:1234). "
-            f"Received: {coordinator!r}."
-        )
-    return num, rank, coordinator, cluster
-
-
-def detect_cluster() -> str | None:
-    """The kind of multi-process job this process runs in, if JAX can read its topology."""
-    env = os.environ
-    if (
-        "SLURM_JOB_ID" in env
-        and "SLURM_STEP_NODELIST" in env
-        and env.get("SLURM_NTASKS", "1") != "1"
-    ):
-        return "slurm"
-    if "OMPI_MCA_orte_hnp_uri" in env:
-        return "ompi"
-    if "KUBERNETES_SERVICE_HOST" in env and "JOB_COMPLETION_INDEX" in env:
-        return "kubernetes"
-    return None
 
 
 def _setup_jax(config, num_processes, process_id, coordinator, several: bool) -> Context:

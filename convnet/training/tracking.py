@@ -25,13 +25,13 @@ from convnet.config import TrainConfig
 from convnet.errors import ConfigError
 from convnet.run_folders import default_run_dir
 from convnet.runs import Run
+from convnet.trackers import not_installed
 from convnet.training import logged_model
 
 # A local database in the working directory, as `mlflow ui --backend-store-uri` reads it;
 # MLflow 3 refuses its old folder store (./mlruns) unless told otherwise.
 DEFAULT_MLFLOW_URI = "sqlite:///mlruns.db"
 TENSORBOARD_DIR = "tensorboard"  # RUN/tensorboard, when no folder is given
-INSTALL = "pip install 'convnet[track]'"
 # The run folder's absolute path: how a resumed run finds its MLflow run again.
 RUN_TAG = "convnet.run"
 ARTIFACTS = ("report.html", "config.yaml", "model.keras", "metrics.json", "manifest.json")
@@ -113,7 +113,7 @@ def tracking_callbacks(
     run_dir = Path(run_dir)
     callbacks = []
     if tensorboard is not None:
-        _require("tensorboard", "--tensorboard")  # tf.summary writes nothing without it
+        _require("tensorboard")  # tf.summary writes nothing without it
         folder = Path(tensorboard) / run_dir.name if tensorboard else run_dir / TENSORBOARD_DIR
         callbacks.append(ChiefTensorBoard(str(folder)))
     if mlflow is not None:
@@ -247,7 +247,7 @@ def _connect(uri: str):
     The experiment is $MLFLOW_EXPERIMENT_NAME's, as MLflow's own logging picks it, made if new;
     else MLflow's Default.
     """
-    mlflow = _require("mlflow", "--mlflow")
+    mlflow = _require("mlflow")
     uri = uri or DEFAULT_MLFLOW_URI
     try:
         client = mlflow.tracking.MlflowClient(uri)
@@ -328,20 +328,8 @@ def _is_chief() -> bool:
     return jax.process_index() == 0
 
 
-def check_installed(tensorboard: str | None, mlflow: str | None) -> None:
-    """Refuses, before any training, a tracker asked for (not None) but not installed.
-
-    Raises:
-        ConfigError: naming the extra that installs it.
-    """
-    if tensorboard is not None:
-        _require("tensorboard", "--tensorboard")
-    if mlflow is not None:
-        _require("mlflow", "--mlflow")
-
-
-def _require(module: str, flag: str):
-    """Imports an optional tracker's module.
+def _require(module: str):
+    """Imports an optional tracker's module (a key of `trackers.FLAGS`).
 
     Raises:
         ConfigError: it is not installed; the message names the extra that installs it.
@@ -349,6 +337,4 @@ def _require(module: str, flag: str):
     try:
         return importlib.import_module(module)
     except ImportError:
-        raise ConfigError(
-            f"{flag} needs {module}, which is not installed; {INSTALL} installs it."
-        ) from None
+        raise not_installed(module) from None

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from convnet import framework
 from convnet.config import TrainConfig, load_config, with_settings
+from convnet.trackers import check_installed
 
 
 def tune(
@@ -82,15 +83,13 @@ def tune(
         config = with_settings(config, settings)
         folder = Path(out or Path("tunes") / f"{config.preset}-{time.strftime('%Y%m%d-%H%M%S')}")
         plan = new_plan(folder, config, space, objectives, study, pruner, **running)
+    check_installed(plan.tensorboard, plan.mlflow)
     url = plan.storage_url(storage)
     config = load_config(None, plan.config)
     from convnet.data import load_training_data  # the readers: NumPy, polars
 
     data = load_training_data(config)  # bad data is refused before anything is written
     framework.load(config.backend, config.devices)  # before tuning's modules import Keras
-    from convnet.training.tracking import check_installed
-
-    check_installed(plan.tensorboard, plan.mlflow)
     from convnet.tuning.tune import run
 
     return run(plan, url, data, verbose=verbose)
