@@ -13,6 +13,7 @@ import stat
 import subprocess
 import sys
 import threading
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,9 @@ def test_a_file_that_became_a_fifo_since_the_listing_is_refused_not_waited_on(tm
     assert found == [(str(fifo), None, "a FIFO; expected a regular file.")]
 
 
-def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(tmp_path, trained_run):
+def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(
+    tmp_path, trained_run, capsys
+):
     images = save_images(tmp_path / "scans", ["a.png", "b.png"])
     fifo = tmp_path / "preds.csv"
     os.mkfifo(fifo)
@@ -167,8 +170,9 @@ def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(tmp_pat
     ]
     assert result.stdout == "" and f"predictions: {fifo} (2 rows)" in result.stderr
 
-    for out in ("-", "/dev/stdout"):
-        streamed = run_cli("predict", trained_run, *images, "--out", out, "--format", "csv")
+    # `-` is sys.stdout, in this process too; /dev/stdout is the process's file descriptor 1.
+    for run, out in ((partial(run_main, capsys), "-"), (run_cli, "/dev/stdout")):
+        streamed = run("predict", trained_run, *images, "--out", out, "--format", "csv")
         assert streamed.returncode == 0, streamed.stderr
         rows = list(csv.reader(streamed.stdout.splitlines()))
         assert [row[0] for row in rows] == ["file", *map(str, images)]  # the rows alone
@@ -176,7 +180,7 @@ def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(tmp_pat
     null = tmp_path / "null.csv"  # a device as root could replace it: /dev/null's own numbers
     if subprocess.run(["mknod", null, "c", "1", "3"], capture_output=True).returncode:
         (pytest.fail if os.environ.get("CI") else pytest.skip)("mknod needs root")
-    written = run_cli("predict", trained_run, *images, "--out", null)
+    written = run_main(capsys, "predict", trained_run, *images, "--out", null)
     assert written.returncode == 0, written.stderr
     assert stat.S_ISCHR(null.lstat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
 
