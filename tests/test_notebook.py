@@ -54,7 +54,10 @@ def notebook(tiny_npz, tmp_path_factory):
         # something.
         # Two epochs of seed are too few steps, on purpose: the under-training warning this
         # gives is tests/test_under_training.py's, not these tests' output to count.
-        "probe": f"import os, sys\nos.write(2, b'{PROBE}\\n')\nprint(sys.executable)\n"
+        # ipykernel's thread reads fd 2 on its own time: the cell waits for it a second, or
+        # under load the line landed in the next cell's output.
+        "probe": f"import os, sys, time\nos.write(2, b'{PROBE}\\n')\ntime.sleep(1)\n"
+        "print(sys.executable)\n"
         "import warnings\nfrom convnet.errors import UnderTrainingWarning\n"
         "warnings.filterwarnings('ignore', category=UnderTrainingWarning)",
         "before": "%matplotlib inline\nimport matplotlib\nprint(matplotlib.get_backend())",

@@ -140,11 +140,15 @@ def open_study(
         sampler=TrialSeeded(seed),
         pruner=_pruner(pruner) if len(objectives) == 1 else optuna.pruners.NopPruner(),
     )
+    wanted = {"preset": preset, "objectives": objectives}
+    for key, value in wanted.items():
+        # Missing in a new study, or in one another process is making now: it writes one key
+        # at a time, and a process that read between the two was refused a study made for
+        # `preset` "with objectives None".
+        if key not in study.user_attrs:
+            study.set_user_attr(key, value)
     made_for = study.user_attrs
-    if not made_for:
-        study.set_user_attr("preset", preset)
-        study.set_user_attr("objectives", objectives)
-    elif (made_for.get("preset"), made_for.get("objectives")) != (preset, objectives):
+    if {key: made_for.get(key) for key in wanted} != wanted:
         raise ConfigError(
             f"study {name!r} was made for preset {made_for.get('preset')!r} with objectives "
             f"{made_for.get('objectives')}; received preset {preset!r} with {objectives}. "
