@@ -1,7 +1,8 @@
 """How long each command takes to answer, side by side with a bare Python start and `import keras`.
 
-The commands that refuse bad input or need no model answer without a framework; `evaluate` and
-`predict` load one, on a run this bench trains first (1 epoch on 500 synthetic images).
+The commands that refuse bad input or need no model (`compare` reads the runs' files) answer
+without a framework; `evaluate` and `predict` load one, on a run this bench trains first (1 epoch
+on 500 synthetic images).
 
     python -m bench.cli_latency              # 7 rounds, commands alternating within each round
     python -m bench.cli_latency --rounds 3
@@ -68,6 +69,11 @@ def commands(scratch: Path, convnet: list[str], run: Path) -> dict[str, tuple[li
         "train: bad CSV": ([*convnet, "train", "--train", str(bad_csv), "--out", out], 2),
         "train: unknown preset": ([*convnet, "train", "--preset", "nope", "--out", out], 2),
         "train: bad YAML value": ([*convnet, "train", "--config", str(bad_yaml), "--out", out], 2),
+        "train: 2 processes on tensorflow": (
+            [*convnet, "train", "--num-processes", "2", "--process-id", "0"]
+            + ["--coordinator", "127.0.0.1:1", "--out", out],
+            2,
+        ),
         "train 1 epoch of 500 images": (
             [*convnet, "train", "--train", str(scratch / "tiny.npz"), "--epochs", "1", "--out"]
             + [str(scratch / RETRAINED), "--json"],
@@ -75,6 +81,10 @@ def commands(scratch: Path, convnet: list[str], run: Path) -> dict[str, tuple[li
         ),
         "evaluate a run": ([*convnet, "evaluate", str(run), "--json"], 0),
         "predict one image": ([*convnet, "predict", str(run), str(scratch / "one.npy")], 0),
+        "compare two runs": (
+            [*convnet, "compare", str(run), str(run), "--out", str(scratch / "compare.html")],
+            0,
+        ),
     }
 
 
