@@ -85,13 +85,38 @@ def model_for_recipe(name: str, data_shape, num_classes: int, recipe: Recipe) ->
     )
 
 
+# Keras' augmentation layers that say XLA cannot compile them, for TensorFlow's sake (their TF
+# kernels have none); on JAX it can.
+JAX_JITTABLE = (
+    keras.layers.RandomTranslation,
+    keras.layers.RandomRotation,
+    keras.layers.RandomZoom,
+)
+
+
+def jit_on_jax(model: keras.Model) -> keras.Model:
+    """`model`, its steps compiled whole by XLA on the JAX backend (elsewhere, as it is).
+
+    A model with augmentation layers was run op by op on JAX: fitting, one XLA compilation of the
+    learning-rate schedule per weight update; predicting with a `best` model saved or loaded,
+    one compilation per operation and shape (142 in a small training's calibration and test
+    pass). Its layers now say XLA can compile them, and the model asks for it.
+    """
+    if keras.backend.backend() != "jax":
+        return model
+    for layer in model.layers:
+        if isinstance(layer, JAX_JITTABLE):
+            layer.supports_jit = True
+    model.jit_compile = True
+    return model
+
+
 @contextlib.contextmanager
 def _rebuilt_quietly():
-    """Keras' warning, while a `best` model compiled on JAX is cloned or loaded, hidden.
+    """Keras' warning, while a model compiled on JAX is cloned or loaded, hidden.
 
-    Such a model records jit_compile=True; rebuilt, its RandomTranslation layer (inactive at
-    inference) says XLA cannot compile it, and Keras warns, then goes on without XLA, as convnet
-    wants: noise for the user.
+    Such a model records jit_compile=True; rebuilt, its augmentation layers say XLA cannot
+    compile them, and Keras warns, then goes on without XLA until `jit_on_jax` gives it back.
     """
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
@@ -116,7 +141,7 @@ def portable_model(model: keras.Model) -> keras.Model:
     with _rebuilt_quietly():
         copy = keras.models.clone_model(model, clone_function=plain_float32)
     copy.set_weights(model.get_weights())
-    return copy
+    return jit_on_jax(copy)
 
 
 def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
@@ -139,7 +164,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
         )
     try:
         with _rebuilt_quietly():
-            return keras.saving.load_model(path, safe_mode=safe_mode)
+            model = keras.saving.load_model(path, safe_mode=safe_mode)
     except ValueError as error:
         if safe_mode and "safe_mode" in str(error):
             raise RunError(
@@ -153,6 +178,7 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
     # --unsafe) is one line about the file, not a traceback.
     except Exception as error:  # noqa: BLE001
         raise _damaged(path, error) from None
+    return jit_on_jax(model)
 
 
 def _damaged(path: Path, error: Exception) -> RunError:

@@ -7,6 +7,7 @@ import keras
 
 from convnet.backend import not_installed
 from convnet.config import TrainConfig
+from convnet.models.factory import jit_on_jax
 from convnet.models.recipe import Recipe
 
 
@@ -35,12 +36,6 @@ def make_optimizer(recipe: Recipe, rate) -> keras.optimizers.Optimizer:
     return keras.optimizers.get({"class_name": recipe.optimizer, "config": config})
 
 
-# Keras' augmentation layers that say they cannot be XLA-compiled, for TensorFlow's kernels' sake.
-JAX_JITTABLE = (
-    keras.layers.RandomTranslation,
-    keras.layers.RandomRotation,
-    keras.layers.RandomZoom,
-)
 # What is left of the BatchNorm moving averages' initial values (mean 0, variance 1) by the end
 # of training, at most.
 BN_FORGOTTEN = 0.01
@@ -60,16 +55,9 @@ def fit_batch_norm_momentum(model: keras.Model, total_steps: int) -> None:
 
 
 def compile_for_training(model: keras.Model, recipe: Recipe, rate, metrics=()) -> None:
-    """Compiles `model` with the recipe's optimizer at `rate` and its label-smoothed loss.
-
-    On JAX, the augmentation layers are jitted: it says it does not support XLA, for TensorFlow's
-    sake (its TF kernel has none), and Keras then ran the whole JAX step eagerly, one XLA
-    compile of the learning-rate schedule per weight update.
-    """
-    if keras.backend.backend() == "jax":
-        for layer in model.layers:
-            if isinstance(layer, JAX_JITTABLE):
-                layer.supports_jit = True
+    """Compiles `model` with the recipe's optimizer at `rate` and its label-smoothed loss (on JAX,
+    its steps whole: `jit_on_jax`)."""
+    jit_on_jax(model)
     model.compile(
         optimizer=make_optimizer(recipe, rate),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=recipe.label_smoothing),
