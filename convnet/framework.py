@@ -22,10 +22,10 @@ _lean = False
 # statistics with it) for its scikit-learn wrappers, matplotlib for its image gallery.
 KERAS_EXTRAS = ("sklearn", "matplotlib")
 # JAX compiles a model's functions anew in each process, unless a cache on disk keeps them. It
-# keeps every compilation, the smallest too (1.2 MB for a `best` run): a second identical `best`
-# training took 9.4 s instead of 12.2 with only those over 0.1 s kept (18.7 s with no cache), and
-# `evaluate` of the run 3.4 s instead of 4.5-5.0; the first training took 0.7 s more (Intel Xeon
-# AMX, 2 cores). JAX's own default, 1 s, kept 2 entries and saved 4 s of 24.
+# keeps every compilation, the smallest too: for a `best` run, 32 entries instead of the 13 that
+# take over 0.1 s. A second identical `best` training then took 8.8 s instead of 9.4 (16.1 s with
+# no cache), and `evaluate` of the run 2.9 s instead of 3.2; the first training took no longer
+# (Intel Xeon AMX, 2 cores).
 XLA_CACHE_MIN_SECONDS = 0.0
 XLA_CACHE_MAX_BYTES = 256 * 2**20  # then the least recently used entries go
 
