@@ -16,6 +16,7 @@ from pathlib import Path
 
 from convnet import framework
 from convnet.errors import ConfigError, DataError
+from convnet.interrupts import Deferred
 from convnet.predictions import PredictionWriter, output_format
 from convnet.runs import InputReading, Run
 
@@ -125,7 +126,15 @@ def predict_files(
             shape = predictor()[0].input_shape[1:]
             reading = dataclasses.replace(reading, image_shape=shape)
         rows = _stream(predictor, files, reading, top_k, batch_size)
-        failed = _write_rows(rows, writer, format == "kaggle", on_row, shown.update)
+        # A Ctrl-C or SIGTERM waits for the row being made: raised inside the framework (loading
+        # the model, say), it was lost or crashed the process (convnet.interrupts).
+        with Deferred() as interrupt:
+
+            def done(count: int) -> None:
+                interrupt.check()
+                shown.update(count)
+
+            failed = _write_rows(rows, writer, format == "kaggle", on_row, done)
     return {
         "out": str(out) if out else None,
         "format": format,

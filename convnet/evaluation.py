@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convnet.data.dataset import Dataset
+from convnet.interrupts import Deferred
 from convnet.machine import trim_heap
 from convnet.models.recipe import Recipe
 from convnet.progress import bar
@@ -137,7 +138,11 @@ def predicted(
     """`predict_proba` a model call at a time (`TestTimeAugmentation.averages`): the position
     of each call's first image, and its images' probabilities."""
     tta = tta or TestTimeAugmentation()
-    forward = lambda view: model.predict(view, batch_size=batch_size, verbose=0)  # noqa: E731
+
+    def forward(view: np.ndarray) -> np.ndarray:
+        with Deferred():  # a Ctrl-C or SIGTERM waits for the framework's call to return
+            return model.predict(view, batch_size=batch_size, verbose=0)
+
     description = f"test-time views ({tta.count} per image)"
     shown_if = verbose if tta.count > 1 else 0
     with retracing_unlogged(), bar(len(x), description, shown_if, unit="image") as shown:

@@ -33,7 +33,8 @@ class _TerminateAsInterrupt:
     what Ctrl-C does: it runs SIGINT's handler, so the cleanup written for Ctrl-C runs (temporary
     files removed, a training run left "interrupted" and resumable), where the default action
     ends the process on the spot. During `fit` that handler stops at the next batch
-    (`StopOnInterrupt`); elsewhere it raises KeyboardInterrupt in the main thread.
+    (`StopOnInterrupt`), while a model predicts once its call returns (`convnet.interrupts`);
+    elsewhere it raises KeyboardInterrupt in the main thread.
 
     Where Python cannot raise, in a garbage collector's or a weak reference's callback or a
     `__del__`, it prints the KeyboardInterrupt and drops it, and the command ran on to its end:

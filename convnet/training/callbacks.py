@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import shutil
-import signal
 import time
 import warnings
 from pathlib import Path
@@ -15,6 +13,7 @@ import keras
 import numpy as np
 
 from convnet.errors import ConvnetWarning, DiskFull
+from convnet.interrupts import Deferred
 from convnet.machine import process_seconds
 
 
@@ -172,43 +171,22 @@ class TimeBudget(keras.callbacks.Callback):
         self._compiling = True
 
 
-class StopOnInterrupt(keras.callbacks.Callback):
-    """Makes Ctrl-C during `fit` a KeyboardInterrupt at the next batch's end.
+class StopOnInterrupt(Deferred, keras.callbacks.Callback):
+    """Makes Ctrl-C during `fit` a KeyboardInterrupt at the next batch's end
+    (`convnet.interrupts.Deferred`; a second Ctrl-C raises at once).
 
-    Python raises KeyboardInterrupt wherever the main thread happens to be. With the JAX
-    backend, Keras runs batch-end callbacks on a thread pool and the main thread waits on its
-    futures: an interrupt landing in that wait left the process hung at exit (its pool thread
-    blocked on a lock) or was lost and training went on, in 3 of 21 tries. Here SIGINT only
-    sets a flag, and the callback raises at a batch boundary on the main thread (a callback
-    with batch hooks turns Keras' pool off). A second Ctrl-C raises at once.
+    With the JAX backend, Keras runs batch-end callbacks on a thread pool and the main thread
+    waits on its futures: an interrupt raised in that wait left the process hung at exit (its
+    pool thread blocked on a lock) or was lost and training went on, in 3 of 21 tries. Here the
+    callback raises at a batch boundary on the main thread (a callback with batch hooks turns
+    Keras' pool off).
 
     Use it as a context manager around `fit`, which installs and restores the handler, and pass
-    it to `fit` as a callback. Off the main thread, or where SIGINT is ignored, it does nothing.
+    it to `fit` as a callback.
     """
 
-    def __enter__(self):
-        self.requested = False
-        self._previous = signal.getsignal(signal.SIGINT)
-        self._installed = False
-        if self._previous is not signal.SIG_IGN:
-            with contextlib.suppress(ValueError):  # not the main thread
-                signal.signal(signal.SIGINT, self._on_sigint)
-                self._installed = True
-        return self
-
-    def __exit__(self, *exc_info):
-        if self._installed:
-            previous = self._previous if self._previous is not None else signal.default_int_handler
-            signal.signal(signal.SIGINT, previous)
-
-    def _on_sigint(self, signum, frame):
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
     def on_train_batch_end(self, batch, logs=None):
-        if self.requested:
-            raise KeyboardInterrupt
+        self.check()
 
     on_test_batch_end = on_train_batch_end
 
