@@ -7,13 +7,14 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_images, run_cli
+from conftest import make_images, run_main
 
 from convnet.backend import not_installed
 
@@ -21,17 +22,19 @@ WRAPPER = Path(__file__).with_name("without_frameworks.py")
 FRAMEWORKS = {"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}
 
 
-def convnet_without_others(backend: str, *args, check: bool = True) -> subprocess.CompletedProcess:
-    """Runs `convnet ARGS` with every framework but `backend`'s blocked, and no $KERAS_BACKEND:
-    evaluate, predict and report take the backend the run recorded.
+def convnet_without_others(backend: str, *commands: list) -> list[subprocess.CompletedProcess]:
+    """Runs the `convnet` `commands` one after the other in one process, with every framework
+    but `backend`'s blocked, and no $KERAS_BACKEND: evaluate, predict and report take the
+    backend the run recorded. Returns each command's result; fails unless each exits 0.
 
     Keras seeds TensorFlow wherever it is installed, and TensorFlow (and Keras on torch) imports
     JAX wherever that is; convnet keeps them out (`backend.not_installed`), so no import of a
     blocked framework is even tried: installed, it would have been imported for nothing."""
     others = ",".join(f for b, f in FRAMEWORKS.items() if b != backend)
     env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    arguments = [arg for command in commands for arg in ["--", *map(str, command)]]
     done = subprocess.run(
-        [sys.executable, str(WRAPPER), others, "--", *map(str, args)],
+        [sys.executable, str(WRAPPER), others, *arguments],
         capture_output=True,
         text=True,
         timeout=600,
@@ -40,23 +43,28 @@ def convnet_without_others(backend: str, *args, check: bool = True) -> subproces
     assert done.stderr.strip().endswith(
         "blocked frameworks asked for: []\nblocked frameworks loaded: []"
     ), done.stderr[-2000:]
-    if check:
-        assert done.returncode == 0, done.stderr[-3000:]
-    return done
+    outputs = re.split(r"^--- exit (\d+) ---\n", done.stdout, flags=re.MULTILINE)
+    results = [
+        subprocess.CompletedProcess(command, int(code), out, done.stderr)
+        for command, out, code in zip(commands, outputs[0::2], outputs[1::2], strict=False)
+    ]
+    assert [r.returncode for r in results] == [0] * len(commands), done.stderr[-3000:]
+    return results
 
 
 @pytest.mark.parametrize("backend", list(FRAMEWORKS))
 @pytest.mark.trains
 def test_train_evaluate_predict_and_report_on_each_backend(
-    backend, tmp_path, tiny_npz, private_cache, monkeypatch
+    backend, tmp_path, tiny_npz, private_cache, monkeypatch, capsys
 ):
     monkeypatch.delenv("JAX_COMPILATION_CACHE_DIR")  # the cache convnet keeps by default
     if importlib.util.find_spec(FRAMEWORKS[backend]) is None:
         pytest.fail(f"{backend} is not installed: make test installs convnet[jax,torch]")
     run = tmp_path / "run"
-    trained = convnet_without_others(
-        backend, "train", "--backend", backend, "--train", tiny_npz, "--preset", "seed",
-        "--epochs", "3", "--batch-size", "64", "--out", run, "--json",
+    (trained,) = convnet_without_others(
+        backend,
+        ["train", "--backend", backend, "--train", tiny_npz, "--preset", "seed", "--epochs", "3",
+         "--batch-size", "64", "--out", run, "--json"],
     )  # fmt: skip
     result = json.loads(trained.stdout.strip().splitlines()[-1])
     assert result["test_accuracy"] > 0.5  # four classes: chance is 0.25
@@ -68,22 +76,27 @@ def test_train_evaluate_predict_and_report_on_each_backend(
         return {p.name: p.read_bytes() for p in (private_cache / "convnet" / "xla").glob("*-atime")}
 
     compiled = last_read()
-    evaluated = convnet_without_others(backend, "evaluate", run, "--json")
-    if backend == "jax":  # evaluate loaded code that training compiled from the cache
+    image = make_images(1, seed=5).x[0]
+    np.save(tmp_path / "one.npy", image)
+    (run / "report.html").unlink()
+    # The commands a user runs next, in a process of their own, which evaluate starts.
+    evaluated, predicted, reported = convnet_without_others(
+        backend,
+        ["evaluate", run, "--json"],
+        ["predict", run, tmp_path / "one.npy", "--json"],
+        ["report", run],
+    )
+    if backend == "jax":  # they loaded code that training compiled from the cache
         used = last_read()
         assert compiled and any(used[name] != stamp for name, stamp in compiled.items())
     assert json.loads(evaluated.stdout)["test_accuracy"] == pytest.approx(
         result["test_accuracy"], abs=1e-6
     )
-    image = make_images(1, seed=5).x[0]
-    np.save(tmp_path / "one.npy", image)
-    predicted = convnet_without_others(backend, "predict", run, tmp_path / "one.npy", "--json")
     assert json.loads(predicted.stdout)[0]["class"].startswith("bar")
-    reported = convnet_without_others(backend, "report", run)
     assert (run / "report.html").stat().st_size > 10_000 and "report:" in reported.stdout
 
-    # Exports load the model on TensorFlow, whichever backend trained it.
-    exported = run_cli("export", run, "--format", "onnx")
+    # Exports load the model on TensorFlow, whichever backend trained it: the suite's own.
+    exported = run_main(capsys, "export", run, "--format", "onnx")
     assert exported.returncode == 0, exported.stderr[-2000:]
     import onnxruntime
 

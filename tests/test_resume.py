@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CONVNET, run_cli, wait_until
+from conftest import CONVNET, make_images, run_cli, wait_until, write_npz
 
 EPOCHS = 5
 # 420 training images in batches of 8: ~53 steps, about a second an epoch, so a kill soon after
@@ -142,18 +142,26 @@ def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz, backend):
     )
 
 
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory) -> Path:
+    """300 training and 100 test images: `best`'s epoch in batches of 8 is 27 steps (a second
+    or so, long enough for a kill soon after the first to land inside the second)."""
+    path = tmp_path_factory.mktemp("data") / "bars.npz"
+    return write_npz(path, make_images(300, seed=1), make_images(100, seed=2))
+
+
 @pytest.mark.parametrize("backend", ["tensorflow", pytest.param("jax", marks=needs_jax)])
 @pytest.mark.trains
-def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, tiny_npz, backend):
+def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, small_npz, backend):
     """Augmentation, dropout and the shuffle draw after a resume what they would have drawn.
     Its first epoch trained in a process of its own, so this is also the proof that two
     `--deterministic` runs of one seed give the same history and metrics."""
     flags = ["--preset", "best", "--epochs", "2", "--batch-size", "8", "--deterministic"]
     flags += ["--backend", backend]
-    whole = run_cli("train", "--train", tiny_npz, *flags, "--out", tmp_path / "whole", "--json")
+    whole = run_cli("train", "--train", small_npz, *flags, "--out", tmp_path / "whole", "--json")
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "resumed"
-    process = start("train", "--train", tiny_npz, *flags, "--out", run)
+    process = start("train", "--train", small_npz, *flags, "--out", run)
     wait_for_epochs(process, run, 1)
     assert kill(process)[0] == -signal.SIGKILL
     resumed = run_cli("train", "--resume", run, "--json")

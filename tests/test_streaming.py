@@ -272,7 +272,7 @@ def status(key):
     line = next(l for l in open("/proc/self/status") if l.startswith(key + ":"))
     return int(line.split()[1]) / 1024
 
-@register_preset("peak-probe", "a small net", epochs=1, batch_size=512, optimizer="adam")
+@register_preset("peak-probe", "a small net", epochs=1, batch_size=2048, optimizer="adam")
 def build(input_shape, num_classes):
     inputs = keras.Input(input_shape, dtype="uint8")
     x = keras.layers.Rescaling(1 / 255)(inputs)

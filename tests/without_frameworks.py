@@ -1,14 +1,17 @@
-"""Runs the `convnet` command with some frameworks made unimportable, as if not installed.
+"""Runs `convnet` commands with some frameworks made unimportable, as if not installed.
 
-    python tests/without_frameworks.py tensorflow,torch -- train --backend jax ...
+    python tests/without_frameworks.py tensorflow,torch -- train --backend jax ... [-- evaluate ...]
 
-A real import of a blocked package raises ModuleNotFoundError, so a stray `import tensorflow` in
-a JAX process fails the command. Probes by `importlib.util.find_spec` are let through (torch's
-dynamo asks whether TensorFlow is installed while Keras imports; it is, on this machine).
-Test code, kept out of convnet itself.
+The commands run one after the other in this process, as `convnet.cli.main` runs them; after
+each, a line `--- exit N ---` on stdout ends its output. A real import of a blocked package raises
+ModuleNotFoundError, so a stray `import tensorflow` in a JAX process fails the command. Probes by
+`importlib.util.find_spec` are let through (torch's dynamo asks whether TensorFlow is installed
+while Keras imports; it is, on this machine). Test code, kept out of convnet itself.
 """
 
 import sys
+
+END = "--- exit {} ---"
 
 
 class Blocker:
@@ -25,15 +28,29 @@ class Blocker:
         raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)", name=name)
 
 
+def commands(args: list[str]) -> list[list[str]]:
+    """`-- a b -- c d` as [[a, b], [c, d]]."""
+    assert args and args[0] == "--"
+    found = []
+    for arg in args:
+        if arg == "--":
+            found.append([])
+        else:
+            found[-1].append(arg)
+    return found
+
+
 if __name__ == "__main__":
-    blocked, separator, *args = sys.argv[1:]
-    assert separator == "--"
+    blocked, *args = sys.argv[1:]
     blocker = Blocker(set(blocked.split(",")))
     sys.meta_path.insert(0, blocker)
     from convnet.cli import main
 
-    code = main(args)
+    codes = []
+    for command in commands(args):
+        codes.append(main(command))
+        print(END.format(codes[-1]), flush=True)
     print(f"blocked frameworks asked for: {sorted(blocker.asked)}", file=sys.stderr)
     loaded = sorted(n for n in blocked.split(",") if n in sys.modules)
     print(f"blocked frameworks loaded: {loaded}", file=sys.stderr)
-    sys.exit(code)
+    sys.exit(max(codes))
