@@ -252,7 +252,9 @@ def wait_for_rows(process: subprocess.Popen, folder: Path, timeout: float = 120)
     wait_until(lambda: rows_written(folder), process, "rows written", timeout, poll=0.02)
 
 
-def test_sigterm_mid_folder_leaves_nothing_and_a_killed_run_is_cleaned_next(tmp_path, trained_run):
+def test_sigterm_mid_folder_leaves_nothing_and_a_killed_run_is_cleaned_next(
+    tmp_path, trained_run, capsys
+):
     scans = tmp_path / "scans"
     folder_of_many(scans, 3000)
     out = tmp_path / "out" / "preds.csv"
@@ -272,8 +274,8 @@ def test_sigterm_mid_folder_leaves_nothing_and_a_killed_run_is_cleaned_next(tmp_
         else:  # nothing runs in the killed process: its temporary stays, unlocked
             assert process.returncode == -signal.SIGKILL
             assert len(temporaries(out.parent)) == 1
-    done = subprocess.run([*command[:3], str(scans / "00000.png"), "--out", str(out)], timeout=300)
-    assert done.returncode == 0
+    done = run_main(capsys, "predict", trained_run, scans / "00000.png", "--out", out)
+    assert done.returncode == 0, done.stderr
     assert [path.name for path in out.parent.iterdir()] == ["preds.csv"]
 
 
