@@ -34,10 +34,9 @@ def test_a_ctrl_c_waits_for_check_and_a_second_does_not():
 
 def test_a_ctrl_c_that_no_check_saw_is_delivered_at_the_end_of_the_block():
     reached = []
-    with pytest.raises(KeyboardInterrupt):
-        with Deferred():
-            ctrl_c()
-            reached.append("the rest of the block")
+    with pytest.raises(KeyboardInterrupt), Deferred():
+        ctrl_c()
+        reached.append("the rest of the block")
     assert reached == ["the rest of the block"]
 
 
