@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 from collections.abc import Callable, Iterator
@@ -138,11 +139,8 @@ def predicted(
     """`predict_proba` a model call at a time (`TestTimeAugmentation.averages`): the position
     of each call's first image, and its images' probabilities."""
     tta = tta or TestTimeAugmentation()
-
-    def forward(view: np.ndarray) -> np.ndarray:
-        with Deferred():  # a Ctrl-C or SIGTERM waits for the framework's call to return
-            return model.predict(view, batch_size=batch_size, verbose=0)
-
+    # A Ctrl-C or SIGTERM waits for each of the framework's calls to return.
+    forward = Deferred()(functools.partial(model.predict, batch_size=batch_size, verbose=0))
     description = f"test-time views ({tta.count} per image)"
     shown_if = verbose if tta.count > 1 else 0
     with retracing_unlogged(), bar(len(x), description, shown_if, unit="image") as shown:
@@ -371,13 +369,8 @@ def row_normalised(matrix: np.ndarray) -> np.ndarray:
 
 
 def _report_row(name: str, precision, recall, f1, support) -> dict:
-    return {
-        "class": name,
-        "precision": float(precision),
-        "recall": float(recall),
-        "f1": float(f1),
-        "support": int(support),
-    }
+    values = name, float(precision), float(recall), float(f1), int(support)
+    return dict(zip(("class", "precision", "recall", "f1", "support"), values, strict=True))
 
 
 def most_confused(matrix: np.ndarray, class_names: list[str], k: int = 5) -> list[dict]:

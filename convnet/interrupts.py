@@ -14,8 +14,9 @@ import contextlib
 import signal
 
 
-class Deferred:
-    """Holds SIGINT back until `check()` or the end of the block: a context manager.
+class Deferred(contextlib.ContextDecorator):
+    """Holds SIGINT back until `check()` or the end of the block: a context manager, or a
+    decorator whose function is the block.
 
     A second SIGINT raises at once (a user who insists). Off the main thread, or where SIGINT
     has no Python handler (ignored, or the OS default), the block runs as it would without it.
