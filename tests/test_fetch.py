@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_main
 
 from convnet import api
 from convnet.cli import main
@@ -322,15 +322,19 @@ def bars(rows: int, vertical: bool) -> bytes:
 
 
 @pytest.mark.trains
-def test_the_cli_trains_on_a_name_and_evaluates_the_run_from_the_cache(mirror, server):
+def test_the_cli_trains_on_a_name_and_evaluates_the_run_from_the_cache(
+    mirror, server, monkeypatch, capsys
+):
     mirror.files |= {"/quickdraw/cat.npy": bars(60, False), "/quickdraw/dog.npy": bars(60, True)}
     train = ["train", "--train", "quickdraw:cat,dog", "--preset", "fast", "--epochs", "2"]
-    result = run_cli(*train, "--json", "--out", "run", env={sources.MIRROR_ENV: server})
+    monkeypatch.setenv(sources.MIRROR_ENV, server)
+    result = run_main(capsys, *train, "--json", "--out", "run")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["test_accuracy"] > 0.9
     assert "train: quickdraw:cat,dog\n" in Path("run", "config.yaml").read_text()
-    offline = {sources.MIRROR_ENV: "http://127.0.0.1:9/"}  # nothing listens: the cache must do
-    result = run_cli("evaluate", "run", "--json", env=offline)
+    # Nothing listens there: the cache must do.
+    monkeypatch.setenv(sources.MIRROR_ENV, "http://127.0.0.1:9/")
+    result = run_main(capsys, "evaluate", "run", "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["test_examples"] == 24
 
