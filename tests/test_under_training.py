@@ -10,7 +10,7 @@ import warnings
 import keras
 import numpy as np
 import pytest
-from conftest import make_images, run_cli
+from conftest import make_images, run_main
 from sklearn.datasets import load_digits
 
 import convnet
@@ -35,9 +35,11 @@ def warnings_of(stderr: str) -> list[str]:
 
 
 @pytest.mark.trains
-def test_seed_on_the_digits_warns_on_stderr_and_in_the_report(tmp_path, digits_npz):
+def test_seed_on_the_digits_warns_on_stderr_and_in_the_report(tmp_path, digits_npz, capsys):
     needed = get_preset("seed").min_steps
-    result = run_cli("train", "--train", digits_npz, "--preset", "seed", "--out", tmp_path / "r")
+    result = run_main(
+        capsys, "train", "--train", digits_npz, "--preset", "seed", "--out", tmp_path / "r"
+    )
     assert result.returncode == 0, result.stderr
     # 1,437 less seed's 30% validation split is 1,005: 2 batches of 512 an epoch, 15 epochs.
     said = (
@@ -54,7 +56,7 @@ def test_seed_on_the_digits_warns_on_stderr_and_in_the_report(tmp_path, digits_n
 
 
 @pytest.mark.trains
-def test_fast_with_the_epochs_it_needs_on_the_digits_says_nothing(tmp_path, digits_npz):
+def test_fast_with_the_epochs_it_needs_on_the_digits_says_nothing(tmp_path, digits_npz, capsys):
     """fast's own 5 epochs make 30 steps here, fewer than it needs (docs/training.md): with the
     epochs the warning asks for, neither stderr nor the report says a word."""
     needed = get_preset("fast").min_steps
@@ -62,8 +64,8 @@ def test_fast_with_the_epochs_it_needs_on_the_digits_says_nothing(tmp_path, digi
     assert under_training("fast", get_preset("fast").recipe, DIGITS)  # its own recipe: too few
     epochs = math.ceil(needed / per_epoch)
     out = tmp_path / "r"
-    result = run_cli(
-        "train", "--train", digits_npz, "--preset", "fast", "--epochs", epochs, "--out", out
+    result = run_main(
+        capsys, "train", "--train", digits_npz, "--preset", "fast", "--epochs", epochs, "--out", out
     )
     assert result.returncode == 0, result.stderr
     assert warnings_of(result.stderr) == []
