@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import CLASS_NAMES, make_images, run_cli
+from conftest import CLASS_NAMES, make_images, run_cli, run_main
 
 from convnet.cli import main
 from convnet.exporter import ExportError, export_model
@@ -36,11 +36,11 @@ def test_onnx_matches_keras(trained_run, reference, tmp_path):
     np.testing.assert_allclose(session.run(None, {feed.name: x})[0], expected, atol=1e-4)
 
 
-def test_savedmodel_from_the_cli_matches_keras(trained_run, reference, tmp_path):
+def test_savedmodel_from_the_cli_matches_keras(trained_run, reference, tmp_path, capsys):
     import tensorflow as tf
 
     out = tmp_path / "saved"
-    result = run_cli("export", trained_run, "--format", "savedmodel", "--out", out)
+    result = run_main(capsys, "export", trained_run, "--format", "savedmodel", "--out", out)
     assert result.returncode == 0, result.stderr
     assert str(out) in result.stdout
     x, expected = reference
@@ -228,13 +228,13 @@ def test_an_export_of_a_run_with_test_time_views_scores_like_the_run(tta_run, tm
 
 
 @pytest.mark.trains
-def test_no_tta_exports_one_view_and_serving_averages_it_then(tta_run, tmp_path):
+def test_no_tta_exports_one_view_and_serving_averages_it_then(tta_run, tmp_path, capsys):
     from convnet.exporter import averaged_views
     from convnet.serving.engines import load_engine
 
     run, x, _, _ = tta_run
     out = tmp_path / "one-view.onnx"
-    result = run_cli("export", run, "--no-tta", "--out", out)
+    result = run_main(capsys, "export", run, "--no-tta", "--out", out)
     assert result.returncode == 0, result.stderr
     one_view = exported_predict("onnx", out, x)
     model = load_model(Run(run).model_file)
@@ -254,11 +254,13 @@ def test_no_tta_exports_one_view_and_serving_averages_it_then(tta_run, tmp_path)
         (run / "model.onnx").unlink()
 
 
-def test_litert_float32_matches_keras_and_int8_keeps_its_accuracy(trained_run, tiny_npz, tmp_path):
+def test_litert_float32_matches_keras_and_int8_keeps_its_accuracy(
+    trained_run, tiny_npz, tmp_path, capsys
+):
     x = np.load(tiny_npz)["x_test"][..., np.newaxis]
     y = np.load(tiny_npz)["y_test"]
     expected = load_model(Run(trained_run).model_file).predict(x, verbose=0)
-    result = run_cli("export", trained_run, "--format", "litert", "--out", tmp_path)
+    result = run_main(capsys, "export", trained_run, "--format", "litert", "--out", tmp_path)
     assert result.returncode == 0, result.stderr
     np.testing.assert_allclose(litert_predict(tmp_path / "model.tflite", x), expected, atol=1e-4)
     int8 = export_model(trained_run, "litert", tmp_path / "int8.tflite", quantize="int8")

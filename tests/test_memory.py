@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 import pytest
-from conftest import CLASS_NAMES, CONVNET, make_images, run_cli, write_csv
+from conftest import CLASS_NAMES, CONVNET, make_images, run_main, write_csv
 from PIL import Image
 
 import convnet
@@ -191,12 +191,12 @@ def test_two_calibrated_runs_in_one_session_log_no_retracing_warning(tmp_path, c
 
 
 @pytest.mark.trains
-def test_run_predict_matches_convnet_predict(array_run, tmp_path):
+def test_run_predict_matches_convnet_predict(array_run, tmp_path, capsys):
     files = []
     for i in range(5):
         files.append(tmp_path / f"item{i}.png")
         Image.fromarray(TEST.x[i, ..., 0]).save(files[-1])
-    from_cli = json.loads(run_cli("predict", array_run.path, *files, "--json").stdout)
+    from_cli = json.loads(run_main(capsys, "predict", array_run.path, *files, "--json").stdout)
     from_paths = array_run.predict(files)
     from_arrays = array_run.predict(TEST.x[:5, ..., 0] / 255.0)  # the training range, 0-1
     from_images = array_run.predict([Image.open(f) for f in files])
