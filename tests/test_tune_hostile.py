@@ -110,8 +110,15 @@ def test_each_process_on_a_study_draws_new_settings_and_the_same_seed_the_same(t
     assert again == first  # the seed decides the search
 
 
-def test_processes_making_one_sqlite_study_at_once_all_open_it(tmp_path):
-    url, go = f"sqlite:///{tmp_path / 'study.db'}", tmp_path / "go"
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_processes_making_one_study_at_once_all_open_it(tmp_path, request, database):
+    """Workers started together on a new database: all but one lose the race to create
+    Optuna's tables (PostgreSQL: "relation alembic_version already exists"), then open them."""
+    if database == "sqlite":
+        url = f"sqlite:///{tmp_path / 'study.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    go = tmp_path / "go"
     code = (
         "import os, sys, time\n"
         "from convnet.tuning.storage import open_storage, open_study\n"

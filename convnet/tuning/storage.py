@@ -68,9 +68,14 @@ def open_storage(url: str, heartbeat: int) -> optuna.storages.RDBStorage:
                 grace_period=2 * heartbeat,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(3),
             )
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.OperationalError) as error:
+        except (
+            sqlalchemy.exc.IntegrityError,
+            sqlalchemy.exc.OperationalError,
+            sqlalchemy.exc.ProgrammingError,
+        ) as error:
             # Workers started together on a new database race to create Optuna's tables, and
-            # all but one fail: on PostgreSQL's catalog (an IntegrityError), on SQLite with
+            # all but one fail: on PostgreSQL's catalog (an IntegrityError) or its
+            # "relation \"alembic_version\" already exists" (a ProgrammingError), on SQLite with
             # "table ... already exists". The tables exist once the winner is done.
             failure = error
             if not (isinstance(error, sqlalchemy.exc.IntegrityError) or _created(error)):
