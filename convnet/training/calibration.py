@@ -17,6 +17,7 @@ from scipy.special import log_softmax, logsumexp
 from convnet.data.dataset import Dataset
 from convnet.errors import ConfigError
 from convnet.evaluation import TestTimeAugmentation, retracing_unlogged
+from convnet.interrupts import Deferred
 
 # A one-parameter fit needs few examples; each costs one model pass per test-time view.
 MAX_EXAMPLES = 2000
@@ -38,7 +39,8 @@ def calibrate(model, validation: Dataset, tta: TestTimeAugmentation) -> float:
     features = keras.Model(model.inputs[0], head.input)
     kernel, bias = (np.asarray(w, np.float64) for w in (head.kernel, head.bias))
     data = validation.take(slice(0, MAX_EXAMPLES))
-    with retracing_unlogged():  # a view at a time
+    # A view at a time; a Ctrl-C or SIGTERM waits for the framework's calls (convnet.interrupts).
+    with retracing_unlogged(), Deferred():
         logits = [
             np.asarray(features.predict(view, batch_size=1024, verbose=0), np.float64) @ kernel
             + bias
