@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_images, run_main
+from without_frameworks import END
 
 from convnet.backend import not_installed
 
@@ -43,7 +44,8 @@ def convnet_without_others(backend: str, *commands: list) -> list[subprocess.Com
     assert done.stderr.strip().endswith(
         "blocked frameworks asked for: []\nblocked frameworks loaded: []"
     ), done.stderr[-2000:]
-    outputs = re.split(r"^--- exit (\d+) ---\n", done.stdout, flags=re.MULTILINE)
+    ends = "^" + END.format(r"(\d+)") + "\n"  # each command's last line: its exit code
+    outputs = re.split(ends, done.stdout, flags=re.MULTILINE)
     results = [
         subprocess.CompletedProcess(command, int(code), out, done.stderr)
         for command, out, code in zip(commands, outputs[0::2], outputs[1::2], strict=False)

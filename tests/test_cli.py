@@ -374,9 +374,9 @@ print(extras, issubclass(SKLearnClassifier, BaseEstimator), array_slicing.pandas
     ("caller", "expected"), [("cli", "[] False False"), ("python", "True True")]
 )
 def test_commands_import_keras_lean_and_python_gets_it_whole(trained_run, caller, expected):
-    """A command imports Keras without scikit-learn, matplotlib, pandas, requests and IPython,
-    which Keras imports only for features convnet does not use; convnet used from Python leaves
-    the user's Keras whole: its scikit-learn wrapper works, and it takes DataFrames."""
+    """A command imports Keras without scikit-learn, matplotlib, pandas and IPython, which Keras
+    imports only for features convnet does not use; convnet used from Python leaves the user's
+    Keras whole: its scikit-learn wrapper works, and it takes DataFrames."""
     done = subprocess.run(
         [sys.executable, "-c", IMPORTED, str(trained_run), caller],
         capture_output=True, text=True, timeout=300,

@@ -144,8 +144,8 @@ def test_ctrl_c_stops_cleanly_with_how_to_resume(tmp_path, tiny_npz, backend):
 
 @pytest.fixture(scope="module")
 def small_npz(tmp_path_factory) -> Path:
-    """300 training and 100 test images: `best`'s epoch in batches of 8 is 27 steps (a second
-    or so, long enough for a kill soon after the first to land inside the second)."""
+    """300 training and 100 test images: `best`'s epoch (10% held out to validate) in batches
+    of 8 is 34 steps, a second or so: a kill soon after the first lands inside the second."""
     path = tmp_path_factory.mktemp("data") / "bars.npz"
     return write_npz(path, make_images(300, seed=1), make_images(100, seed=2))
 
