@@ -6,6 +6,7 @@ input never waits for a framework.
 from __future__ import annotations
 
 import contextlib
+import gc
 import importlib.util
 import os
 import platform
@@ -63,6 +64,10 @@ def lean(enabled: bool = True) -> None:
     The command line turns it on: its processes run convnet alone, and a command that draws
     plots imports matplotlib when it draws them. In Python it stays off, so the Keras you use
     beside convnet keeps its scikit-learn wrappers and image gallery.
+
+    A lean process also moves what the import made into the collector's permanent generation
+    (`gc.freeze`), which is never scanned: modules, classes and functions that live as long as
+    the process. Each full collection otherwise walked them all again.
     """
     global _lean
     _lean = enabled
@@ -92,7 +97,8 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
     hide = _hides_startup()
     if hide:  # and TensorFlow's own log lines after its start, below errors; a level set wins
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    with _muted_stderr(hide):
+    imported = "keras" in sys.modules
+    with _muted_stderr(hide), _collector_paused():
         try:
             unused = () if wanted == "jax" else ("jax",)
             with backends.not_installed(*unused, *(KERAS_EXTRAS if _lean else ())):
@@ -111,6 +117,8 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
             raise BackendError(
                 f"the {wanted} backend cannot be imported ({error}); pip install {install}."
             ) from None
+    if _lean and not imported:  # once: later, what a command made would be frozen with it
+        gc.freeze()
     actual = keras.backend.backend()
     if backend and actual != backend:
         raise BackendError(
@@ -118,6 +126,22 @@ def load(backend: str | None = None, devices: int | None = None) -> str:
             f"set KERAS_BACKEND={backend} before importing keras."
         )
     return actual
+
+
+@contextlib.contextmanager
+def _collector_paused():
+    """No garbage collection while the frameworks import. Their 300,000 objects are nearly all
+    kept (modules, classes, functions), yet the allocations made Python walk them in 5 full
+    collections, which found 1,858 objects to free: 0.28 s of `convnet evaluate`'s 2.6 s. With
+    this and `gc.freeze` (`lean`), `evaluate` took 2.25 s and a 1-epoch training 4.9 s instead
+    of 5.4 (Intel Xeon AMX, 3 runs each)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _cache_jax_compilations() -> None:

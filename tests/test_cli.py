@@ -351,32 +351,39 @@ def test_a_command_that_loaded_keras_finishes_its_threads_before_it_exits(
 
 
 # Run in a fresh process: which libraries a command imported, then whether Keras' scikit-learn
-# wrapper is whole and whether it takes DataFrames. argv: the run folder, then "cli" (a command,
-# as the console script runs it) or "python" (convnet used from Python).
+# wrapper is whole and whether it takes DataFrames; then whether the import's objects were frozen
+# out of the garbage collector's scans, only once, and the collector is on. argv: the run folder,
+# then "cli" (a command, as the console script runs it) or "python" (convnet used from Python).
 IMPORTED = """
-import sys
-from convnet.framework import KERAS_EXTRAS
+import gc, sys
+from convnet import framework
 if sys.argv[2] == "cli":
     from convnet.cli.entry import main
     assert main(["evaluate", sys.argv[1], "--json"]) == 0
 else:
     import convnet
     convnet.load(sys.argv[1])
-extras = [name for name in KERAS_EXTRAS if name in sys.modules]
+extras = [name for name in framework.KERAS_EXTRAS if name in sys.modules]
+frozen = gc.get_freeze_count()
+made = [[] for _ in range(1000)]  # frozen by a second freeze, they would add 1,000
+framework.load()
 from keras.src.trainers.data_adapters import array_slicing
 from keras.wrappers import SKLearnClassifier
 from sklearn.base import BaseEstimator
-print(extras, issubclass(SKLearnClassifier, BaseEstimator), array_slicing.pandas is not None)
+print(extras, issubclass(SKLearnClassifier, BaseEstimator), array_slicing.pandas is not None,
+      frozen > 100_000, gc.get_freeze_count() <= frozen, gc.isenabled())
 """
 
 
 @pytest.mark.parametrize(
-    ("caller", "expected"), [("cli", "[] False False"), ("python", "True True")]
+    ("caller", "expected"),
+    [("cli", "[] False False True True True"), ("python", "True True False True True")],
 )
 def test_commands_import_keras_lean_and_python_gets_it_whole(trained_run, caller, expected):
     """A command imports Keras without scikit-learn, matplotlib, pandas and IPython, which Keras
-    imports only for features convnet does not use; convnet used from Python leaves the user's
-    Keras whole: its scikit-learn wrapper works, and it takes DataFrames."""
+    imports only for features convnet does not use, and freezes what the import made out of the
+    collector's scans; convnet used from Python leaves the user's Keras whole (its scikit-learn
+    wrapper works, and it takes DataFrames) and the user's objects to the collector."""
     done = subprocess.run(
         [sys.executable, "-c", IMPORTED, str(trained_run), caller],
         capture_output=True, text=True, timeout=300,
