@@ -6,14 +6,16 @@ import json
 
 import numpy as np
 import pytest
-from conftest import run_cli
+from conftest import run_cli, run_main
 from PIL import Image
 
 from convnet.data import load_fashion_mnist
 
 
 @pytest.mark.slow
-def test_fashion_mnist_subset_train_evaluate_predict(tmp_path):
+def test_fashion_mnist_subset_train_evaluate_predict(tmp_path, capsys):
+    """The command trains in a process of its own, as a user starts it; evaluate and predict
+    run through the same command line in this process."""
     run = tmp_path / "run"
     trained = run_cli(
         "train",
@@ -33,7 +35,7 @@ def test_fashion_mnist_subset_train_evaluate_predict(tmp_path):
     accuracy = json.loads(trained.stdout)["test_accuracy"]
     assert accuracy > 0.7, accuracy  # measured about 0.78; the seed's full run reaches 0.83-0.86
 
-    evaluated = json.loads(run_cli("evaluate", run, "--json").stdout)
+    evaluated = json.loads(run_main(capsys, "evaluate", run, "--json").stdout)
     assert evaluated["test_examples"] == 10000
     assert evaluated["test_accuracy"] == pytest.approx(accuracy)
 
@@ -42,7 +44,7 @@ def test_fashion_mnist_subset_train_evaluate_predict(tmp_path):
     for i in range(20):
         files.append(tmp_path / f"{i}.png")
         Image.fromarray(test.x[i, :, :, 0]).save(files[-1])
-    predicted = json.loads(run_cli("predict", run, *files, "--json").stdout)
+    predicted = json.loads(run_main(capsys, "predict", run, *files, "--json").stdout)
     correct = sum(
         p["class"] == test.class_names[y] for p, y in zip(predicted, test.y[:20], strict=True)
     )

@@ -88,12 +88,16 @@ def test_every_row_has_every_column_and_reads_back_as_written(tmp_path, trained_
     assert all(row[1] and row[-1] == "" for row in rows[1:-1])
 
 
-def test_a_name_that_is_not_utf8_is_written_escaped_and_the_rest_go_on(tmp_path, trained_run):
+def test_a_name_that_is_not_utf8_is_written_escaped_and_the_rest_go_on(
+    tmp_path, trained_run, capsys
+):
+    """The files written and the refusal through the command line in this process; the text on
+    stdout as a process writes it into a pipe."""
     folder = tmp_path / "scans"
     save_images(folder, [b"bad\xff\xfename.png", b"good.png"])
     escaped = f"{folder}/bad\\xff\\xfename.png"
     for out in (tmp_path / "preds.csv", tmp_path / "preds.jsonl"):
-        result = run_cli("predict", trained_run, folder, "--out", out)
+        result = run_main(capsys, "predict", trained_run, folder, "--out", out)
         assert result.returncode == 0, result.stderr
         out.read_text(encoding="utf-8")  # strict: every byte is UTF-8
     assert [row[0] for row in read_rows(tmp_path / "preds.csv")[1:]] == [
@@ -107,12 +111,12 @@ def test_a_name_that_is_not_utf8_is_written_escaped_and_the_rest_go_on(tmp_path,
     assert shown.stdout.startswith(f"{escaped}: bar")
     (folder / "good.png").unlink()
     os.truncate(os.fsencode(folder) + b"/bad\xff\xfename.png", 10)
-    failed = run_cli("predict", trained_run, folder)
+    failed = run_main(capsys, "predict", trained_run, folder)
     assert failed.returncode == 2
     assert failed.stderr.startswith(f"convnet: error: {escaped}: not a readable image")
 
 
-def test_a_fifo_among_the_scans_is_skipped_with_its_reason(tmp_path, trained_run):
+def test_a_fifo_among_the_scans_is_skipped_with_its_reason(tmp_path, trained_run, capsys):
     folder = tmp_path / "scans"
     save_images(folder, ["a.png"])
     os.mkfifo(folder / "x.png")  # no writer: reading it would wait for ever
@@ -126,7 +130,8 @@ def test_a_fifo_among_the_scans_is_skipped_with_its_reason(tmp_path, trained_run
         {"file": str(folder / "notes.txt"), "reason": "not an image"},
         {"file": str(folder / "x.png"), "reason": "a FIFO, not a regular file"},
     ]
-    shown = run_cli("predict", trained_run, folder, timeout=120)
+    # In this process: the command above showed that the FIFO is not opened.
+    shown = run_main(capsys, "predict", trained_run, folder)
     assert (
         f"convnet: skipped 1 files in the folders given (a FIFO, not a regular file), such as "
         f"{folder / 'x.png'}\n" in shown.stderr

@@ -9,7 +9,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
-from conftest import CLASS_NAMES, make_images, run_cli
+from conftest import CLASS_NAMES, make_images, run_cli, run_main
 from PIL import Image
 
 from convnet import api
@@ -175,9 +175,10 @@ def test_compare_refuses_a_folder_that_is_not_a_run(tmp_path):
 
 
 @pytest.mark.trains
-def test_lr_find_command(tiny_npz, tmp_path, artifacts):
+def test_lr_find_command(tiny_npz, tmp_path, artifacts, capsys):
     plot = tmp_path / "lr.png"
-    result = run_cli(
+    result = run_main(
+        capsys,
         "lr-find",
         "--train",
         tiny_npz,
