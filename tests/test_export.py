@@ -10,7 +10,7 @@ import shutil
 import numpy as np
 import pytest
 import yaml
-from conftest import CLASS_NAMES, make_images, run_cli, run_main
+from conftest import CLASS_NAMES, make_images, run_main
 
 from convnet.cli import main
 from convnet.exporter import ExportError, export_model
@@ -298,10 +298,10 @@ def test_litert_float16_and_dynamic_shrink_the_file_and_answer_like_keras(
     ],
 )
 @pytest.mark.trains
-def test_quantizing_what_cannot_be_is_one_line(tta_run, tmp_path, args, expected):
+def test_quantizing_what_cannot_be_is_one_line(tta_run, tmp_path, args, expected, capsys):
     run, *_ = tta_run
     out = tmp_path / "exports"
-    result = run_cli("export", run, *args, "--out", out / "model.tflite")
+    result = run_main(capsys, "export", run, *args, "--out", out / "model.tflite")
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and expected in result.stderr, result.stderr
     assert not out.exists()

@@ -593,7 +593,9 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.trains
-def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(small_disk, tiny_npz):
+def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(
+    small_disk, tiny_npz, capsys
+):
     run = small_disk / "run"
     # Epochs enough to outlast the filling (a fraction of one) and the 300 steps `seed` learns in
     # (no under-training warning), no more: the resume trains the rest.
@@ -626,8 +628,8 @@ def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(small_disk
     assert manifest["status"] == "interrupted"  # the record says so too, not only `runs`
     assert not list(run.rglob(".tmp*")) and not list(run.rglob("*.tmp"))
 
-    filler.unlink()
-    resumed = run_cli("train", "--resume", run)
+    filler.unlink()  # then the resume, through the command line in this process
+    resumed = run_main(capsys, "train", "--resume", run)
     assert resumed.returncode == 0, resumed.stderr
     assert Run(run).status() == "complete"
     assert len(history.read_text().strip().splitlines()) == 13  # header and 12 epochs, once each
