@@ -593,9 +593,7 @@ def small_disk(tmp_path):
 
 
 @pytest.mark.trains
-def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(
-    small_disk, tiny_npz, capsys
-):
+def test_a_disk_that_fills_up_mid_training_interrupts_the_run_cleanly(small_disk, tiny_npz, capsys):
     run = small_disk / "run"
     # Epochs enough to outlast the filling (a fraction of one) and the 300 steps `seed` learns in
     # (no under-training warning), no more: the resume trains the rest.
