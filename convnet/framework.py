@@ -133,8 +133,8 @@ def _collector_paused():
     """No garbage collection while the frameworks import. Their 300,000 objects are nearly all
     kept (modules, classes, functions), yet the allocations made Python walk them in 5 full
     collections, which found 1,858 objects to free: 0.28 s of `convnet evaluate`'s 2.6 s. With
-    this and `gc.freeze` (`lean`), `evaluate` took 2.25 s and a 1-epoch training 4.9 s instead
-    of 5.4 (Intel Xeon AMX, 3 runs each)."""
+    this and `gc.freeze` (`lean`), `evaluate` took 2.66 s instead of 2.90 and a 1-epoch training
+    5.13 s instead of 5.67 (Intel Xeon AMX; docs/benchmarks.md, bench.cli_latency)."""
     enabled = gc.isenabled()
     gc.disable()
     try:
