@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # the readers import NumPy and polars; `convnet runs` needs n
 
 MODEL_FILE = "model.keras"
 TUNE_PLAN = "tune.json"  # marks a tune folder (`convnet tune`), listed beside run folders
+DATA_PATHS = ("train", "test", "data_dir")  # the settings that name files or folders
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,12 +66,17 @@ class Run:
 
     @classmethod
     def begin(cls, path: str | Path, config: TrainConfig) -> Run:
-        """Writes `config` as the run's config.yaml (data paths made absolute, so the run reads
-        back from any directory) and returns the run."""
+        """Writes `config` as the run's config.yaml and returns the run. Data paths are made
+        absolute, so the run reads back from any directory; data the run keeps in its own
+        folder (given in Python, `RUN/data/`) is named relative to it, so the run still reads
+        it once the folder is moved."""
         settings = config.resolved()
-        for key in ("train", "test", "data_dir"):
+        folder = os.path.abspath(path)
+        for key in DATA_PATHS:
             if settings[key] and (key == "data_dir" or not is_dataset_name(settings[key])):
-                settings[key] = os.path.abspath(settings[key])
+                absolute = os.path.abspath(settings[key])
+                inside = os.path.commonpath([folder, absolute]) == folder
+                settings[key] = os.path.relpath(absolute, folder) if inside else absolute
         write_yaml(Path(path) / "config.yaml", settings)
         return cls(path)
 
@@ -130,6 +136,10 @@ class Run:
             settings = read_settings(path)
             if not settings:
                 raise RunError(f"{path}: empty; expected the settings of a run.")
+            for key in DATA_PATHS:  # relative: the data the run keeps (`begin`)
+                value = settings.get(key)
+                if isinstance(value, str) and not (os.path.isabs(value) or is_dataset_name(value)):
+                    settings[key] = str(self.path / value)
             return make_config(settings, str(path))
         except RunError:
             raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -146,19 +147,26 @@ def array_run(tmp_path_factory) -> convnet.Run:
 
 
 @pytest.mark.trains
-def test_a_run_trained_in_memory_keeps_its_data_and_reads_like_a_file_run(array_run):
+def test_a_run_trained_in_memory_keeps_its_data_and_reads_like_a_file_run(
+    array_run, tmp_path, capsys
+):
     assert isinstance(array_run, convnet.Run) and array_run.test_accuracy > 0.9
     config = array_run.config
     assert config.pixel_range == "0,1"
     assert Path(config.train) == array_run.path / "data" / "train.npz"
     assert Path(config.test) == array_run.path / "data" / "test.npz"
     manifest = array_run.manifest
-    again = convnet.load(array_run.path)
+    # The folder moved (a copy: the fixture is shared) still reads its own data.
+    moved = Path(shutil.copytree(array_run.path, tmp_path / "moved"))
+    assert "train: data/train.npz" in (moved / "config.yaml").read_text()
+    again = convnet.load(moved)
+    assert Path(again.config.test) == moved / "data" / "test.npz"
+    assert run_main(capsys, "report", moved).returncode == 0
     assert again.class_names == CLASS_NAMES
     evaluated = again.evaluate()  # the run's own test set, read back from the run folder
     assert evaluated["test_accuracy"] == pytest.approx(array_run.test_accuracy)
     assert evaluated["test_loss"] == pytest.approx(array_run.test_loss, rel=1e-5)
-    train, _ = convnet.runs.Run(array_run.path).load_data()
+    train, _ = convnet.runs.Run(moved).load_data()
     assert train.checksum() == manifest["data"]["train"]["sha256"]
     history = again.history
     assert list(history["epoch"]) == [1, 2] and "val_accuracy" in history.columns
