@@ -418,6 +418,24 @@ def test_test_folder_missing_a_class_keeps_the_others_labels(tmp_path, tiny):
     assert [test_set.class_names[i] for i in test_set.y] == ["bag", "shirt"]
 
 
+def test_a_test_folder_names_a_class_loosely_or_by_its_index(tmp_path, tiny):
+    """No folder can be named "T-shirt/top": written another way, or as its index, it is found."""
+    train = write_csv(tmp_path / "fashion-mnist_train.csv", tiny)  # Fashion-MNIST's names
+    for folder in ("t-shirt_top", "Ankle Boot", "3", "2"):  # "2" is Pullover, "3" Dress
+        (tmp_path / "test" / folder).mkdir(parents=True)
+        Image.fromarray(tiny.x[0, ..., 0]).save(tmp_path / "test" / folder / "0.png")
+    _, test_set = load_train_test(str(train), str(tmp_path / "test"))
+    assert test_set.class_names == FASHION_MNIST_CLASSES
+    # Read in the folders' sorted order: "2", "3", "Ankle Boot", "t-shirt_top".
+    assert [test_set.class_names[i] for i in test_set.y] == [
+        "Pullover", "Dress", "Ankle boot", "T-shirt/top"
+    ]  # fmt: skip
+    (tmp_path / "test" / "10").mkdir()
+    Image.fromarray(tiny.x[0, ..., 0]).save(tmp_path / "test" / "10" / "0.png")
+    with pytest.raises(DataError, match=r"class '10' is not one of .* or its index, 0 to 9\.$"):
+        load_train_test(str(train), str(tmp_path / "test"))
+
+
 def test_unnamed_integer_test_labels_index_the_training_classes(tmp_path, tiny):
     train = write_csv(tmp_path / "fashion-mnist_train.csv", tiny)  # Fashion-MNIST's names
     test_data = Dataset(tiny.x[:5], tiny.y[:5], tiny.class_names)
