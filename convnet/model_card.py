@@ -19,7 +19,7 @@ import yaml
 from convnet.errors import ConfigError
 from convnet.model_card_snippets import SNIPPETS
 from convnet.models.registry import get_preset
-from convnet.runs import Run
+from convnet.runs import Run, source_name
 
 CARD_FILE = "MODEL_CARD.md"
 LABELS_FILE = "labels.txt"
@@ -128,6 +128,10 @@ class _Facts:
         self.manifest = run.read_json("manifest.json")
         self.metrics = run.read_json("metrics.json")
         self.data = self.manifest.get("data", {})
+        # The test set by its file's name: a card is published, the machine's folders are not.
+        self.test_data = source_name(
+            self.metrics.get("test_data") or self.data.get("test", {}).get("source")
+        )
         self.preset = self.manifest.get("preset") or self.config.preset
         train = self.config.train
         self.dataset = KNOWN_DATA.get(train.partition(":")[0] if train else None)
@@ -169,7 +173,7 @@ def _result(facts: _Facts) -> dict:
     return {
         "task": {"type": "image-classification", "name": "Image Classification"},
         "dataset": {
-            "name": dataset.get("name") or facts.metrics.get("test_data", "custom"),
+            "name": dataset.get("name") or facts.test_data or "custom",
             "type": dataset.get("id", "custom"),
             "split": "test",
         },
@@ -267,9 +271,7 @@ def _views(export: Export) -> str:
 def _intended_use(facts: _Facts) -> str:
     export, names = facts.export, facts.export.class_names
     height, width, _ = export.input_shape
-    test = facts.metrics.get("test_data") or facts.data.get("test", {}).get(
-        "source", "its test set"
-    )
+    test = facts.test_data
     return "\n".join(
         [
             "## Intended use and limits",
@@ -283,16 +285,17 @@ def _intended_use(facts: _Facts) -> str:
             f"- Images of another size must be fitted to {height}x{width} first (`convnet "
             "predict` and `serve` trim, scale and centre them); photographs and cluttered scenes "
             "are far from what it saw.",
-            f"- It was evaluated only on `{test}`. It was not evaluated on data from other "
-            "sources, under distribution shift, on adversarial inputs, or for fairness across "
-            "groups of people: check it on your own data before relying on it.",
+            f"- It was evaluated only on {f'`{test}`' if test else 'its test set'}. It was not "
+            "evaluated on data from other sources, under distribution shift, on adversarial "
+            "inputs, or for fairness across groups of people: check it on your own data before "
+            "relying on it.",
         ]
     )
 
 
 def _training(facts: _Facts) -> str:
     recipe, metrics, train = facts.recipe, facts.metrics, facts.data.get("train", {})
-    source = f"`{train['source']}`" if "source" in train else "not recorded"
+    source = f"`{source_name(train['source'])}`" if train.get("source") else "not recorded"
     if facts.dataset:
         source = f"{facts.dataset['name']} (licence {facts.dataset['license']})"
     if "examples" in train:
@@ -331,12 +334,12 @@ def _evaluation(facts: _Facts) -> str:
     metrics = facts.metrics
     if "test_accuracy" not in metrics:
         return "## Evaluation results\n\nThe run recorded no test scores (no metrics.json)."
-    test = metrics.get("test_data", "the run's test set")
+    test = f"`{facts.test_data}`" if facts.test_data else "the run's test set"
     examples = metrics.get("test_examples")
     lines = [
         "## Evaluation results",
         "",
-        f"On `{test}`" + (f" ({examples:,} images)" if examples else "") + ", from metrics.json:",
+        f"On {test}" + (f" ({examples:,} images)" if examples else "") + ", from metrics.json:",
         "",
         "| metric | value |",
         "| --- | --- |",

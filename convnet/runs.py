@@ -14,7 +14,7 @@ import os
 import platform
 import time
 import zipfile
-from pathlib import Path
+from pathlib import Path, PurePath, PureWindowsPath
 from typing import TYPE_CHECKING
 
 from convnet.config import TrainConfig, make_config, read_settings
@@ -357,3 +357,13 @@ def _summary(path: Path) -> dict:
             "run": str(path),
             "status": "damaged",
         }
+
+
+def source_name(source: str | None) -> str | None:
+    """A run's data source without its folder ("/data/fm.npz:test" -> "fm.npz:test"), as what a
+    run shows to others (the server, the model card) names it: the machine's paths are not theirs
+    to read."""
+    if not source:
+        return source
+    # The shorter of the two readings also strips a folder written with backslashes (Windows).
+    return min(PurePath(source).name, PureWindowsPath(source).name, key=len)

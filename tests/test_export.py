@@ -368,6 +368,11 @@ def test_exports_follow_the_runs_records(trained_run, tmp_path, train, licence, 
     assert header["convnet"]["pixel_range"] == [0, 16]
     assert "| 1 | b\\|c |" in card  # a table cell, not two
     assert "values 0 to 16, scaled to 0-255" in card
+    # The data are named without the folders of the machine that trained the run.
+    data = json.loads((run / "manifest.json").read_text())["data"]
+    test = data["test"]["source"]
+    assert test.startswith("/") and f"evaluated only on `{test.rsplit('/', 1)[1]}`." in card
+    assert test.rsplit("/", 1)[0] not in card and data["train"]["source"] not in card
 
 
 def test_litert_writes_its_labels_beside_it_and_still_runs(exports, reference):

@@ -20,7 +20,7 @@ import io
 import json
 import logging
 from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path, PurePath, PureWindowsPath
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -34,7 +34,7 @@ from starlette.requests import ClientDisconnect
 
 from convnet.errors import ConvnetError, DataError
 from convnet.predictions import top_classes
-from convnet.runs import Run
+from convnet.runs import Run, source_name
 from convnet.serving.auth import RequireApiKey, check_key
 from convnet.serving.engines import MicroBatcher, load_engine
 from convnet.serving.grpc import STOP_GRACE as GRPC_STOP_GRACE
@@ -263,7 +263,7 @@ def _model_info(run: Run, model) -> dict:
         if k.startswith("test_") and isinstance(v, int | float)
     }
     if "test" in data:
-        metrics["test_data"] = _file_name(data["test"].get("source"))
+        metrics["test_data"] = source_name(data["test"].get("source"))
     versions = dict(manifest.get("versions", {}))
     for package in ("fastapi", "uvicorn", "onnxruntime"):
         versions[f"serving_{package}"] = _version(package)
@@ -283,7 +283,7 @@ def _model_info(run: Run, model) -> dict:
         "model_file": {"name": run.model_file.name, "sha256": _sha256(run.model_file)},
         "data": {
             split: {
-                "name": _file_name(data[split].get("source")),
+                "name": source_name(data[split].get("source")),
                 "examples": data[split].get("examples"),
                 "sha256": data[split].get("sha256"),
             }
@@ -292,15 +292,6 @@ def _model_info(run: Run, model) -> dict:
         },
         "versions": versions,
     }
-
-
-def _file_name(source: str | None) -> str | None:
-    """A data source without its folder ("/data/fm.npz:test" -> "fm.npz:test"): the server's
-    paths are no business of its clients."""
-    if not source:
-        return source
-    # The shorter of the two readings also strips a folder written with backslashes (Windows).
-    return min(PurePath(source).name, PureWindowsPath(source).name, key=len)
 
 
 def _sha256(path: Path) -> str:
