@@ -24,18 +24,30 @@ def destination(out: Path, format: str) -> Path:
     An ONNX or LiteRT export into a folder, existing or new (a name without a suffix: `--out
     exports/` must not become a file named `exports`), is written inside it (`model.onnx`,
     `model.tflite`), and replaces only a file of its suffix; a SavedModel replaces only a folder
-    holding an earlier SavedModel.
+    holding an earlier SavedModel. A new file is named with its format's suffix: a LiteRT file
+    written as `model.onnx` would be read as ONNX by the next tool.
     """
+    suffixes = {Path(name).suffix for name in FORMATS.values()} - {""}
     if format != "savedmodel":
         if out.is_dir() or not (out.suffix or out.exists() or out.is_symlink()):
             out = out / FORMATS[format]
         suffix = Path(FORMATS[format]).suffix
+        if out.suffix.lower() != suffix and not (out.exists() or out.is_symlink()):
+            raise ExportError(
+                f"{out}: {format} exports are {suffix} files; pass an --out ending in {suffix}, "
+                "or a folder."
+            )
         if (out.exists() or out.is_symlink()) and (out.is_dir() or out.suffix.lower() != suffix):
             raise ExportError(
                 f"{out}: exists and is not a {suffix} file; pass an --out that is new, a folder, "
                 f"or an earlier {suffix} export."
             )
         return out
+    if out.suffix.lower() in suffixes:
+        raise ExportError(
+            f"{out}: a SavedModel is a folder, and this name is a {out.suffix} file's; pass "
+            "another --out."
+        )
     if (out.exists() or out.is_symlink()) and not (out / "saved_model.pb").is_file():
         raise ExportError(
             f"{out}: exists and is not a SavedModel; pass an --out that is new or an earlier "

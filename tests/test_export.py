@@ -13,6 +13,7 @@ import yaml
 from conftest import CLASS_NAMES, make_images, run_main
 
 from convnet.cli import main
+from convnet.export_files import FORMATS
 from convnet.exporter import ExportError, export_model
 from convnet.models.factory import load_model
 from convnet.runs import Run
@@ -94,6 +95,25 @@ def test_export_refuses_to_replace_what_it_did_not_write(
     kept = out / "notes.txt" if existing == "folder" else out
     assert kept.read_text() == "keep me"
     assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no staging folder left behind
+
+
+@pytest.mark.parametrize(
+    ("format", "name", "expected"),
+    [
+        ("litert", "model.onnx", r"model.onnx: litert exports are .tflite files; pass an --out "
+         r"ending in .tflite, or a folder\.$"),
+        ("onnx", "model.tflite", r"onnx exports are .onnx files"),
+        ("savedmodel", "model.onnx", r"a SavedModel is a folder, and this name is a .onnx file's"),
+    ],
+)  # fmt: skip
+def test_a_new_file_named_as_another_format_is_refused(
+    trained_run, tmp_path, capsys, format, name, expected
+):
+    """The next tool would read `model.onnx` as ONNX: a LiteRT file is not written there."""
+    done = run_main(capsys, "export", trained_run, "--format", format, "--out", tmp_path / name)
+    assert done.returncode == 2
+    assert re.search(expected, done.stderr.strip().splitlines()[-1])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_savedmodel_export_replaces_an_earlier_one(trained_run, tmp_path):
@@ -217,7 +237,7 @@ def test_an_export_of_a_run_with_test_time_views_scores_like_the_run(tta_run, tm
     from convnet.evaluation import TestTimeAugmentation, predict_proba
 
     run, x, y, metrics = tta_run
-    path = export_model(run, format, tmp_path / f"model.{format}")
+    path = export_model(run, format, tmp_path / "views" / FORMATS[format])
     probabilities = exported_predict(format, path, x)
     model = load_model(Run(run).model_file)
     views = predict_proba(model, x, tta=TestTimeAugmentation(flip=True, shift=1))
