@@ -299,3 +299,30 @@ def test_a_users_own_callbacks_run_in_fit(tmp_path, tiny_npz):
     assert {"val_accuracy", "elapsed_seconds"} <= recorder.epochs[0][1]
     metrics = json.loads((result.run / "metrics.json").read_text())
     assert metrics["parameters"] == convnet.create_model("seed", (28, 28, 1), 4).count_params()
+
+
+@pytest.mark.parametrize(
+    ("labels", "train", "val", "warned"),
+    [
+        ([0, 1, 2, 3] * 10, 0.9, 0.26, True),  # chance 0.25: learnt, and nothing carried over
+        ([0, 1, 2, 3] * 10, 0.9, 0.7, False),  # it carried over
+        ([0, 1, 2, 3] * 10, 0.3, 0.25, False),  # nothing learnt yet: under-training says so
+        ([0] * 9 + [1], 1.0, 0.0, False),  # 10 images: accuracy moves in steps of 10%
+        ([2] * 40, 1.0, 0.0, False),  # one class: no room above chance, which is 1
+    ],
+)
+def test_the_near_chance_warning_needs_a_validation_set_that_can_tell(labels, train, val, warned):
+    import warnings
+
+    from convnet.training.callbacks import ChanceWatch, NearChanceWarning
+
+    watch = ChanceWatch(np.array(labels))
+    watch.on_train_begin()
+    watch.on_epoch_end(0, {"accuracy": train, "val_accuracy": val})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        watch.on_train_end()
+    said = [str(w.message) for w in caught if w.category is NearChanceWarning]
+    assert len(said) == warned
+    if warned:
+        assert said[0].startswith(f"validation accuracy {val:.3f} stayed near chance (0.250)")

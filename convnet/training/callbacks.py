@@ -260,15 +260,21 @@ class ChanceWatch(keras.callbacks.Callback):
     (mismatched splits, a bad pixel range, too few steps for BatchNorm's statistics).
 
     Args:
-        chance: the accuracy of always guessing the validation set's most common class.
+        labels: the validation set's labels; chance is the accuracy of always guessing its most
+            common class.
     """
 
     LEFT = 0.3  # training accuracy this share of the way from chance to 1 has left chance
     NEAR = 0.1  # validation accuracy within this share of the way is still near chance
+    # Below this, validation accuracy moves in steps of 5% or more, and a set of one class
+    # leaves no room above chance: neither can tell a model that learnt from one that did not.
+    FEWEST = 20
 
-    def __init__(self, chance: float):
+    def __init__(self, labels: np.ndarray):
         super().__init__()
-        self.chance = chance
+        counts = np.bincount(labels)
+        self.chance = counts.max() / counts.sum() if len(labels) else 1.0
+        self.telling = len(labels) >= self.FEWEST and self.chance < 1
 
     def on_train_begin(self, logs=None):
         self.last = {}
@@ -278,7 +284,7 @@ class ChanceWatch(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         train, val = self.last.get("accuracy"), self.last.get("val_accuracy")
-        if train is None or val is None:
+        if train is None or val is None or not self.telling:
             return
         room = 1 - self.chance
         if train >= self.chance + self.LEFT * room and val <= self.chance + self.NEAR * room:

@@ -341,8 +341,7 @@ def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> lis
     # After the clocks: it writes the times and the plan they add to the logs.
     callbacks.append(keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=start.resumed))
     if session.validation is not None:
-        counts = np.bincount(session.validation.y, minlength=session.validation.num_classes)
-        callbacks.append(ChanceWatch(counts.max() / counts.sum()))
+        callbacks.append(ChanceWatch(session.validation.y))
     if recipe.patience and session.validation is not None:
         callbacks.append(EarlyStop(recipe.patience, start.val_losses))
     if _keeps_best(recipe, session.validation):
