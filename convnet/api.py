@@ -389,4 +389,5 @@ def export(
     framework.load(EXPORT_BACKEND)
     from convnet.exporter import export_model
 
-    return export_model(run, format, out, quantize=quantize, tta=tta)
+    with framework.startup_lines_hidden():  # LiteRT's converter prints its settings in C++
+        return export_model(run, format, out, quantize=quantize, tta=tta)

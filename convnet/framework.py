@@ -178,6 +178,12 @@ def load_for_run(recorded: str | None) -> str:
     return load(recorded)
 
 
+def startup_lines_hidden():
+    """A block in which the frameworks' C++ lines are hidden as while they start (`quiet`), for
+    steps that write more of them, such as TensorFlow's LiteRT converter."""
+    return _muted_stderr(_hides_startup())
+
+
 @contextlib.contextmanager
 def _muted_stderr(enabled: bool):
     """Sends file descriptor 2 to /dev/null while the block runs, when `enabled`."""
