@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gzip
+import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -598,6 +600,36 @@ def test_csv_second_load_comes_from_the_checksum_cache(tmp_path, tiny):
     path.write_text(path.read_text().replace("\n1,", "\n2,", 1))  # other content: parsed again
     cache.cached_read(path, read, label_column=None)
     assert len(calls) == 3
+
+
+def test_the_cache_keeps_to_its_size_and_evicts_what_was_read_longest_ago(
+    tmp_path, tiny, private_cache, monkeypatch
+):
+    from convnet.data import cache
+
+    def load(name: str, seed: int) -> Path:
+        path = write_csv(tmp_path / f"{name}.csv", make_images(64, seed=seed))
+        cache.cached_read(path, counting_reader(path)[0])
+        for writer in list(cache._writing.values()):
+            writer.join()
+        return path
+
+    folder = private_cache / "convnet" / "parsed"
+    first = load("first", 1)
+    (entry,) = folder.iterdir()
+    monkeypatch.setattr(cache, "MAX_BYTES", int(2.5 * entry.stat().st_size))  # two entries fit
+    second = load("second", 2)
+    os.utime(entry, (1, 1))  # both written long ago, the first read since
+    os.utime(next(p for p in folder.iterdir() if p != entry), (1, 1))
+    read, calls = counting_reader(first)
+    cache.cached_read(first, read)
+    assert calls == []  # from the cache, which stamps the entry as read now
+    load("third", 3)
+    assert len(list(folder.iterdir())) == 2  # the second, read longest ago, went
+    for path, parsed_again in [(first, 0), (second, 1)]:
+        read, calls = counting_reader(path)
+        cache.cached_read(path, read)
+        assert len(calls) == parsed_again
 
 
 @pytest.mark.parametrize("damage", ["truncated", "empty", "wrong arrays"])
