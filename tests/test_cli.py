@@ -400,6 +400,8 @@ def test_recipe_flags_say_what_they_mean_and_each_presets_default():
     assert "(seed 15, fast 5, best 24)" in text
     assert "--learning-rate X peak learning rate (auto: the optimizer's default) " in text
     assert "(seed auto, fast 0.004, best 0.003)" in text
+    # A default every preset shares is said once: `seed` takes no --width at all.
+    assert "--width X a factor on every convolution's filters (fast and best) (default 1)" in text
     assert "recipe: " not in text  # the old help, the field's name and nothing more
 
 

@@ -46,7 +46,7 @@ def test_folders_to_csv_and_jsonl_match_predict_and_list_a_corrupt_file(
     broken = tmp_path / "scans/top/broken.png"
     assert f"convnet: {broken}: not a readable image" in result.stderr
     notes = tmp_path / "scans/top/notes.txt"
-    assert f"skipped 1 files in the folders given (not an image), such as {notes}\n" in (
+    assert f"skipped 1 file in the folders given (not an image), such as {notes}\n" in (
         result.stderr
     )
     assert "1 of 8 inputs could not be read" in result.stderr

@@ -133,7 +133,7 @@ def test_a_fifo_among_the_scans_is_skipped_with_its_reason(tmp_path, trained_run
     # In this process: the command above showed that the FIFO is not opened.
     shown = run_main(capsys, "predict", trained_run, folder)
     assert (
-        f"convnet: skipped 1 files in the folders given (a FIFO, not a regular file), such as "
+        f"convnet: skipped 1 file in the folders given (a FIFO, not a regular file), such as "
         f"{folder / 'x.png'}\n" in shown.stderr
     )
     named = run_cli("predict", trained_run, folder / "x.png", timeout=120)

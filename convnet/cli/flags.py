@@ -86,7 +86,9 @@ def add_config_flags(parser: argparse.ArgumentParser, skip: tuple[str, ...] = ()
 
 
 def _preset_defaults(name: str) -> str:
-    """Each preset's default for a recipe field: "seed 15, fast 5, best 24"."""
+    """Each preset's default for a recipe field, "seed 15, fast 5, best 24", or "default 1" when
+    they share it: a field only some presets' models take (`--width`) is not shown as the
+    others' too."""
     presets = sorted(list_presets(), key=lambda p: (p != "seed", p != "fast", p))  # as in docs
 
     def shown(value) -> str:
@@ -96,7 +98,10 @@ def _preset_defaults(name: str) -> str:
             return "on" if value else "off"
         return f"{value:g}" if isinstance(value, float) else str(value)
 
-    return ", ".join(f"{p} {shown(getattr(get_preset(p).recipe, name))}" for p in presets)
+    defaults = {p: shown(getattr(get_preset(p).recipe, name)) for p in presets}
+    if len(set(defaults.values())) == 1:
+        return f"default {defaults[presets[0]]}"
+    return ", ".join(f"{p} {value}" for p, value in defaults.items())
 
 
 UNSAFE_HELP = "load a model that carries Python code (Lambda layers); only for trusted files"

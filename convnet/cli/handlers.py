@@ -141,8 +141,8 @@ def predict(args) -> int:
     for reason in dict.fromkeys(skip["reason"] for skip in result["skipped"]):
         files = [skip["file"] for skip in result["skipped"] if skip["reason"] == reason]
         print(
-            f"convnet: skipped {len(files)} files in the folders given ({reason}), such as "
-            f"{files[0]}",
+            f"convnet: skipped {len(files)} file{'s' * (len(files) != 1)} in the folders given "
+            f"({reason}), such as {files[0]}",
             file=sys.stderr,
         )
     if result["failed"]:

@@ -129,7 +129,9 @@ def _add_predict_command(commands) -> None:
         metavar="PATH",
         help="image, .npy or .csv files, and folders (searched recursively for images)",
     )
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument(
+        "--top-k", type=int, default=3, help="the most likely classes listed per input (default 3)"
+    )
     predict.add_argument(
         "--out",
         help="write the predictions to this file as the batches finish (.csv or .jsonl), "
@@ -141,7 +143,9 @@ def _add_predict_command(commands) -> None:
         help="the output's format (default: from --out's extension); kaggle writes "
         "ImageId,Label for the rows of one test CSV",
     )
-    predict.add_argument("--batch-size", type=int, default=1024, help="inputs read together")
+    predict.add_argument(
+        "--batch-size", type=int, default=1024, help="inputs read together (default 1024)"
+    )
     add_json_flag(predict)
     add_no_tta_flag(predict)
     predict.add_argument("--unsafe", action="store_true", help=UNSAFE_HELP)
