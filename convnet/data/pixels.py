@@ -55,7 +55,8 @@ def detect_range(
     found = f"values from {low:.10g} to {high:.10g} ({where} holds {array.flat[extreme]:.10g})"
     raise DataError(
         f"{name}: holds {found}; expected pixels 0-255, small integers 0-{SMALL_MAX}, or floats "
-        f"in [0, 1] or [-1, 1]. Pass --pixel-range LOW,HIGH (such as 0,{high:.10g}) to scale them."
+        f"in [0, 1] or [-1, 1]. To scale them, pass --pixel-range LOW,HIGH (pixel_range= in "
+        f"Python), such as 0,{high:.10g}."
     )
 
 
