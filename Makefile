@@ -2,11 +2,13 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# Debian packages used when apt-get is usable: the Fashion-MNIST IDX files, a browser for page
-# tests, and PostgreSQL for the tests of tune studies shared through a database.
-DEB_PACKAGES := dataset-fashion-mnist chromium chromium-driver postgresql
+# Debian packages used when apt-get is usable: the Fashion-MNIST IDX files for every target;
+# for `make test` also a browser for page tests, and PostgreSQL for the tests of tune studies
+# shared through a database.
+DEB_PACKAGES := dataset-fashion-mnist
+TEST_DEB_PACKAGES := $(DEB_PACKAGES) chromium chromium-driver postgresql
 
-.PHONY: train test check lint system data bench clean grpc-code
+.PHONY: train test check lint system test-system data bench clean grpc-code
 
 # uv installs the packages. convnet's own venv is byte-compiled as it is installed (16.6 s of
 # its 21 s), so that `convnet` starts as fast in a shell that sets PYTHONDONTWRITEBYTECODE. The
@@ -56,6 +58,10 @@ system:
 		echo "note: not installing Debian packages ($$missing): needs root and apt-get"; \
 	fi
 
+# The tests' packages too: `make test` and `make check`.
+test-system:
+	@$(MAKE) --no-print-directory system DEB_PACKAGES='$(TEST_DEB_PACKAGES)'
+
 data: system $(BIN)/convnet
 	$(BIN)/convnet fetch
 
@@ -67,7 +73,7 @@ train: data
 # a module's fixtures (a trained run, a server) are made once, in the order tests/conftest.py
 # gives the modules, the longest first.
 test:
-	$(MAKE) --no-print-directory -j3 system $(TEST_DEPS) $(CLIENTS)
+	$(MAKE) --no-print-directory -j3 test-system $(TEST_DEPS) $(CLIENTS)
 	$(MAKE) --no-print-directory data
 	$(BIN)/pytest -n 2 --dist loadscope --no-loadscope-reorder
 
@@ -77,7 +83,7 @@ lint: $(TEST_DEPS)
 # The inner loop: lint, the import contracts, and the tests that train nothing (`trains` and
 # `slow` left out; under CONVNET_CHECK, Keras' fit refuses, so a test that trains unmarked fails),
 # in two processes (pytest-xdist).
-check: data $(TEST_DEPS)
+check: test-system data $(TEST_DEPS)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 	CONVNET_CHECK=1 $(BIN)/pytest -q -n 2 -m "not trains and not slow"
 
