@@ -56,6 +56,7 @@ QUANTIZE = ("none", "float16", "dynamic", "int8")
 TTA_VIEWS_KEY = "convnet_tta_views"
 CLASS_NAMES_KEY = "class_names"
 PIXEL_RANGE_KEY = "pixel_range"
+ONNX_OUTPUT = "probabilities"
 # Validation images that calibrate int8 activations: TensorFlow's guide suggests 100 to 500.
 CALIBRATION_IMAGES = 500
 
@@ -254,10 +255,21 @@ def _label(run: Run, target: Path, out: Path, record: Export) -> list[tuple[Path
 
 def _record_metadata(path: Path, record: Export) -> None:
     """Writes into the ONNX file's metadata its class names, the pixel range of the run's data
-    and how many test-time views its graph averages."""
+    and how many test-time views its graph averages; names its output `probabilities` and the
+    batch dimension `batch`, as the SavedModel and the server name them, where the converter
+    left `Identity:0` and `unk__49`."""
     import onnx
 
     model = onnx.load(str(path))
+    graph = model.graph
+    named = {graph.output[0].name: ONNX_OUTPUT}
+    for node in graph.node:
+        node.input[:] = [named.get(name, name) for name in node.input]
+        node.output[:] = [named.get(name, name) for name in node.output]
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        value.name = named.get(value.name, value.name)
+    for value in [*graph.input, *graph.output]:
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
     del model.metadata_props[:]  # an ONNX file with duplicate keys is invalid
     metadata = {
         CLASS_NAMES_KEY: json.dumps(list(record.class_names), ensure_ascii=False),

@@ -33,8 +33,13 @@ def test_onnx_matches_keras(trained_run, reference, tmp_path):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feed = session.get_inputs()[0]
     assert feed.type == "tensor(uint8)"
+    # Named as the SavedModel and the server name them, not as the converter left them.
+    assert (feed.name, feed.shape) == ("pixels", ["batch", 28, 28, 1])
+    output = session.get_outputs()[0]
+    assert (output.name, output.shape) == ("probabilities", ["batch", len(CLASS_NAMES)])
     x, expected = reference
-    np.testing.assert_allclose(session.run(None, {feed.name: x})[0], expected, atol=1e-4)
+    (probabilities,) = session.run(["probabilities"], {"pixels": x})
+    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
 
 
 def test_savedmodel_from_the_cli_matches_keras(trained_run, reference, tmp_path, capsys):
