@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 from convnet.data.csv import read_csv
 from convnet.data.dataset import border_is_light
 from convnet.data.folder import IMAGE_SUFFIXES, MAX_PIXELS, decode_image
-from convnet.data.memory import LABEL_COLUMNS
+from convnet.data.memory import LABEL_COLUMNS, frame_values
 from convnet.data.pixels import FULL_RANGE, to_pixels
 from convnet.errors import DataError
 from convnet.files import special_kind
@@ -302,8 +302,10 @@ def python_inputs(
             )
     if type(value).__module__.split(".")[0] in ("pandas", "polars"):
         labels = [c for c in value.columns if str(c).lower() in LABEL_COLUMNS]
-        value = value.drop(columns=labels) if hasattr(value, "iloc") else value.drop(labels)
-        value = value.to_numpy()
+        if hasattr(value, "iloc"):  # pandas
+            value = frame_values(value.drop(columns=labels))
+        else:
+            value = value.drop(labels).to_numpy()
     try:
         array = np.asarray(value)
     except (ValueError, TypeError):

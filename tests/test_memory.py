@@ -37,10 +37,17 @@ def frame(data, library=pd):
     return library.DataFrame(columns)
 
 
-@pytest.mark.parametrize("library", [pd, pl], ids=["pandas", "polars"])
-def test_a_dataframe_reads_as_its_csv_does(tmp_path, library):
+def nullable(data) -> pd.DataFrame:
+    """`data` as pandas reads the CSVs with `dtype_backend="numpy_nullable"`: Int64 columns."""
+    return frame(data).astype("Int64")
+
+
+@pytest.mark.parametrize(
+    "make", [frame, lambda data: frame(data, pl), nullable], ids=["pandas", "polars", "nullable"]
+)
+def test_a_dataframe_reads_as_its_csv_does(tmp_path, make):
     from_file = read_csv(write_csv(tmp_path / "train.csv", TRAIN))
-    given = read_memory(frame(TRAIN, library), "train")
+    given = read_memory(make(TRAIN), "train")
     assert np.array_equal(given.x, from_file.x) and np.array_equal(given.y, from_file.y)
     assert given.class_names == from_file.class_names and given.pixel_range == "0,255"
 
@@ -121,6 +128,14 @@ def test_a_bad_dataframe_cell_is_named_by_row_and_column():
     bad.loc[4, "pixel9"] = np.nan
     with pytest.raises(DataError, match=r"^train row 4, column 'pixel9' = nan"):
         read_memory(bad, "train")
+    missing = nullable(TRAIN)
+    missing.loc[4, "pixel9"] = pd.NA
+    with pytest.raises(DataError, match=r"^train row 4, column 'pixel9' = nan"):
+        read_memory(missing, "train")
+    text = frame(TRAIN).astype(object)
+    text.loc[6, "pixel3"] = "dark grey, as noted by hand"
+    with pytest.raises(DataError, match=r"^train row 6, column 'pixel3' = 'dark grey, as note…; "):
+        read_memory(text, "train")
     with pytest.raises(DataError, match=r"^train: no label column; expected one named label"):
         read_memory(bad.rename(columns={"label": "kind"}), "train")
 
@@ -213,6 +228,8 @@ def test_run_predict_matches_convnet_predict(array_run, tmp_path, capsys):
     from_images = array_run.predict([Image.open(f) for f in files])
     assert from_paths.shape == (5, 4) and np.allclose(from_paths, from_arrays, atol=1e-6)
     assert np.allclose(from_images, from_arrays, atol=1e-6)
+    pixels = pd.DataFrame(TEST.x[:5].reshape(5, -1) / 255.0).astype("Float64")  # nullable
+    assert np.allclose(array_run.predict(pixels), from_arrays, atol=1e-6)
     for row, probabilities in zip(from_cli, from_paths, strict=True):
         assert row["class"] == CLASS_NAMES[probabilities.argmax()]
         assert row["probability"] == pytest.approx(float(probabilities.max()), abs=1e-5)

@@ -102,7 +102,7 @@ def _frame_arrays(frame, argument: str, label_column) -> tuple[np.ndarray, np.nd
     if type(frame).__module__.startswith("polars"):
         x, y = frame.select(pixels).to_numpy(), frame.get_column(label).to_numpy()
     else:
-        x, y = frame[pixels].to_numpy(), frame[label].to_numpy()
+        x, y = frame_values(frame[pixels]), frame_values(frame[label])
     names = [str(c) for c in pixels]
 
     def place(at: tuple[int, ...]) -> str:
@@ -110,6 +110,21 @@ def _frame_arrays(frame, argument: str, label_column) -> tuple[np.ndarray, np.nd
 
     labels = _array(y, f"{argument} column {columns[index]!r}")
     return _array(x, f"{argument} pixels"), labels, place
+
+
+def frame_values(data) -> np.ndarray:
+    """A pandas DataFrame's or Series' values as NumPy numbers where they are numbers. Nullable
+    columns (Int64, Float64, boolean; `read_csv(..., dtype_backend=...)`), which `to_numpy`
+    gives as Python objects, come as float64, a missing value as NaN, which is then named as
+    any NaN is."""
+    dtypes = list(data.dtypes) if hasattr(data, "columns") else [data.dtype]
+    if all(isinstance(dtype, np.dtype) for dtype in dtypes):
+        return data.to_numpy()
+    from pandas.api.types import is_numeric_dtype
+
+    if all(is_numeric_dtype(dtype) for dtype in dtypes):
+        return data.to_numpy(dtype=np.float64, na_value=np.nan)
+    return data.to_numpy()
 
 
 def _label_index(columns: list[str], label_column, argument: str) -> int:
@@ -174,6 +189,8 @@ def _pixels(x: np.ndarray, pixel_range: str | None, place, argument: str) -> tup
     """x as uint8 pixels, and the range they were read in; a value that is not a pixel is named
     by its place."""
     name = f"{argument} x"
+    if x.dtype == object:  # a DataFrame's text or mixed columns
+        x = _object_numbers(x, place)
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise DataError(f"{name}: holds {x.dtype} values; expected numbers, such as uint8 0-255.")
     # The least and the greatest settle each check (NaN and infinities among them); a mask to
@@ -191,6 +208,19 @@ def _pixels(x: np.ndarray, pixel_range: str | None, place, argument: str) -> tup
             f"(pixel_range {pixel_range}); pass the data's own pixel_range."
         )
     return to_pixels(x, name, pixel_range, remedy="pass the data's own pixel_range")
+
+
+def _object_numbers(x: np.ndarray, place) -> np.ndarray:
+    """An array of Python objects as float64, the first value that is not a number named by
+    its place (and shown cut short: it may be any text)."""
+    try:
+        return x.astype(np.float64)
+    except (ValueError, TypeError):
+        flat = next(i for i, value in enumerate(x.flat) if not _is_number(value))
+        at = tuple(int(i) for i in np.unravel_index(flat, x.shape))
+        shown = repr(x[at])
+        shown = shown if len(shown) <= 20 else shown[:19] + "…"
+        raise DataError(f"{place(at)} = {shown}; expected a pixel value, a number.") from None
 
 
 def _first(mask: np.ndarray) -> tuple[int, ...]:
