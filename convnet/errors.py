@@ -2,6 +2,15 @@
 (printed as `convnet: warning: ...`; the command goes on).
 """
 
+from __future__ import annotations
+
+import sys
+import warnings
+
+# The packages whose frames a warning is not attributed to: convnet, and the libraries that call
+# back into it (a Keras callback, an Optuna objective).
+_OWN_FRAMES = ("convnet", "keras", "tensorflow", "jax", "torch", "optuna")
+
 
 class ConvnetError(Exception):
     """Base class for every error convnet raises on purpose."""
@@ -44,3 +53,13 @@ class DataMismatchWarning(ConvnetWarning):
 class UnderTrainingWarning(ConvnetWarning):
     """A run makes fewer optimizer steps than its preset needs to learn
     (`convnet.models.registry.under_training`)."""
+
+
+def warn(message: str, category: type[Warning]) -> None:
+    """Issues a warning as the line of the user's code that led to it: in a notebook, Python
+    shows the cell's `convnet.train(...)`, not a line of convnet's own, and counts it there.
+    Where no such line is on the stack (a thread of convnet's), it names the caller."""
+    frame, level = sys._getframe(1), 2
+    while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _OWN_FRAMES:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level if frame is not None else 2)

@@ -380,8 +380,9 @@ def test_fashion_named_csv_gets_fashion_class_names(tmp_path, tiny):
 
 def test_a_source_without_test_split_holds_one_out_the_same_each_time(tmp_path, tiny):
     path = write_csv(tmp_path / "t.csv", tiny)
-    with pytest.warns(UserWarning, match="has no test set: holding out"):
+    with pytest.warns(UserWarning, match="has no test set: holding out") as caught:
         train, test = load_train_test(str(path), seed=3)
+    assert caught[0].filename == __file__  # shown as the caller's line, not one of convnet's
     assert len(test) == round(0.2 * len(tiny)) and len(train) + len(test) == len(tiny)
     with pytest.warns(UserWarning):
         again = load_train_test(str(path), seed=3)[1]

@@ -7,7 +7,6 @@ set matched to the training set's image shape and classes.
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,7 +23,7 @@ from convnet.data.settings import FORMATS, is_dataset_name
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
 from convnet.data.streamed import cannot_stream
-from convnet.errors import ConfigError, ConvnetWarning, DataError
+from convnet.errors import ConfigError, ConvnetWarning, DataError, warn
 
 if TYPE_CHECKING:  # for annotations only: config sits above data and imports data.settings
     from convnet.config import TrainConfig
@@ -274,12 +273,11 @@ def hold_out_test(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     """
     rest, test = split(data, fraction, seed, stratify=True, what="test_split")
     where = f"{data.source} (a held-out {fraction:.0%}, seed {seed})"
-    warnings.warn(
+    warn(
         f"{data.source} has no test set: holding out {len(test)} of its {len(data)} examples "
         f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass --test (test= in "
         "Python) to use another.",
         HeldOutTestWarning,
-        stacklevel=3,
     )
     return rest, dataclasses.replace(test, source=where)
 

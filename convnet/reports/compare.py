@@ -7,10 +7,9 @@ imported, so `convnet compare` answers in about a second.
 from __future__ import annotations
 
 import tempfile
-import warnings
 from pathlib import Path
 
-from convnet.errors import DataMismatchWarning, RunError
+from convnet.errors import DataMismatchWarning, RunError, warn
 from convnet.files import write_atomic
 from convnet.reports import html, plots
 from convnet.runs import Run
@@ -42,7 +41,7 @@ def write_compare(runs: list[str | Path], out: str | Path = "compare.html") -> P
         curves = html.image(plots.compare_curves(histories, Path(tmp) / "c.png"), "Curves")
     differences = data_differences(runs)
     for line in differences:
-        warnings.warn(line, DataMismatchWarning, stacklevel=2)
+        warn(line, DataMismatchWarning)
     sections = [
         ("curves", "Learning curves", curves),
         (

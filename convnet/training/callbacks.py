@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import shutil
 import time
-import warnings
 from pathlib import Path
 
 import keras
 import numpy as np
 
-from convnet.errors import ConvnetWarning, DiskFull
+from convnet.errors import ConvnetWarning, DiskFull, warn
 from convnet.interrupts import Deferred
 from convnet.machine import process_seconds
 
@@ -288,11 +287,10 @@ class ChanceWatch(keras.callbacks.Callback):
             return
         room = 1 - self.chance
         if train >= self.chance + self.LEFT * room and val <= self.chance + self.NEAR * room:
-            warnings.warn(
+            warn(
                 f"validation accuracy {val:.3f} stayed near chance ({self.chance:.3f}) while "
                 f"training accuracy reached {train:.3f}: the model does not carry over to "
                 "held-out images. Check that the training and test data are alike (the same "
                 "pixel range, --pixel-range) and try more epochs or a smaller --batch-size.",
                 NearChanceWarning,
-                stacklevel=2,
             )

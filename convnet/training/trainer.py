@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from convnet.config import TrainConfig
 from convnet.data import TrainingData
 from convnet.data.dataset import Dataset
-from convnet.errors import UnderTrainingWarning
+from convnet.errors import UnderTrainingWarning, warn
 from convnet.evaluation import (
     TestTimeAugmentation,
     predicted_tally,
@@ -353,7 +352,7 @@ def _callbacks(session: Session, run_dir: Path, steps: int, start: Start) -> lis
 def _warn(session: Session, message: str) -> None:
     """`message` as an `UnderTrainingWarning`, from the process that writes the run only."""
     if message and session.context.is_chief:
-        warnings.warn(message, UnderTrainingWarning, stacklevel=3)
+        warn(message, UnderTrainingWarning)
 
 
 def _steps_note(session: Session, epochs: int) -> dict:

@@ -9,12 +9,11 @@ from __future__ import annotations
 import contextlib
 import datetime
 import re
-import warnings
 from pathlib import Path
 
 import optuna
 
-from convnet.errors import ConfigError, ConvnetError, ConvnetWarning
+from convnet.errors import ConfigError, ConvnetError, ConvnetWarning, warn
 from convnet.reports.plots import read_history
 from convnet.runs import Run
 from convnet.tuning.plan import STORAGE_FILE, TunePlan, hide_password
@@ -100,11 +99,10 @@ def rebuild_lost_study(study: optuna.Study, plan: TunePlan) -> None:
         except ValueError:  # settings outside the space, values that are not numbers
             record |= FAILED
             study.add_trial(optuna.trial.FrozenTrial(number=number, **record))
-    warnings.warn(
+    warn(
         f"{where}: held none of the {len(folders)} trials in {plan.folder / TRIALS_DIR}; "
         "rebuilt the study from their run folders.",
         ConvnetWarning,
-        stacklevel=2,
     )
 
 

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import optuna
@@ -23,7 +22,7 @@ import optuna
 from convnet import framework
 from convnet.config import make_config
 from convnet.data import TrainingData, load_training_data
-from convnet.errors import ConfigError, ConvnetWarning
+from convnet.errors import ConfigError, ConvnetWarning, warn
 from convnet.tuning import outputs, records
 from convnet.tuning.plan import PLAN_FILE, TunePlan, folder_lock
 from convnet.tuning.progress import TrialLines
@@ -91,12 +90,11 @@ def run(
             _work(plan, study, data)
             for index, process in enumerate(others, 1):
                 if process.wait():
-                    warnings.warn(
+                    warn(
                         f"worker {index} of {plan.folder} exited with code "
                         f"{process.returncode}; its running trial is run again by the next "
                         "tune on the study.",
                         ConvnetWarning,
-                        stacklevel=2,
                     )
     except KeyboardInterrupt:
         for process in others:
