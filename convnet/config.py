@@ -7,6 +7,7 @@ here overrides the preset's own. Unknown keys and wrong types are errors.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import types
 import typing
@@ -253,8 +254,12 @@ def make_config(values: dict, source: str = "config") -> TrainConfig:
     for key, value in _flattened(values, source).items():
         key = key.replace("-", "_")
         if key not in hints or key == "overrides":
-            known = ", ".join(sorted(set(hints) - {"overrides"}))
-            raise ConfigError(f"{source}: unknown key {key!r}. Known keys: {known}.")
+            known = sorted(set(hints) - {"overrides"})
+            close = difflib.get_close_matches(key, known, n=1)
+            meant = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(
+                f"{source}: unknown key {key!r}{meant}. Known keys: {', '.join(known)}."
+            )
         value = _check_type(key, value, hints[key], source)
         (config if key in own else overrides)[key] = value
     try:
@@ -288,17 +293,24 @@ def _flattened(values: dict, source: str) -> dict:
     return values | section
 
 
-def load_config(path: str | Path | None = None, flags: dict | None = None) -> TrainConfig:
+# How a message names the settings given as keyword arguments in Python (`with_settings`).
+PYTHON_SOURCE = "keyword arguments"
+
+
+def load_config(
+    path: str | Path | None = None, flags: dict | None = None, source: str = "flags"
+) -> TrainConfig:
     """Defaults, then the YAML file at `path`, then `flags` (only those given explicitly).
 
     Raises:
-        ConfigError: the file is missing or not a mapping, or a key or value is invalid.
+        ConfigError: the file is missing or not a mapping, or a key or value is invalid; a
+            message about `flags` starts with `source`.
     """
     values = {}
     if path:
         values = read_settings(path)
         make_config(values, str(path))  # names the file in any error
-    return make_config(values | (flags or {}), "flags")
+    return make_config(values | (flags or {}), source)
 
 
 def with_settings(config: TrainConfig | str | Path | None, settings: dict) -> TrainConfig:
@@ -308,8 +320,10 @@ def with_settings(config: TrainConfig | str | Path | None, settings: dict) -> Tr
         ConfigError: the file is missing or not a mapping, or a key or value is invalid.
     """
     if not isinstance(config, TrainConfig):
-        return load_config(config, settings)
-    return load_config(None, config.resolved() | settings) if settings else config
+        return load_config(config, settings, PYTHON_SOURCE)
+    if not settings:
+        return config
+    return load_config(None, config.resolved() | settings, PYTHON_SOURCE)
 
 
 def read_settings(path: str | Path) -> dict:

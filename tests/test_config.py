@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 from convnet.config import load_config, make_config
 from convnet.errors import ConfigError
@@ -36,8 +36,22 @@ def test_yaml_then_flags(tmp_path):
 def test_unknown_key_names_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("epochz: 3\n")
-    with pytest.raises(ConfigError, match=r"c.yaml: unknown key 'epochz'. Known keys: .*epochs"):
+    expected = r"c.yaml: unknown key 'epochz' \(did you mean 'epochs'\?\). Known keys: .*epochs"
+    with pytest.raises(ConfigError, match=expected):
         load_config(path)
+
+
+def test_settings_given_in_python_are_named_as_keyword_arguments_not_flags(tmp_path):
+    import convnet
+
+    missing = str(tmp_path / "never-read.csv")  # the settings are refused before any data
+    for settings, expected in [
+        ({"epchs": 2}, r"^keyword arguments: unknown key 'epchs' \(did you mean 'epochs'\?\)"),
+        ({"preset": "nope"}, r"^keyword arguments: Unknown preset 'nope'"),
+        ({"epochs": 0}, r"^keyword arguments: epochs must be an integer >= 1"),
+    ]:
+        with pytest.raises(ConfigError, match=expected):
+            convnet.train(train=missing, **settings)
 
 
 def test_wrong_type_says_what_was_expected():
@@ -101,13 +115,16 @@ def test_values_out_of_range_are_refused(key, value, expected):
         load_config(None, {key: value})
 
 
-def test_a_recipe_value_out_of_range_is_one_line_from_the_cli_and_no_run_folder(tmp_path):
+def test_a_recipe_value_out_of_range_is_one_line_from_the_cli_and_no_run_folder(tmp_path, capsys):
     result = run_cli("train", "--out", tmp_path / "run", "--shift-tta", "-1")
     assert result.returncode == 2
     expected = "flags: shift_tta must be an integer >= 0 (pixels). Received: -1."
     assert result.stderr.strip().splitlines()[-1] == f"convnet: error: {expected}"
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run").exists()
+    tuned = run_main(capsys, "tune", "--out", tmp_path / "tune", "--shift-tta", "-1")
+    assert (tuned.returncode, tuned.stderr) == (2, f"convnet: error: {expected}\n")
+    assert not (tmp_path / "tune").exists()
 
 
 def test_a_config_that_cannot_be_read_is_a_config_error(tmp_path):

@@ -20,6 +20,8 @@ def _config_flags(args, *own: str) -> dict:
 
 def train(args) -> None:
     flags = _config_flags(args, "resume", "tensorboard", "mlflow", "mlflow_register")
+    if not args.resume:  # a bad value is refused as the flag it is, not as a Python argument
+        load_config(args.config, flags)
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     result = api.train(
         args.config,
@@ -54,6 +56,7 @@ def tune(args) -> None:
     own = ("trials", "space", "objective", "objectives", "time_budget", "pruner", "workers")
     where = ("storage", "study", "heartbeat", "out", "tensorboard", "mlflow", "quiet")
     flags = _config_flags(args, *own, *where)
+    load_config(args.config, flags)  # a bad value is refused as the flag it is
     objectives = args.objectives.split(",") if args.objectives else [args.objective]
     objectives = [o for o in objectives if o] or None
     result = api.tune(
