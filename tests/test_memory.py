@@ -182,6 +182,7 @@ def test_a_run_trained_in_memory_keeps_its_data_and_reads_like_a_file_run(
     assert run_main(capsys, "report", moved).returncode == 0
     assert again.class_names == CLASS_NAMES
     evaluated = again.evaluate()  # the run's own test set, read back from the run folder
+    assert evaluated["test_data"] == str(moved / "data" / "test.npz")  # a whole file, no ":train"
     assert evaluated["test_accuracy"] == pytest.approx(array_run.test_accuracy)
     assert evaluated["test_loss"] == pytest.approx(array_run.test_loss, rel=1e-5)
     train, _ = convnet.runs.Run(moved).load_data()

@@ -2,11 +2,11 @@
 
 The readers are `csv`, `npz`, `idx`, `folder`, `npy` and `memory` (data in Python); `loading`
 reads a source by its format or its name and makes a run's training and test sets of it;
-`training_data` makes them what one training fits on; `settings` holds how a config names its
-data. This module is their face: it names what the rest of convnet, and its users, import from
-`convnet.data`. It loads each name's module when the name is first used (lazy_loader), so that
-`convnet.config` can check its data settings with `settings` without loading the readers
-(numpy, polars, Pillow: 0.6 s).
+`matching` matches a test set's classes to the training data's; `training_data` makes them what
+one training fits on; `settings` holds how a config names its data. This module is their face:
+it names what the rest of convnet, and its users, import from `convnet.data`. It loads each
+name's module when the name is first used (lazy_loader), so that `convnet.config` can check its
+data settings with `settings` without loading the readers (numpy, polars, Pillow: 0.6 s).
 """
 
 import lazy_loader
@@ -26,10 +26,9 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "load_source",
             "load_test",
             "load_train_test",
-            "matched_to_training",
-            "relabel",
             "resolve_class_names",
         ],
+        "matching": ["matched_to_training", "relabel"],
         "settings": ["FORMATS"],
         "sources": ["load_fashion_mnist"],
         "split": ["split"],

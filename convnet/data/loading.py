@@ -10,14 +10,13 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from convnet.data.cache import cached_read
 from convnet.data.catalogue import IDX_SETS, fetch_dataset, read_idx_set
 from convnet.data.csv import read_csv
 from convnet.data.dataset import FASHION_MNIST_CLASSES, Dataset
 from convnet.data.folder import read_any_folder
 from convnet.data.idx import read_idx_dataset
+from convnet.data.matching import matched_to_training
 from convnet.data.npz import has_test_split, read_npz
 from convnet.data.settings import FORMATS, is_dataset_name
 from convnet.data.sources import load_fashion_mnist
@@ -250,7 +249,7 @@ def _train_test(
         test_splits = load_source(
             test, format, label_column, class_names, train_range, None, own, stream
         )
-        splits["test"] = test_splits.get("test", test_splits["train"])
+        splits["test"] = _test_of(test_splits)
     if "test" in splits and test_split is not None:
         source = "the test data given" if "test" in given else test or train
         raise ConfigError(
@@ -299,78 +298,16 @@ def load_test(
         DataError: the source cannot be read, or does not fit the model.
     """
     splits = load_source(path, format, label_column, class_names, pixel_range)
-    return matched_to_training(splits.get("test", splits["train"]), image_shape, trained_classes)
+    return matched_to_training(_test_of(splits), image_shape, trained_classes)
 
 
-def matched_to_training(
-    test_set: Dataset, image_shape: tuple[int, ...], class_names: tuple[str, ...]
-) -> Dataset:
-    """`test_set`, checked to hold images of the training data's shape and relabelled to its
-    classes (`relabel`).
-
-    Raises:
-        DataError: another image shape, or a class the training data lacks.
-    """
-    if test_set.image_shape != tuple(image_shape):
-        raise DataError(
-            f"{test_set.source}: images of shape {test_set.image_shape}; expected "
-            f"{tuple(image_shape)} like the training data."
-        )
-    return relabel(test_set, tuple(class_names))
-
-
-def relabel(data: Dataset, class_names: tuple[str, ...]) -> Dataset:
-    """`data` with its labels renumbered to index `class_names`, matching classes by name.
-
-    A test set may hold fewer classes than the training data (a folder without one class, a CSV
-    whose labels never name one); its own numbering then differs, and only the names agree.
-    Integer labels that came without names ("0", "1", ...) are taken as indices. A name that is
-    not a training class's matches one written without its case and punctuation ("T-shirt_top"
-    for "T-shirt/top", which no folder can be named), else, as digits, indexes the classes.
-
-    Raises:
-        DataError: `data` has a class that `class_names` lacks.
-    """
-    if data.class_names == class_names:
-        return data
-    unnamed = data.class_names == tuple(str(i) for i in range(len(data.class_names)))
-    if unnamed:  # integer labels that came without names: they index the training classes
-        if data.y.size and data.y.max() >= len(class_names):
-            raise DataError(
-                f"{data.source}: label {data.y.max()} is out of range; the training data has "
-                f"{len(class_names)} classes, so expected 0 to {len(class_names) - 1}."
-            )
-        return dataclasses.replace(data, class_names=class_names)
-    renumber = np.array(
-        [_training_class(name, class_names, data.source) for name in data.class_names],
-        dtype=data.y.dtype,
-    )
-    return dataclasses.replace(data, y=renumber[data.y], class_names=class_names)
-
-
-def _training_class(name: str, class_names: tuple[str, ...], source: str) -> int:
-    """The index in `class_names` of a test set's class `name` (`relabel`).
-
-    Raises:
-        DataError: `name` matches no training class, or more than one.
-    """
-    if name in class_names:
-        return class_names.index(name)
-    loose = [i for i, known in enumerate(class_names) if _loose(known) == _loose(name)]
-    if len(loose) == 1:
-        return loose[0]
-    if name.isascii() and name.isdigit() and int(name) < len(class_names):
-        return int(name)
-    raise DataError(
-        f"{source}: class {name!r} is not one of the training data's {len(class_names)} "
-        f"classes ({', '.join(class_names)}); expected a class's name (case and punctuation "
-        f"aside) or its index, 0 to {len(class_names) - 1}."
-    )
-
-
-def _loose(name: str) -> str:
-    """`name` without case, spaces and punctuation: "T-shirt/top" and "t-shirt_top" agree."""
-    return "".join(c for c in name.casefold() if c.isalnum())
+def _test_of(splits: dict[str, Dataset]) -> Dataset:
+    """A test source's test split, else the whole source, then not named as a training split
+    (`test.npz`, not `test.npz:train`)."""
+    if "test" in splits:
+        return splits["test"]
+    whole = splits["train"]
+    return dataclasses.replace(whole, source=whole.source.removesuffix(":train"))
 
 
 def load_config_data(
