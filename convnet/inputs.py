@@ -310,6 +310,8 @@ def python_inputs(
         array = np.asarray(value)
     except (ValueError, TypeError):
         array = np.empty(0, dtype=object)
+    if array.size == 0 and array.dtype != object:
+        raise DataError(f"{name}: an array of shape {array.shape}, with no images.")
     if array.dtype == object or array.size == 0:
         raise DataError(
             f"{name}: {type(value).__name__} is not images; expected an array of images, a "

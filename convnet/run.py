@@ -126,9 +126,12 @@ class Run:
 
         Raises:
             DataError: naming `x`, for anything that is not images of the model's shape.
+            ConfigError: a `batch_size` below 1.
         """
         from convnet.evaluation import predict_proba
 
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1. Received: {batch_size!r}.")
         x = self._inputs(x, "x")
         return predict_proba(self.model, x, batch_size, self._views(tta))
 
