@@ -25,15 +25,17 @@ INSTALL = "pip install 'convnet[track]'"
 
 
 @pytest.fixture(scope="module")
-def tracked(tmp_path_factory, tiny_npz) -> tuple[Path, str]:
+def tracked(tmp_path_factory, tiny_npz) -> tuple[Path, str, str]:
     """(a run trained by the CLI with both trackers into a time-stamped folder, the MLflow
-    URI it logged to). Run in a folder of its own: MLflow keeps artifacts in ./mlruns."""
+    URI it logged to, the MLflow run's ID the command printed). Run in a folder of its own:
+    MLflow keeps artifacts in ./mlruns."""
     where = tmp_path_factory.mktemp("tracked")
     uri = f"sqlite:///{where / 'mlruns.db'}"
     args = ["train", "--train", tiny_npz, "--epochs", "2", "--json"]
     result = run_cli(*args, "--tensorboard", "--mlflow", uri, cwd=where)
     assert result.returncode == 0, result.stderr
-    return where / json.loads(result.stdout)["run"], uri
+    printed = json.loads(result.stdout)
+    return where / printed["run"], uri, printed["mlflow_run_id"]
 
 
 def history(run: Path) -> dict[str, list[float]]:
@@ -44,10 +46,14 @@ def history(run: Path) -> dict[str, list[float]]:
 
 @pytest.mark.trains
 def test_mlflow_holds_the_run(tracked):
-    run, uri = tracked
+    run, uri, printed = tracked
     client = mlflow.tracking.MlflowClient(uri)
     [found] = client.search_runs(["0"], f"attributes.run_name = '{run.name}'")
     assert found.info.status == "FINISHED"
+    # The command said which MLflow run it logged, and the run folder records it.
+    assert printed == found.info.run_id
+    recorded = json.loads((run / "manifest.json").read_text())["mlflow"]
+    assert recorded == {"run_id": found.info.run_id, "experiment_id": "0"}
     assert run.parent.name == "runs" and run.name.startswith("seed-")
     epochs = client.get_metric_history(found.info.run_id, "val_accuracy")
     assert [m.step for m in epochs] == [0, 1]
@@ -63,7 +69,7 @@ def test_mlflow_holds_the_run(tracked):
 
 @pytest.mark.trains
 def test_tensorboard_holds_each_epoch(tracked):
-    run, _ = tracked
+    run, *_ = tracked
     expected = history(run)
     for split, prefix in (("train", ""), ("validation", "val_")):
         events = EventAccumulator(str(run / "tensorboard" / split), size_guidance={"tensors": 0})

@@ -10,6 +10,7 @@ import sys
 
 from convnet import api
 from convnet.config import load_config
+from convnet.runs import Run as RunFolder
 
 
 def _config_flags(args, *own: str) -> dict:
@@ -33,6 +34,9 @@ def train(args) -> None:
         mlflow_register=args.mlflow_register,
         **flags,
     )
+    logged = None  # the MLflow run, which process 0 logged
+    if args.mlflow is not None and result.is_chief:
+        logged = RunFolder(result.run).read_json("manifest.json").get("mlflow", {}).get("run_id")
     if args.json:
         print(
             json.dumps(
@@ -42,6 +46,7 @@ def train(args) -> None:
                     "test_accuracy": result.test_accuracy,
                     "wall_seconds": result.wall_seconds,
                 }
+                | ({"mlflow_run_id": logged} if logged else {})
             )
         )
     else:
@@ -50,6 +55,8 @@ def train(args) -> None:
             f"{result.wall_seconds:.1f} s"
         )
         print(f"run folder: {result.run if result.is_chief else '(written by process 0)'}")
+        if logged:
+            print(f"mlflow run: {logged} (its model: runs:/{logged}/model)")
 
 
 def tune(args) -> None:

@@ -206,6 +206,9 @@ def log_finished_run(
             f"{_first_line(error)}"
         ) from None
     client.set_terminated(run_id, "FINISHED")
+    # Where to find it again (`runs:/ID/model`); not the URI, which may hold a password.
+    logged = {"run_id": run_id, "experiment_id": experiment}
+    run.write_json("manifest.json", run.read_json("manifest.json") | {"mlflow": logged})
 
 
 def _check_register_name(uri: str, name: str) -> None:
