@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import dataclasses
 import importlib
+import logging
 import os
 import shutil
 import tempfile
@@ -252,6 +253,10 @@ def _connect(uri: str):
     """
     mlflow = _require("mlflow")
     uri = uri or DEFAULT_MLFLOW_URI
+    # A new SQLite store logs its tables' creation at INFO, to the terminal or the notebook.
+    store = logging.getLogger("mlflow.store.db.utils")
+    level = store.level
+    store.setLevel(max(level, logging.WARNING))
     try:
         client = mlflow.tracking.MlflowClient(uri)
         name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
@@ -261,6 +266,8 @@ def _connect(uri: str):
         return client, found.experiment_id if found else client.create_experiment(name)
     except mlflow.exceptions.MlflowException as error:
         raise ConfigError(f"cannot log to MLflow at {uri}: {_first_line(error)}") from None
+    finally:
+        store.setLevel(level)
 
 
 def _first_line(error: Exception) -> str:
