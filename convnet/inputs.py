@@ -247,13 +247,14 @@ def pixels_to_inputs(
     Raises:
         DataError: naming `name`, when the shape is wrong or a value is outside `pixel_range`.
     """
+    given = array.shape  # as the caller passed it, for the message
     if array.shape == tuple(input_shape[:2]) or array.shape == tuple(input_shape):
         array = array[np.newaxis]
     if array.ndim == 3:
         array = array[..., np.newaxis]
     if array.shape[1:] != tuple(input_shape) or len(array) == 0:
         raise DataError(
-            f"{name}: array of shape {array.shape}; expected images of shape {tuple(input_shape)}."
+            f"{name}: array of shape {given}; expected images of shape {tuple(input_shape)}."
         )
     remedy = f"the model takes the range of the data it trained on, {pixel_range}"
     return to_pixels(array, name, pixel_range, remedy=remedy)[0]

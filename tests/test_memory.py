@@ -239,6 +239,9 @@ def test_run_predict_matches_convnet_predict(array_run, tmp_path, capsys):
     expected = r"^x: array of shape \(5, 5\); expected images of shape \(28, 28, 1\)"
     with pytest.raises(DataError, match=expected):
         array_run.predict(np.zeros((5, 5)))
+    expected = r"^x: array of shape \(2, 32, 32\); expected images of shape \(28, 28, 1\)\.$"
+    with pytest.raises(DataError, match=expected):  # the shape given, no channel axis added
+        array_run.predict(np.zeros((2, 32, 32)))
     with pytest.raises(DataError, match=r"^x: an array of shape \(0, 28, 28\), with no images\.$"):
         array_run.predict(np.zeros((0, 28, 28)))
     with pytest.raises(ConfigError, match=r"^batch_size must be an integer >= 1\. Received: 0\.$"):
