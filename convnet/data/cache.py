@@ -76,7 +76,8 @@ def _evict(folder: Path, keep: Path) -> None:
     entries = []
     for path in folder.glob("*.npz"):
         with contextlib.suppress(OSError):  # deleted by another process meanwhile
-            entries.append((path.stat().st_mtime, path.stat().st_size, path))
+            found = path.stat()
+            entries.append((found.st_mtime, found.st_size, path))
     total = sum(size for _, size, _ in entries)
     for _, size, path in sorted(entries):
         if total <= MAX_BYTES:
