@@ -21,18 +21,21 @@ def _config_flags(args, *own: str) -> dict:
 
 def train(args) -> None:
     flags = _config_flags(args, "resume", "tensorboard", "mlflow", "mlflow_register")
-    if not args.resume:  # a bad value is refused as the flag it is, not as a Python argument
-        load_config(args.config, flags)
+    # Built here, once, so that a bad value is refused as the flag it is; a resume refuses any
+    # setting, and takes the run's own.
+    config, settings = args.config, flags
+    if not args.resume:
+        config, settings = load_config(args.config, flags), {}
     verbose = 2 if args.json or not sys.stdout.isatty() else 1
     result = api.train(
-        args.config,
+        config,
         resume=args.resume,
         command=sys.argv,
         verbose=0 if args.json else verbose,
         tensorboard=args.tensorboard,
         mlflow=args.mlflow,
         mlflow_register=args.mlflow_register,
-        **flags,
+        **settings,
     )
     logged = None  # the MLflow run, which process 0 logged
     if args.mlflow is not None and result.is_chief:
