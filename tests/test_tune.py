@@ -26,6 +26,7 @@ from tensorboard.util.tensor_util import make_ndarray
 import convnet
 from convnet import api
 from convnet.cli import main
+from convnet.config import with_settings
 from convnet.errors import ConvnetWarning
 from convnet.runs import Run, list_runs
 from convnet.tuning.plan import TunePlan
@@ -123,15 +124,15 @@ def test_a_tune_prints_a_line_as_each_trial_finishes(tuned):
 def test_a_trials_config_reproduces_it_with_train(tuned, tmp_path, monkeypatch):
     """`convnet train --config TRIAL/config.yaml` asks for the trial's run again: every setting
     the same but the folder. What it asks for is the config that `convnet.api.train` loads from
-    what the command passes it (the file, then the flags); no need to train it."""
+    what the command passes it; no need to train it."""
     folder, result, *_ = tuned
     trial = folder / result.best[0]["run"]
     asked = []
 
     def train(config=None, *, command=None, verbose=None, resume=None, tensorboard=None,
               mlflow=None, mlflow_register=None, **settings):  # fmt: skip
-        asked.append(convnet.load_config(config, settings))  # as api.train begins
-        return SimpleNamespace(run=settings["out"], is_chief=True, test_loss=0.0,
+        asked.append(with_settings(config, settings))  # as api.train begins
+        return SimpleNamespace(run=asked[-1].out, is_chief=True, test_loss=0.0,
                                test_accuracy=0.0, wall_seconds=0.0)  # fmt: skip
 
     monkeypatch.setattr(api, "train", train)
