@@ -4,6 +4,7 @@ FastAPI's test client, and against real `convnet serve` processes with tritoncli
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import os
@@ -540,26 +541,35 @@ def test_a_replacement_worker_starts_as_quietly_as_the_first(trained_run, images
     server = Server(str(trained_run), "--workers", "2", env={"TF_CPP_MIN_LOG_LEVEL": ""})
     try:
         server.wait_ready(180)
-        workers = children(server.process.pid)
-        assert len(workers) >= 2
+        workers = serving_workers(server.process.pid)
+        assert len(workers) == 2
         os.kill(workers[0], signal.SIGKILL)
         deadline = time.monotonic() + 120
-        while workers[0] in children(server.process.pid) or len(children(server.process.pid)) < 2:
+        while not (started := set(serving_workers(server.process.pid)) - set(workers)):
             assert time.monotonic() < deadline, "".join(server.output)
             time.sleep(0.2)
-        for _ in range(20):  # the replacement has loaded its model when both answer
+        (replacement,) = started
+        # Once the replacement has answered (its access line names its process), it has
+        # started up and loaded its model: whatever that writes is in the output.
+        while f"[{replacement}]" not in "".join(server.output):
+            assert time.monotonic() < deadline, "".join(server.output)
             response = httpx.post(
                 f"{server.url}/v1/predict", json={"pixels": images.x[:1].tolist()}
             )
             assert response.status_code == 200
-        time.sleep(5)  # the replacement's start-up, whatever it writes, is in the output
+            time.sleep(0.05)
     finally:
         server.stop()
     log = "".join(server.output)
     assert not re.search(r"oneDNN|cuInit|^[IWE]\d{4} ", log, re.M), log[-3000:]
 
 
-def children(pid: int) -> list[int]:
-    """The processes `pid` started that are alive (Linux)."""
-    found = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [int(child) for child in found if Path(f"/proc/{child}/cmdline").read_bytes()]
+def serving_workers(pid: int) -> list[int]:
+    """The worker processes the server `pid` spawned that are alive (Linux): not the
+    resource tracker that multiprocessing starts beside them, first."""
+    found = []
+    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        with contextlib.suppress(FileNotFoundError):  # reaped since: not alive
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
