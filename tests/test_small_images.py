@@ -32,7 +32,10 @@ def test_every_preset_trains_predicts_and_exports_on_8x8_digits(tmp_path, digits
 
     run = tmp_path / "run"
     with pytest.warns(UserWarning, match="has no test set: holding out"):
-        convnet.train(train=str(digits_npz), preset=preset, epochs=1, out=str(run), verbose=0)
+        trained = convnet.train(
+            train=str(digits_npz), preset=preset, epochs=1, out=str(run), verbose=0
+        )
+    assert trained.model.input_shape == (None, 8, 8, 1)  # the smallest size, for every preset
     config = yaml.safe_load((run / "config.yaml").read_text())
     assert (config["pixel_range"], config["test_split"]) == ("0,16", 0.2)
     assert Run(run).read_json("metrics.json")["test_examples"] == 80
@@ -62,14 +65,13 @@ def bars(n: int, shape: tuple[int, int, int], seed: int = 0) -> tuple[np.ndarray
 
 
 @pytest.mark.parametrize(
-    "shape",
-    [(8, 8, 1), (16, 16, 1), (28, 28, 1), (32, 32, 3)],
-    ids=["8x8", "16x16", "28x28", "32x32x3"],
+    "shape", [(16, 16, 1), (28, 28, 1), (32, 32, 3)], ids=["16x16", "28x28", "32x32x3"]
 )
 @pytest.mark.parametrize("preset", list_presets())
 @pytest.mark.trains
 def test_every_preset_trains_one_epoch_at_every_size(tmp_path, preset, shape):
-    """1 epoch on 48 of 96 images (`limit`), tested on 24: a model of the data's shape."""
+    """1 epoch on 48 of 96 images (`limit`), tested on 24: a model of the data's shape. (8x8,
+    the smallest, is the digits' size above.)"""
     train, test = bars(96, shape), bars(24, shape, seed=1)
     out = str(tmp_path / "r")
     run = convnet.train(
