@@ -4,12 +4,19 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import warnings
+from collections.abc import Iterator
 
 # The packages whose frames a warning is not attributed to: convnet, and the libraries that call
 # back into it (a Keras callback, an Optuna objective).
 _OWN_FRAMES = ("convnet", "keras", "tensorflow", "jax", "torch", "optuna")
+# Set while a command runs (`on_the_command_line`): its messages name settings as flags. An
+# environment variable rather than a module global, so that the processes a command starts (a
+# tune's workers) speak as it does.
+COMMAND_LINE_ENV = "CONVNET_COMMAND_LINE"
 
 
 class ConvnetError(Exception):
@@ -63,3 +70,25 @@ def warn(message: str, category: type[Warning]) -> None:
     while frame is not None and frame.f_globals.get("__name__", "").split(".")[0] in _OWN_FRAMES:
         frame, level = frame.f_back, level + 1
     warnings.warn(message, category, stacklevel=level if frame is not None else 2)
+
+
+def setting(name: str, value: object) -> str:
+    """`name` set to `value` as the user writes it where they are: `--epochs 22` on the command
+    line, `epochs=22` in Python."""
+    if os.environ.get(COMMAND_LINE_ENV) == "1":
+        return f"--{name.replace('_', '-')} {value}"
+    return f"{name}={value!r}"
+
+
+@contextlib.contextmanager
+def on_the_command_line() -> Iterator[None]:
+    """While the block runs, messages name settings as command-line flags (`setting`)."""
+    before = os.environ.get(COMMAND_LINE_ENV)
+    os.environ[COMMAND_LINE_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(COMMAND_LINE_ENV, None)
+        else:
+            os.environ[COMMAND_LINE_ENV] = before

@@ -19,7 +19,7 @@ from convnet.data.folder import read_folder
 from convnet.data.idx import read_idx, read_idx_dataset
 from convnet.data.npz import read_npz
 from convnet.data.sources import find_fashion_mnist, load_fashion_mnist
-from convnet.errors import DataError
+from convnet.errors import DataError, on_the_command_line
 
 
 def write_idx(path, array: np.ndarray, compress: bool = False):
@@ -227,8 +227,12 @@ def test_npz_refuses_pickled_objects(tmp_path):
 
 
 def test_npz_rejects_values_in_no_pixel_range(tmp_path):
+    """The remedy is spelled where the user is: a keyword argument in Python, a flag in a
+    command."""
     np.savez(tmp_path / "d.npz", x_train=np.full((2, 4, 4), 2.5), y_train=np.array([0, 1]))
-    with pytest.raises(DataError, match=r"values from 2.5 to 2.5 .*--pixel-range LOW,HIGH"):
+    with pytest.raises(DataError, match=r"from 2.5 to 2.5 .*such as pixel_range='0,2.5'\.$"):
+        read_npz(tmp_path / "d.npz")
+    with on_the_command_line(), pytest.raises(DataError, match=r"such as --pixel-range 0,2.5\.$"):
         read_npz(tmp_path / "d.npz")
 
 

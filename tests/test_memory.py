@@ -97,7 +97,7 @@ BAD = {
     "nan": ((np.where(np.arange(784) == 7, np.nan, 0.5).reshape(1, 28, 28), [0]), "x\\[0, 0, 7\\]"),
     "range": (
         (np.full((4, 28, 28), 300), [0, 1, 2, 3]),
-        r"holds values from 300 to 300 .* \(pixel_range= in Python\), such as 0,300\.$",
+        r"holds values from 300 to 300 .* such as pixel_range='0,300'\.$",
     ),
     "fraction": ((np.full((2, 28, 28), 100.5), [0, 1]), r"from 100.5 to 100.5 \(image 0 holds"),
     "text": ((np.full((2, 28, 28), "a"), [0, 1]), r"^train x: holds <U1 values; expected numbers"),

@@ -14,7 +14,7 @@ from conftest import make_images, run_main
 from sklearn.datasets import load_digits
 
 import convnet
-from convnet.errors import UnderTrainingWarning
+from convnet.errors import UnderTrainingWarning, on_the_command_line
 from convnet.models import registry
 from convnet.models.registry import Preset, fit_steps, get_preset, under_training
 
@@ -112,10 +112,14 @@ def test_the_fix_names_the_presets_whose_own_recipe_is_enough_here():
         for name in ("fast", "best")
         if fit_steps(DIGITS, get_preset(name).recipe)[1] >= get_preset(name).min_steps
     ]
-    if enough:
-        assert f"or --preset {' or '.join(enough)}, whose own recipe makes enough" in message
+    if enough:  # in Python's terms here; a command's in flags
+        said = " or ".join(f"preset={name!r}" for name in enough)
+        assert f"; or {said}, whose own recipe makes enough" in message
+        with on_the_command_line():
+            said = " or ".join(f"--preset {name}" for name in enough)
+            assert f"; or {said}, whose" in under_training("seed", seed.recipe, DIGITS)
     else:
-        assert "--preset" not in message
+        assert "preset=" not in message
     assert under_training("seed", seed.recipe, 60_000) == ""  # Fashion-MNIST's size: enough
 
 
@@ -127,8 +131,8 @@ def test_a_time_budget_that_ends_training_early_asks_for_a_longer_budget():
     message = under_training("best", best.recipe, DIGITS, epochs=2)
     budget = math.ceil(best.recipe.time_budget * best.min_steps / steps / 10) * 10
     assert f"makes {steps} optimizer steps" in message
-    assert f"held it to 2 of 24 epochs; --time-budget {budget} would give it about" in message
-    assert "--epochs" not in message
+    assert f"held it to 2 of 24 epochs; time_budget={budget} would give it about" in message
+    assert "epochs=" not in message
 
 
 def test_presets_without_a_figure_never_warn(monkeypatch):
@@ -155,7 +159,7 @@ def test_a_budget_cut_short_warns_at_the_end_and_a_short_recipe_only_at_the_star
         )
 
     assert under_training("best", get_preset("best").recipe, 10_000) == ""
-    with pytest.warns(UnderTrainingWarning, match="held it to 2 of 24 epochs; --time-budget"):
+    with pytest.warns(UnderTrainingWarning, match="held it to 2 of 24 epochs; time_budget="):
         note = _steps_note(session(10_000), 2)
     assert note["under_training"].startswith("preset 'best' makes 72 optimizer steps")
     assert _steps_note(session(10_000), 24) == {}

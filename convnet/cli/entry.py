@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from convnet import framework
 from convnet.cli.parser import build_parser
-from convnet.errors import ConvnetError, ConvnetWarning
+from convnet.errors import ConvnetError, ConvnetWarning, on_the_command_line
 
 _default_showwarning = warnings.showwarning
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     framework.lean()
     terminate = _TerminateAsInterrupt()
     try:
-        with warnings.catch_warnings(), terminate:
+        with warnings.catch_warnings(), terminate, on_the_command_line():
             warnings.simplefilter("always", ConvnetWarning)
             warnings.showwarning = _show_warning
             code = args.handler(args)  # None, or 1 when some of the work failed (predict)

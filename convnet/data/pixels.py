@@ -14,7 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from convnet.data.settings import parse_range
-from convnet.errors import DataError
+from convnet.errors import DataError, setting
 
 FULL_RANGE = "0,255"
 # Integer data whose maximum is at most this is taken as 0..max (4-bit images, scikit-learn's
@@ -55,8 +55,8 @@ def detect_range(
     found = f"values from {low:.10g} to {high:.10g} ({where} holds {array.flat[extreme]:.10g})"
     raise DataError(
         f"{name}: holds {found}; expected pixels 0-255, small integers 0-{SMALL_MAX}, or floats "
-        f"in [0, 1] or [-1, 1]. To scale them, pass --pixel-range LOW,HIGH (pixel_range= in "
-        f"Python), such as 0,{high:.10g}."
+        f"in [0, 1] or [-1, 1]. To scale them, pass the range they are in, such as "
+        f"{setting('pixel_range', f'0,{high:.10g}')}."
     )
 
 

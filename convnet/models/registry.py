@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from convnet.errors import ConfigError, DataError
+from convnet.errors import ConfigError, DataError, setting
 from convnet.models.recipe import Recipe
 
 Builder = Callable  # (input_shape, num_classes) -> keras.Model
@@ -217,12 +217,12 @@ def under_training(name: str, recipe: Recipe, examples: int, epochs: int | None 
         budget = math.ceil(recipe.time_budget * needed / max(steps, 1) / 10) * 10
         return (
             f"{said} The time budget of {recipe.time_budget:g} s held it to {trained} of "
-            f"{recipe.epochs} epochs; --time-budget {budget} would give it about {needed} "
-            "steps on this machine (docs/training.md)."
+            f"{recipe.epochs} epochs; {setting('time_budget', budget)} would give it about "
+            f"{needed} steps on this machine (docs/training.md)."
         )
-    fix = f"{needed} steps take --epochs {math.ceil(needed / per_epoch)} here"
+    fix = f"{needed} steps take {setting('epochs', math.ceil(needed / per_epoch))} here"
     if recipe.time_budget:
-        fix += " with a --time-budget that holds them"
+        fix += " with a time budget that holds them"
     enough = [
         other.name
         for other in _PRESETS.values()
@@ -231,7 +231,8 @@ def under_training(name: str, recipe: Recipe, examples: int, epochs: int | None 
         and fit_steps(examples, other.recipe)[1] >= other.min_steps
     ]
     if enough:
-        fix += f"; or --preset {' or '.join(enough)}, whose own recipe makes enough"
+        presets = " or ".join(setting("preset", other) for other in enough)
+        fix += f"; or {presets}, whose own recipe makes enough"
     return f"{said} {fix} (docs/training.md)."
 
 
