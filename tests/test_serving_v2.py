@@ -535,9 +535,12 @@ def test_insecure_serves_every_address_without_a_key(trained_run, monkeypatch):
     listening.close()
 
 
-def test_a_replacement_worker_starts_as_quietly_as_the_first(trained_run, images):
+def test_a_killed_worker_is_replaced_quietly_and_workers_end_with_their_supervisor(
+    trained_run, images
+):
     """A worker killed is replaced by uvicorn's supervisor; neither writes TensorFlow's start-up
-    lines, with no log level set (conftest's would hide them whatever convnet did)."""
+    lines, with no log level set (conftest's would hide them whatever convnet did). The
+    supervisor killed outright, its workers end too: they would serve on, holding the port."""
     server = Server(str(trained_run), "--workers", "2", env={"TF_CPP_MIN_LOG_LEVEL": ""})
     try:
         server.wait_ready(180)
@@ -558,10 +561,25 @@ def test_a_replacement_worker_starts_as_quietly_as_the_first(trained_run, images
             )
             assert response.status_code == 200
             time.sleep(0.05)
+        workers = serving_workers(server.process.pid)
+        assert len(workers) == 2 and replacement in workers
+        server.process.kill()
+        server.process.wait()
+        while alive := [pid for pid in workers if running(pid)]:
+            assert time.monotonic() < deadline, f"workers {alive} outlived their supervisor"
+            time.sleep(0.1)
     finally:
         server.stop()
     log = "".join(server.output)
     assert not re.search(r"oneDNN|cuInit|^[IWE]\d{4} ", log, re.M), log[-3000:]
+
+
+def running(pid: int) -> bool:
+    """Whether process `pid` exists and has not exited (a zombie has; Linux)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
 
 
 def serving_workers(pid: int) -> list[int]:

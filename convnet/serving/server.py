@@ -14,11 +14,13 @@ per process).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -33,6 +35,7 @@ from uvicorn.supervisors import Multiprocess
 from convnet.serving.protocol_v2 import is_v2_path
 
 log = logging.getLogger("convnet.serving")
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def _refusal(status: bytes, message: str, v2: bool) -> bytes:
@@ -178,6 +181,7 @@ def run_server(
     if workers == 1:
         build_server(factory(), **options).run(sockets=[listening])
         return
+    factory = functools.partial(_worker_factory, factory, os.getpid())
     metrics_dir = tempfile.mkdtemp(prefix="convnet-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # inherited by the spawned workers
     try:
@@ -197,6 +201,18 @@ def run_server(
 
 def _logging_factory(factory: Callable[[], ASGIApp]) -> ASGIApp:
     configure_access_log()  # in each worker: spawned processes start with logging unset
+    return factory()
+
+
+def _worker_factory(factory: Callable[[], ASGIApp], supervisor: int) -> ASGIApp:
+    """A spawned worker's app, the worker bound to end with its `supervisor`: one killed
+    outright (SIGKILL, the OOM killer) cannot stop its workers, which would serve on, holding the
+    port, with nothing left to stop them. On Linux the kernel sends them SIGTERM (uvicorn's
+    graceful stop) when it dies; gunicorn's workers watch their parent for the same reason."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != supervisor:  # it died before this worker asked
+            os.kill(os.getpid(), signal.SIGTERM)
     return factory()
 
 
