@@ -118,7 +118,8 @@ def predict_files(
     run, reading = _prediction_inputs(run)
     shown = _progress(files, verbose)
     # Opened first, so an `out` that cannot be written is refused before the model loads.
-    with PredictionWriter(out, format, top_k, reading.class_names) as writer, shown:
+    writing = PredictionWriter(out, format, top_k, reading.class_names, flush_every=batch_size)
+    with writing as writer, shown:
         # Loaded (with its framework) when the first readable input needs it, so inputs that
         # cannot be read are refused without paying for Keras.
         predictor = functools.cache(lambda: _predictor(run, unsafe, tta))

@@ -87,6 +87,9 @@ class PredictionWriter:
     in the csv module's default dialect (CRLF ends a row; a cell holding a comma, a quote, CR or
     LF is quoted), and text cells that start as a formula would are prefixed with `'`.
 
+    Every `flush_every` rows (a batch of predictions), the rows are passed on to the file: a
+    reader of the temporary file, of stdout or of a FIFO sees them as they come.
+
     Attributes:
         stream: True when the rows go to a stream (`-` or no `out`: stdout; a FIFO, a character
             device) rather than to a file renamed into place.
@@ -102,8 +105,10 @@ class PredictionWriter:
         format: str | None,
         top_k: int = 3,
         class_names: list[str] | None = None,
+        flush_every: int = 1,
     ):
         self.out, self.format, self.top_k = (Path(out) if out else None), format, top_k
+        self.flush_every = flush_every
         self.class_names = list(class_names or [])
         self.rows = 0
         self.stream = True
@@ -170,14 +175,15 @@ class PredictionWriter:
             others = [value for t in row["top"][1:] for value in (t["class"], t["probability"])]
             padding = [""] * (2 * self.top_k - 2 - len(others))  # fewer classes than top_k
             self._write_row([row["file"], row["class"], row["probability"], *others, *padding, ""])
+        if self.rows % self.flush_every == 0:
+            self.flush()
 
     def _write_row(self, cells: list) -> None:
         with self._naming_failures():
             self._csv.writerow([spreadsheet_safe(cell) for cell in cells])
 
     def flush(self) -> None:
-        """Passes the rows written so far on to the file (after each batch: a reader of the
-        temporary file, or of stdout, sees progress)."""
+        """Passes the rows written so far on to the file."""
         with self._naming_failures():
             self._file.flush()
 

@@ -125,6 +125,22 @@ def test_no_output_under_the_final_name_after_a_failure_or_an_interruption(
     assert [p.name for p in out.parent.iterdir()] == ["preds.csv"]
 
 
+def test_each_batch_s_rows_reach_the_file_before_the_next_batch(tmp_path, trained_run):
+    """A reader of the file being written (or of stdout, a FIFO) sees the rows batch by batch,
+    not when the buffer fills or the command ends."""
+    _, paths = scans(tmp_path / "scans", 6)
+    out = tmp_path / "out" / "preds.csv"
+    seen = []
+
+    def written(row):  # each row once written; the file as a reader sees it then
+        (temporary,) = out.parent.glob(".preds.csv.*.tmp")
+        seen.append(max(0, len(temporary.read_text().splitlines()) - 1))  # less the header
+
+    convnet.predict_files(trained_run, paths, out=out, batch_size=2, on_row=written)
+    assert seen == [0, 2, 2, 4, 4, 6]
+    assert len(out.read_text().splitlines()) == 7
+
+
 def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trained_run, capsys):
     """Until one input reads, failures are held back: all failing is bad input (exit 2, one
     line, nothing written); a failure before a good input is still listed in its place."""
