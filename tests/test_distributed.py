@@ -102,7 +102,7 @@ def runs(tmp_path_factory) -> dict:
     }
     done = {name: finish(job) for name, job in jobs.items()}
     done["two_devices"] = finish(start(*TRAIN, "--devices", "2", "--out", root / "two-devices"))
-    return {"root": root} | done
+    return {"root": root, "chief_pid": jobs["chief"].pid} | done
 
 
 @needs_jax
@@ -125,9 +125,9 @@ def test_only_process_0_writes_the_run_folder(runs):
     assert chief["run"] == str(runs["root"] / "pair") and worker["run"] is None
     run = runs["root"] / "pair"
     assert (run / "model.keras").is_file() and (run / "metrics.json").is_file()
-    assert not list(run.glob("*process1*"))
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "complete"
+    assert manifest["process"]["pid"] == runs["chief_pid"]  # written by process 0
     assert manifest["topology"] | {"coordinator": None} == {
         "processes": 2,
         "devices_per_process": 1,
@@ -151,9 +151,12 @@ def test_two_processes_match_one_process(runs):
 @needs_data
 @slow
 def test_two_devices_in_one_process_give_the_same_result(runs):
-    """Same batches in the same order as one device: only float rounding differs."""
+    """Same batches in the same order as one device: only float rounding differs (test loss
+    0.7596 against 0.7604, accuracy 0.7299 against 0.7297, when written; the pair's other
+    batch order moved the loss by 0.9%)."""
     devices, alone = result(*runs["two_devices"]), result(*runs["one_device"])
-    assert abs(devices["test_accuracy"] - alone["test_accuracy"]) <= 0.02, (devices, alone)
+    assert devices["test_loss"] == pytest.approx(alone["test_loss"], rel=5e-3), (devices, alone)
+    assert abs(devices["test_accuracy"] - alone["test_accuracy"]) <= 0.005, (devices, alone)
     manifest = json.loads((runs["root"] / "two-devices" / "manifest.json").read_text())
     assert manifest["topology"]["devices"] == 2 and manifest["topology"]["processes"] == 1
 
@@ -173,7 +176,9 @@ def test_a_peer_that_never_joins_fails_within_the_timeout(tmp_path):
     assert code == 2, err[-2000:]
     assert "process 0 of 2: not every process joined coordinator" in err
     assert "within 4 s" in err
-    assert time.monotonic() - started < 60
+    # The 4 s and a process's start (6.4 s in all when written), well before JAX's own abort
+    # of a join (30 s past the timeout).
+    assert time.monotonic() - started < 25
     assert not (tmp_path / "r").exists()
 
 

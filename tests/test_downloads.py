@@ -129,6 +129,7 @@ def test_a_partial_file_that_is_no_prefix_is_downloaded_again(server, tmp_path, 
     (tmp_path / f".{NAME}.part").write_bytes(b"another file")  # the server sends it all again
     assert fetch(server, tmp_path, "good").read_bytes() == CONTENT
     assert [p.name for p in tmp_path.iterdir()] == [NAME]
+    assert Handler.hits["good"] == 1 and sleeps == []  # right the first time, not on a retry
 
 
 def test_fetch_downloads_into_the_data_dir_it_is_given(tmp_path, monkeypatch):

@@ -262,6 +262,9 @@ def test_a_server_without_ranges_sends_it_again_whole(mirror, monkeypatch):
     mirror.cuts[name], mirror.ranges = 1, False
     folder = api.fetch("mnist", "here", progress=False)
     assert (folder / "train-labels-idx1-ubyte.gz").read_bytes() == mirror.files[name]
+    # The second answer, whole, replaced the half kept: no third try was needed.
+    size = len(mirror.files[name])
+    assert [r for p, r in mirror.asked if p == name] == [None, f"bytes={size // 2}-"]
 
 
 @pytest.mark.parametrize("command", ["api", "cli"])

@@ -162,8 +162,10 @@ def test_a_resumed_run_trains_as_an_uninterrupted_one(tmp_path, small_npz, backe
     assert whole.returncode == 0, whole.stderr
     run = tmp_path / "resumed"
     process = start("train", "--train", small_npz, *flags, "--out", run)
-    wait_for_epochs(process, run, 1)
+    wait_for_backup(process, run, 1)
     assert kill(process)[0] == -signal.SIGKILL
+    # Resumed from the first epoch's backup, not started afresh (which would match too).
+    assert json.loads((run / "backup" / "state.json").read_text())["epoch"] == 1
     resumed = run_cli("train", "--resume", run, "--json")
     assert resumed.returncode == 0, resumed.stderr
     # Keras warned on JAX, cloning the model to save it and fitting the temperature.

@@ -151,7 +151,7 @@ def test_v2_takes_encoded_images_as_base64_bytes_like_v1(client, trained_run, im
         (
             {"datatype": "BYTES", "shape": [1], "data": ["aGk="]},
             400,
-            r"input\[0\]: ",
+            r"input\[0\]: not a readable image \(unknown or unsupported format\)",
         ),
         ({"body": {"inputs": "x"}}, 400, "invalid inference request"),
         ({"body": b"{not json"}, 400, "invalid inference request"),

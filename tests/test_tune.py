@@ -28,6 +28,7 @@ from convnet import api
 from convnet.cli import main
 from convnet.config import with_settings
 from convnet.errors import ConvnetWarning
+from convnet.models import get_preset, list_presets
 from convnet.runs import Run, list_runs
 from convnet.tuning.plan import TunePlan
 from convnet.tuning.progress import TrialLines
@@ -403,10 +404,18 @@ def test_a_study_made_for_another_preset_is_refused(tmp_path, tiny_npz, capsys):
     assert not (tmp_path / "tune").exists()
 
 
-def test_the_default_space_of_each_preset_holds_settings_its_builder_takes():
-    seed, _ = load_space("seed")
-    fast, _ = load_space("fast")
-    assert "width" not in seed and {"width", "dropout", "weight_decay"} <= set(fast)
+@pytest.mark.parametrize("preset", list_presets())
+def test_the_default_space_of_each_preset_holds_settings_its_builder_takes(preset):
+    """A model setting drawn that the preset's builder does not take would fail every trial."""
+    import inspect
+
+    from convnet.models.factory import BUILDER_DEFAULTS
+
+    space, _ = load_space(preset)
+    takes = inspect.signature(get_preset(preset).build_function()).parameters
+    drawn = set(space) & set(BUILDER_DEFAULTS)
+    assert drawn <= set(takes), (preset, drawn - set(takes))
+    assert bool(drawn) == (preset != "seed")  # seed's builder takes no width or dropout
 
 
 # --- workers killed, and workers sharing a study ----------------------------------------------
@@ -547,7 +556,9 @@ def test_each_trial_is_tracked_in_mlflow_and_tensorboard(tmp_path, tiny_npz):
     assert progress_lines(result.stderr) == []
     client = mlflow.tracking.MlflowClient(uri)
     trials = {t.number: t for t in study_of(out).get_trials()}
-    for row in trials_csv(out):
+    rows = trials_csv(out)
+    assert [row["state"] for row in rows] == ["complete"] * 2
+    for row in rows:
         name = Path(row["run"]).name
         [found] = client.search_runs(["0"], f"attributes.run_name = '{name}'")
         history = client.get_metric_history(found.info.run_id, "val_accuracy")
