@@ -72,12 +72,16 @@ def warn(message: str, category: type[Warning]) -> None:
     warnings.warn(message, category, stacklevel=level if frame is not None else 2)
 
 
-def setting(name: str, value: object) -> str:
+def setting(name: str, value: object = ...) -> str:
     """`name` set to `value` as the user writes it where they are: `--epochs 22` on the command
-    line, `epochs=22` in Python."""
+    line, `epochs=22` in Python; `--stream` and `stream=True`; without a value, `--epochs` and
+    `epochs=...`."""
     if os.environ.get(COMMAND_LINE_ENV) == "1":
-        return f"--{name.replace('_', '-')} {value}"
-    return f"{name}={value!r}"
+        flag = f"--{name.replace('_', '-')}"
+        if value is ... or value is True:
+            return flag
+        return f"--no-{flag[2:]}" if value is False else f"{flag} {value}"
+    return f"{name}={'...' if value is ... else repr(value)}"
 
 
 @contextlib.contextmanager

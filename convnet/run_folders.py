@@ -15,7 +15,7 @@ from pathlib import Path
 
 import filelock
 
-from convnet.errors import RunError
+from convnet.errors import RunError, setting
 from convnet.files import write_atomic
 
 # Held by the one process that trains a run, for as long as it does. An OS lock (flock), not a
@@ -81,7 +81,7 @@ def _check_empty(path: Path, held: bool = False) -> None:
     temporary file) is not content: counted, four processes making one folder at once could
     each see another's and all be refused (tests/test_runs.py, the race)."""
     if any(p.name != LOCK_FILE and WRITE_PROBE not in p.name for p in path.iterdir()):
-        raise RunError(f"{path}: already exists and is not empty; choose another --out.")
+        raise RunError(f"{path}: already exists and is not empty; {_another_out()}.")
     if not held and (path / LOCK_FILE).exists():
         with claimed(path):
             pass
@@ -101,7 +101,7 @@ def claimed(path: Path) -> Iterator[None]:
     except filelock.Timeout:
         raise RunError(
             f"{path}: in use by another convnet process that is training it; wait for that "
-            "process to end, or choose another --out."
+            f"process to end, or {_another_out()}."
         ) from None
     except OSError as error:
         raise RunError(f"{path}: cannot write the run folder ({error.strerror}).") from None
@@ -124,7 +124,7 @@ def check_new_run_dir(
     """
     path = Path(out or root)
     if path.exists() and not path.is_dir():
-        raise RunError(f"{path}: a file, not a folder; choose another --out.")
+        raise RunError(f"{path}: a file, not a folder; {_another_out()}.")
     if out and path.exists():
         _check_empty(path)
     existing = next(p for p in [path, *path.absolute().parents] if p.exists())
@@ -145,10 +145,14 @@ def check_free_space(
     if free < min_free:
         raise RunError(
             f"{name or path}: only {free / 2**20:.0f} MB free on its disk; a run needs at least "
-            f"{min_free / 2**20:.0f} MB. Free some space or choose another --out."
+            f"{min_free / 2**20:.0f} MB. Free some space or {_another_out()}."
         )
 
 
 def process_record() -> dict:
     """This process, as a run's manifest records who trains it."""
     return {"pid": os.getpid(), "hostname": platform.node()}
+
+
+def _another_out() -> str:
+    return f"choose another {setting('out')} for the run"

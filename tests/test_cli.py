@@ -230,7 +230,7 @@ USER_ERRORS = {
     ),
     "--out that is a file": (
         lambda d: ["train", "--train", written(d / "t.csv", ""), "--out", written(d / "f", "")],
-        "f: a file, not a folder; choose another --out.",
+        "f: a file, not a folder; choose another --out for the run.",
     ),
     "empty class folder": (
         lambda d: ["train", "--train", empty_class_folder(d / "photos")],

@@ -10,7 +10,7 @@ import yaml
 from conftest import run_cli, run_main
 
 from convnet.config import load_config, make_config
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, RunError, on_the_command_line, setting
 
 
 def test_defaults_are_the_seed_recipe():
@@ -52,6 +52,26 @@ def test_settings_given_in_python_are_named_as_keyword_arguments_not_flags(tmp_p
     ]:
         with pytest.raises(ConfigError, match=expected):
             convnet.train(train=missing, **settings)
+
+
+def test_a_remedy_names_the_setting_as_python_or_the_command_line_spells_it(tmp_path):
+    import convnet
+
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "notes.txt").write_text("mine")
+    with pytest.raises(
+        RunError,
+        match=r"taken: already exists and is not empty; choose another out=\.\.\. for the run\.$",
+    ):
+        convnet.train(train=str(tmp_path / "never-read.csv"), out=str(tmp_path / "taken"))
+    assert (setting("batch_size", 32), setting("batch_size")) == ("batch_size=32", "batch_size=...")
+    with on_the_command_line():
+        assert (setting("batch_size", 32), setting("batch_size")) == (
+            "--batch-size 32",
+            "--batch-size",
+        )
+        assert (setting("stream", True), setting("stream", False)) == ("--stream", "--no-stream")
+    assert setting("pixel_range", "0,1") == "pixel_range='0,1'"  # and back to Python's
 
 
 def test_wrong_type_says_what_was_expected():

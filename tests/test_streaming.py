@@ -117,7 +117,7 @@ def test_sources_that_cannot_stream_are_refused_with_stream(tmp_path):
     Image.fromarray(data.x[0, :, :, 0]).save(tmp_path / "pngs" / "a" / "0.png")
     tail = (
         "so it cannot be streamed (per-class .npy folders, raw IDX files and NPZ archives stored "
-        "uncompressed can); drop --stream."
+        "uncompressed can); drop stream=True."  # in Python's terms: load_source is called
     )
     for path, why in [
         (write_csv(tmp_path / "t.csv", data), "a CSV file holds its pixels as text"),

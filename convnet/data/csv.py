@@ -14,7 +14,7 @@ import polars as pl
 
 from convnet.data.dataset import Dataset, numbered_class_names
 from convnet.data.pixels import to_pixels
-from convnet.errors import DataError
+from convnet.errors import DataError, setting
 
 # The largest square greyscale image a CSV row may hold: past it, a file is not MNIST-like data,
 # and parsing a million-column header alone took 3.5 GB (docs/benchmarks.md, hostile input).
@@ -81,7 +81,8 @@ def _read(path: Path, label_column, class_names, labeled: bool, pixel_range) -> 
         if labeled and unnamed and math.isqrt(len(names)) ** 2 == len(names):
             raise DataError(
                 f"{path}: no label column: its {len(names)} columns make a square image; name "
-                "the labels' column with --label-column NAME|INDEX, or add a 'label' column."
+                f"the labels' column (its name or index) with {setting('label_column')}, or add "
+                "a 'label' column."
             )
         raise DataError(
             f"{path}: {len(pixel_names)} pixel columns is not a square image; "

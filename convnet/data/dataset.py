@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from convnet.data.streamed import StreamedImages
-from convnet.errors import DataError
+from convnet.errors import DataError, setting
 
 FASHION_MNIST_CLASSES = (
     "T-shirt/top",
@@ -148,6 +148,6 @@ def numbered_class_names(labels: np.ndarray, source: str = "") -> tuple[str, ...
     if count > MAX_CLASSES:
         raise DataError(
             f"{source}: label {count - 1} would make {count} classes; expected labels from 0 "
-            f"to at most {MAX_CLASSES - 1}, or pass --class-names."
+            f"to at most {MAX_CLASSES - 1}, or pass {setting('class_names')} to name them."
         )
     return tuple(str(i) for i in range(count))

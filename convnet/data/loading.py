@@ -22,7 +22,7 @@ from convnet.data.settings import FORMATS, is_dataset_name
 from convnet.data.sources import load_fashion_mnist
 from convnet.data.split import split
 from convnet.data.streamed import cannot_stream
-from convnet.errors import ConfigError, ConvnetWarning, DataError, warn
+from convnet.errors import ConfigError, ConvnetWarning, DataError, setting, warn
 
 if TYPE_CHECKING:  # for annotations only: config sits above data and imports data.settings
     from convnet.config import TrainConfig
@@ -52,7 +52,8 @@ def guess_format(path: Path) -> str:
         return "idx"
     raise DataError(
         f"{path}: cannot tell the format from the name; expected a folder, .csv, .npz or an IDX "
-        f"file (name containing 'idx' or 'ubyte'), or pass --format ({', '.join(FORMATS)})."
+        f"file (name containing 'idx' or 'ubyte'), or pass {setting('format')} "
+        f"({', '.join(FORMATS)})."
     )
 
 
@@ -253,7 +254,8 @@ def _train_test(
     if "test" in splits and test_split is not None:
         source = "the test data given" if "test" in given else test or train
         raise ConfigError(
-            f"test_split holds out a test set, but {source} has one; drop --test-split."
+            f"test_split holds out a test set, but {source} has one; drop "
+            f"{setting('test_split')} to test on it."
         )
     if "test" not in splits:
         test_split = DEFAULT_TEST_SPLIT if test_split is None else test_split
@@ -274,8 +276,8 @@ def hold_out_test(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     where = f"{data.source} (a held-out {fraction:.0%}, seed {seed})"
     warn(
         f"{data.source} has no test set: holding out {len(test)} of its {len(data)} examples "
-        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass --test (test= in "
-        "Python) to use another.",
+        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass {setting('test')} "
+        "to use another.",
         HeldOutTestWarning,
     )
     return rest, dataclasses.replace(test, source=where)

@@ -29,7 +29,7 @@ import numpy as np
 from convnet.data.arrays import PixelSpan, available_memory, check_fits_in_memory
 from convnet.data.pixels import FULL_RANGE
 from convnet.data.settings import parse_range
-from convnet.errors import DataError
+from convnet.errors import DataError, setting
 
 # A source whose images take more bytes than this is streamed unless `stream` says otherwise,
 # as is one over a quarter of the memory available: held in memory, training keeps the source's
@@ -63,7 +63,9 @@ def compact_index(rows: np.ndarray) -> np.ndarray:
 
 def cannot_stream(path: str | Path, why: str) -> DataError:
     """The error for `--stream` on a source that cannot be read a batch at a time."""
-    return DataError(f"{path}: {why}, so it cannot be streamed ({SOURCES} can); drop --stream.")
+    return DataError(
+        f"{path}: {why}, so it cannot be streamed ({SOURCES} can); drop {setting('stream', True)}."
+    )
 
 
 @dataclass(frozen=True)
@@ -342,7 +344,8 @@ def streamed_range(images: StreamedImages, pixel_range: str | None, name: str) -
         if parse_range(pixel_range) != (0.0, 255.0):
             raise DataError(
                 f"{name}: streamed pixels are fed as they are stored, 0-255; pixel_range "
-                f"{pixel_range} would scale them: drop --stream to read them into memory."
+                f"{pixel_range} would scale them: drop {setting('stream', True)} to read them into "
+                "memory."
             )
         return FULL_RANGE
     span = PixelSpan()
@@ -354,6 +357,7 @@ def streamed_range(images: StreamedImages, pixel_range: str | None, name: str) -
     if found != FULL_RANGE:
         raise DataError(
             f"{name}: holds values {found.replace(',', '-')}, which streamed pixels cannot be "
-            "scaled from; pass --pixel-range 0,255 to feed them as they are, or drop --stream."
+            f"scaled from; pass {setting('pixel_range', '0,255')} to feed them as they are, or "
+            f"drop {setting('stream', True)}."
         )
     return found

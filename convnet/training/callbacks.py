@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convnet.errors import ConvnetWarning, DiskFull, warn
+from convnet.errors import ConvnetWarning, DiskFull, setting, warn
 from convnet.interrupts import Deferred
 from convnet.machine import process_seconds
 
@@ -291,6 +291,7 @@ class ChanceWatch(keras.callbacks.Callback):
                 f"validation accuracy {val:.3f} stayed near chance ({self.chance:.3f}) while "
                 f"training accuracy reached {train:.3f}: the model does not carry over to "
                 "held-out images. Check that the training and test data are alike (the same "
-                "pixel range, --pixel-range) and try more epochs or a smaller --batch-size.",
+                f"pixel range, {setting('pixel_range')}) and try more epochs or smaller batches "
+                f"({setting('batch_size')}).",
                 NearChanceWarning,
             )
