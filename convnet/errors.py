@@ -84,6 +84,16 @@ def setting(name: str, value: object = ...) -> str:
     return f"{name}={'...' if value is ... else repr(value)}"
 
 
+def command(name: str, **settings: object) -> str:
+    """The convnet command `name` with `settings` as the user runs it where they are:
+    `convnet train --resume runs/a` on the command line, `convnet.train(resume='runs/a')` in
+    Python."""
+    if os.environ.get(COMMAND_LINE_ENV) == "1":
+        return " ".join(["convnet", name, *(setting(k, v) for k, v in settings.items())])
+    given = ", ".join(f"{k}={str(v)!r}" for k, v in settings.items())
+    return f"convnet.{name}({given})"
+
+
 @contextlib.contextmanager
 def on_the_command_line() -> Iterator[None]:
     """While the block runs, messages name settings as command-line flags (`setting`)."""

@@ -10,7 +10,7 @@ import yaml
 from conftest import run_cli, run_main
 
 from convnet.config import load_config, make_config
-from convnet.errors import ConfigError, RunError, on_the_command_line, setting
+from convnet.errors import ConfigError, RunError, command, on_the_command_line, setting
 
 
 def test_defaults_are_the_seed_recipe():
@@ -71,7 +71,9 @@ def test_a_remedy_names_the_setting_as_python_or_the_command_line_spells_it(tmp_
             "--batch-size",
         )
         assert (setting("stream", True), setting("stream", False)) == ("--stream", "--no-stream")
+        assert command("tune", out=Path("t")) == "convnet tune --out t"
     assert setting("pixel_range", "0,1") == "pixel_range='0,1'"  # and back to Python's
+    assert command("tune", out=Path("t")) == "convnet.tune(out='t')"
 
 
 def test_wrong_type_says_what_was_expected():

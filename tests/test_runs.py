@@ -284,7 +284,8 @@ def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
 
     monkeypatch.setattr(trainer, "predicted_tally", predicted_tally)
     settings = {"epochs": 3, "batch_size": 64, "restore_best": True, "verbose": 0}
-    with pytest.raises(trainer.TrainingInterrupted, match="resume with: convnet train --resume"):
+    resume = re.escape(f"resume with: convnet.train(resume={str(run)!r})")  # in Python's terms
+    with pytest.raises(trainer.TrainingInterrupted, match=resume):
         api.train(train=str(tiny_npz), out=str(run), **settings)
     assert Run(run).read_json("manifest.json")["status"] == "interrupted"
     history = (run / "history.csv").read_text()

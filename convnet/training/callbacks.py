@@ -11,7 +11,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from convnet.errors import ConvnetWarning, DiskFull, setting, warn
+from convnet.errors import ConvnetWarning, DiskFull, command, setting, warn
 from convnet.interrupts import Deferred
 from convnet.machine import process_seconds
 
@@ -222,8 +222,8 @@ def disk_full(run_dir: Path, free: int, needed: int, when: str) -> DiskFull:
     mb = 2**20
     return DiskFull(
         f"{run_dir}: its disk is full ({free / mb:.1f} MB free {when}); free at least "
-        f"{max(needed - free, mb) / mb:.0f} MB there, then resume with: convnet train --resume "
-        f"{run_dir}"
+        f"{max(needed - free, mb) / mb:.0f} MB there, then resume with: "
+        f"{command('train', resume=run_dir)}"
     )
 
 

@@ -16,7 +16,7 @@ import keras
 
 from convnet.config import TrainConfig
 from convnet.data import DataRecord, TrainingData
-from convnet.errors import DiskFull
+from convnet.errors import DiskFull, command
 from convnet.machine import machine, versions
 from convnet.models.precision import resolve_precision
 from convnet.run_folders import process_record
@@ -93,7 +93,7 @@ def recording_status(run: Run):
     except KeyboardInterrupt:
         _set_status(run, "interrupted")
         raise TrainingInterrupted(
-            f"interrupted; resume with: convnet train --resume {run.path}"
+            f"interrupted; resume with: {command('train', resume=run.path)}"
         ) from None
     except DiskFull:
         _set_status(run, "interrupted")

@@ -22,7 +22,7 @@ import optuna
 from convnet import framework
 from convnet.config import make_config
 from convnet.data import TrainingData, load_training_data
-from convnet.errors import ConfigError, ConvnetWarning, warn
+from convnet.errors import ConfigError, ConvnetWarning, command, setting, warn
 from convnet.tuning import outputs, records
 from convnet.tuning.plan import PLAN_FILE, TunePlan, folder_lock
 from convnet.tuning.progress import TrialLines
@@ -104,7 +104,7 @@ def run(
         finished = _summarize(plan, study).finished
         raise TuneInterrupted(
             f"interrupted with {finished} of {plan.trials} trials finished; continue with: "
-            f"convnet tune --out {plan.folder}"
+            f"{command('tune', out=plan.folder)}"
         ) from None
     finally:  # this worker failed: the others stop too
         for process in others:
@@ -125,8 +125,8 @@ def _settled(plan: TunePlan) -> TunePlan:
     if not TunePlan.read(plan.folder).searches_as(plan):
         raise ConfigError(
             f"{plan.folder}: another tune was started there at the same time with other "
-            "settings; choose another --out, or continue that tune with: "
-            f"convnet tune --out {plan.folder}"
+            f"settings; choose another {setting('out')}, or continue that tune with: "
+            f"{command('tune', out=plan.folder)}"
         )
     return plan
 
