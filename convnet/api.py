@@ -20,6 +20,7 @@ from convnet.batch_prediction import predict as predict
 from convnet.batch_prediction import predict_files as predict_files
 from convnet.config import TrainConfig, check_lr_range, with_settings
 from convnet.errors import ConfigError
+from convnet.export_files import check_quantize
 from convnet.models.registry import Preset, check_model_shape, get_preset, list_presets
 from convnet.reports.html import HtmlPage
 from convnet.run import Run
@@ -384,8 +385,7 @@ def export(
     found = RunFolder(run)  # a run with a valid config and a model, before Keras is imported
     found.config()
     found.require_model()
-    if quantize != "none" and format != "litert":  # before the framework: a refusal is at once
-        raise ConfigError(f"--quantize {quantize} is for --format litert; received {format}.")
+    check_quantize(format, quantize)  # before the framework: a refusal is at once
     framework.load(EXPORT_BACKEND)
     from convnet.exporter import export_model
 

@@ -10,12 +10,21 @@ import os
 import tempfile
 from pathlib import Path
 
-from convnet.errors import ExportError
+from convnet.errors import ExportError, setting
 from convnet.files import replace_durably
 from convnet.model_card import CARD_FILE, LABELS_FILE, Export, described_export, run_label
 from convnet.runs import Run
 
 FORMATS = {"onnx": "model.onnx", "savedmodel": "saved_model", "litert": "model.tflite"}
+
+
+def check_quantize(format: str, quantize: str) -> None:
+    """Refuses a quantization for another format than LiteRT, the one format quantized."""
+    if quantize != "none" and format != "litert":
+        raise ExportError(
+            f"{setting('quantize', quantize)} is for {setting('format', 'litert')}; "
+            f"received {format}."
+        )
 
 
 def destination(out: Path, format: str) -> Path:
@@ -34,24 +43,24 @@ def destination(out: Path, format: str) -> Path:
         suffix = Path(FORMATS[format]).suffix
         if out.suffix.lower() != suffix and not (out.exists() or out.is_symlink()):
             raise ExportError(
-                f"{out}: {format} exports are {suffix} files; pass an --out ending in {suffix}, "
-                "or a folder."
+                f"{out}: {format} exports are {suffix} files; pass {setting('out')} ending in "
+                f"{suffix}, or a folder."
             )
         if (out.exists() or out.is_symlink()) and (out.is_dir() or out.suffix.lower() != suffix):
             raise ExportError(
-                f"{out}: exists and is not a {suffix} file; pass an --out that is new, a folder, "
-                f"or an earlier {suffix} export."
+                f"{out}: exists and is not a {suffix} file; pass {setting('out')} that is new, a "
+                f"folder, or an earlier {suffix} export."
             )
         return out
     if out.suffix.lower() in suffixes:
         raise ExportError(
             f"{out}: a SavedModel is a folder, and this name is a {out.suffix} file's; pass "
-            "another --out."
+            f"another {setting('out')} (a folder)."
         )
     if (out.exists() or out.is_symlink()) and not (out / "saved_model.pb").is_file():
         raise ExportError(
-            f"{out}: exists and is not a SavedModel; pass an --out that is new or an earlier "
-            "SavedModel export."
+            f"{out}: exists and is not a SavedModel; pass {setting('out')} that is new or an "
+            "earlier SavedModel export."
         )
     return out
 
@@ -87,15 +96,15 @@ def check_beside(run: Run, out: Path, record: Export) -> None:
     described = described_export(_text(card)) if card.is_file() else None
     if (card.exists() or card.is_symlink()) and described is None:
         raise ExportError(
-            f"{card}: exists and was not written by convnet export; pass an --out in another "
-            "folder, or move it."
+            f"{card}: exists and was not written by convnet export; pass {setting('out')} in "
+            "another folder, or move it."
         )
     other = out.parent / str((described or {}).get("file"))
     another_run = described is not None and described.get("run") != run_label(run)
     if another_run and other != out and other.exists():
         raise ExportError(
-            f"{card}: describes {other.name} of run {described.get('run')} beside it; pass an "
-            "--out in another folder."
+            f"{card}: describes {other.name} of run {described.get('run')} beside it; pass "
+            f"{setting('out')} in another folder."
         )
     labels = out.parent / LABELS_FILE
     if record.format == "litert" and labels.exists():
@@ -103,7 +112,7 @@ def check_beside(run: Run, out: Path, record: Export) -> None:
         if not ours and set(out.parent.glob("*.tflite")) != {out}:
             raise ExportError(
                 f"{labels}: exists and names other classes, for another model or none of "
-                "convnet's; pass an --out in another folder."
+                f"convnet's; pass {setting('out')} in another folder."
             )
 
 

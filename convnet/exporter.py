@@ -27,11 +27,12 @@ from pathlib import Path
 import numpy as np
 
 from convnet.data.settings import parse_range
-from convnet.errors import ExportError
+from convnet.errors import ExportError, setting
 from convnet.evaluation import TestTimeAugmentation
 from convnet.export_files import (
     FORMATS,
     check_beside,
+    check_quantize,
     destination,
     labels_text,
     staging_folder,
@@ -98,8 +99,7 @@ def export_model(
         raise ExportError(f"Unknown export format {format!r}; expected one of {sorted(FORMATS)}.")
     if quantize not in QUANTIZE:
         raise ExportError(f"Unknown quantization {quantize!r}; expected one of {list(QUANTIZE)}.")
-    if quantize != "none" and format != "litert":
-        raise ExportError(f"--quantize {quantize} is for --format litert; received {format}.")
+    check_quantize(format, quantize)
     run = Run(run)
     out = destination(Path(out) if out else run.path / FORMATS[format], format)
     calibration = _calibration_images(run) if quantize == "int8" else None
@@ -222,8 +222,9 @@ def _calibration_images(run: Run) -> np.ndarray:
     validation = load_training_data(run.config()).validation
     if validation is None or not len(validation):
         raise ExportError(
-            f"{run.path}: --quantize int8 is calibrated on the run's validation images, and the "
-            "run has none (val_split 0); use --quantize dynamic or float16."
+            f"{run.path}: {setting('quantize', 'int8')} is calibrated on the run's validation "
+            f"images, and the run has none (val_split 0); use {setting('quantize', 'dynamic')} "
+            f"or {setting('quantize', 'float16')}."
         )
     return validation.x[:CALIBRATION_IMAGES]
 

@@ -18,7 +18,7 @@ import sys
 import typing
 from pathlib import Path
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 from convnet.files import atomic_file, remove_stale_temporaries, special_kind
 
 FORMATS = ("csv", "jsonl", "kaggle")
@@ -57,7 +57,7 @@ def output_format(out: str | Path | None, format: str | None) -> str | None:
     if suffix not in _SUFFIXES:
         raise ConfigError(
             f"{out}: cannot tell the format from {suffix or 'no extension'!r}; name it .csv or "
-            ".jsonl, or pass --format csv|jsonl|kaggle."
+            f".jsonl, or pass {setting('format')} (csv, jsonl or kaggle)."
         )
     return _SUFFIXES[suffix]
 

@@ -105,7 +105,7 @@ def test_export_refuses_to_replace_what_it_did_not_write(
 @pytest.mark.parametrize(
     ("format", "name", "expected"),
     [
-        ("litert", "model.onnx", r"model.onnx: litert exports are .tflite files; pass an --out "
+        ("litert", "model.onnx", r"model.onnx: litert exports are .tflite files; pass --out "
          r"ending in .tflite, or a folder\.$"),
         ("onnx", "model.tflite", r"onnx exports are .onnx files"),
         ("savedmodel", "model.onnx", r"a SavedModel is a folder, and this name is a .onnx file's"),
