@@ -17,7 +17,7 @@ import filelock
 
 from convnet.config import TrainConfig
 from convnet.data.settings import is_dataset_name
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 from convnet.files import write_atomic
 from convnet.tuning.space import (
     PRUNERS,
@@ -103,7 +103,7 @@ class TunePlan:
         if self.storage and HIDDEN in self.storage:
             raise ConfigError(
                 f"{self.folder / PLAN_FILE}: its storage URL's password is not kept; pass "
-                "--storage again."
+                f"{setting('storage')} again."
             )
         return self.storage or f"sqlite:///{(self.folder / STORAGE_FILE).resolve()}"
 
@@ -174,14 +174,17 @@ def check_folder(folder: Path) -> TunePlan | None:
         ConfigError: `folder` is a file, or a folder holding other things than a tune.
     """
     if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"{folder}: a file, not a folder; choose another --out.")
+        raise ConfigError(
+            f"{folder}: a file, not a folder; choose another {setting('out')} for the tune."
+        )
     if (folder / PLAN_FILE).is_file():
         return TunePlan.read(folder)
     # Another tune started there at the same time may be making it; `convnet.tuning.tune.run`
     # settles, under the folder's lock, which plan holds.
     if folder.exists() and any(p.name not in MAKING for p in folder.iterdir()):
         raise ConfigError(
-            f"{folder}: already exists, is not empty and holds no tune; choose another --out."
+            f"{folder}: already exists, is not empty and holds no tune; choose another "
+            f"{setting('out')} for the tune."
         )
     return None
 
@@ -232,7 +235,8 @@ def continued_plan(earlier: TunePlan, given: dict, storage: str | None, **runnin
     if changed:
         raise ConfigError(
             f"{earlier.folder} is a tune to continue with its own {PLAN_FILE}; drop the other "
-            f"settings (received: {', '.join(changed)}), or choose another --out."
+            f"settings (received: {', '.join(changed)}), or choose another {setting('out')} "
+            "for a new tune."
         )
     trials = running.pop("trials") or earlier.trials
     stored = hide_password(storage) if storage else earlier.storage

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 
-from convnet.errors import ConfigError, ConvnetError, ConvnetWarning, warn
+from convnet.errors import ConfigError, ConvnetError, ConvnetWarning, setting, warn
 from convnet.reports.plots import read_history
 from convnet.runs import Run
 from convnet.tuning.plan import STORAGE_FILE, TunePlan, hide_password
@@ -89,7 +89,7 @@ def rebuild_lost_study(study: optuna.Study, plan: TunePlan) -> None:
             f"{where}: study {plan.study!r} has no trial {lost[0]} ({folders[lost[0]]}), so it "
             "is not the study these trials ran in; move the "
             "database aside and run the command again to rebuild the study from the trial "
-            "folders, or choose another --out to start afresh."
+            f"folders, or choose another {setting('out')} to start afresh."
         )
     space = plan.space()
     for number in range(max(folders) + 1):  # a number without a folder: failed, to keep the rest

@@ -22,7 +22,7 @@ import optuna
 import sqlalchemy.engine
 import sqlalchemy.exc
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 from convnet.tuning.plan import hide_password
 from convnet.tuning.sampler import TrialSeeded
 from convnet.tuning.space import OBJECTIVES
@@ -118,8 +118,8 @@ def check_sqlite_file(url: str) -> None:
         reason = check if check != "ok" else f"no table {missing[0]!r}"
         raise ConfigError(
             f"{path}: a damaged study database ({reason}); move it aside and run the command "
-            "again to rebuild the study from the trial folders, or choose another --out to "
-            "start afresh."
+            f"again to rebuild the study from the trial folders, or choose another "
+            f"{setting('out')} to start afresh."
         )
 
 
@@ -157,7 +157,7 @@ def open_study(
         raise ConfigError(
             f"study {name!r} was made for preset {made_for.get('preset')!r} with objectives "
             f"{made_for.get('objectives')}; received preset {preset!r} with {objectives}. "
-            "Pass another --study, or the same settings."
+            f"Pass another {setting('study')} name, or the same settings."
         )
     return study
 

@@ -125,7 +125,7 @@ def _settled(plan: TunePlan) -> TunePlan:
     if not TunePlan.read(plan.folder).searches_as(plan):
         raise ConfigError(
             f"{plan.folder}: another tune was started there at the same time with other "
-            f"settings; choose another {setting('out')}, or continue that tune with: "
+            f"settings; choose another {setting('out')} for this one, or continue that tune with: "
             f"{command('tune', out=plan.folder)}"
         )
     return plan
