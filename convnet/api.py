@@ -19,7 +19,7 @@ from convnet.backend import EXPORT_BACKEND
 from convnet.batch_prediction import predict as predict
 from convnet.batch_prediction import predict_files as predict_files
 from convnet.config import TrainConfig, check_lr_range, with_settings
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 from convnet.export_files import check_quantize
 from convnet.models.registry import Preset, check_model_shape, get_preset, list_presets
 from convnet.reports.html import HtmlPage
@@ -89,8 +89,9 @@ def train(
     started = time.perf_counter()
     if mlflow_register is not None and mlflow is None:
         raise ConfigError(
-            "--mlflow-register registers the model that --mlflow logs; add --mlflow (in Python, "
-            f"mlflow=). Received: --mlflow-register {mlflow_register!r} without --mlflow."
+            f"{setting('mlflow_register')} registers the model that {setting('mlflow')} logs; "
+            f"add {setting('mlflow')} too (received "
+            f"{setting('mlflow_register', mlflow_register)} alone)."
         )
     check_installed(tensorboard, mlflow)
     trackers = {"tensorboard": tensorboard, "mlflow": mlflow}
@@ -195,7 +196,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
     if config is not None or settings:
         given = ", ".join(["config"] * (config is not None) + sorted(settings))
         raise ConfigError(
-            f"--resume continues {run_dir} with its own config.yaml; drop the other "
+            f"{setting('resume')} continues {run_dir} with its own config.yaml; drop the other "
             f"settings (received: {given})."
         )
     run = RunFolder(run_dir)

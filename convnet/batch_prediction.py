@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from convnet import framework
-from convnet.errors import ConfigError, DataError
+from convnet.errors import ConfigError, DataError, setting
 from convnet.interrupts import Deferred
 from convnet.predictions import PredictionWriter, output_format
 from convnet.runs import InputReading, Run
@@ -163,8 +163,8 @@ def _files_to_read(paths: list, format: str | None) -> tuple[list[Path], list[Pa
     if format == "kaggle" and (len(files) != 1 or files[0].suffix.lower() != ".csv"):
         named = ", ".join(map(str, files[:3])) + (" and more" if len(files) > 3 else "")
         raise ConfigError(
-            "--format kaggle writes ImageId,Label for the rows of one test CSV; received "
-            f"{len(files)} files: {named or 'none'}."
+            f"{setting('format', 'kaggle')} writes ImageId,Label for the rows of one test CSV; "
+            f"received {len(files)} files: {named or 'none'}."
         )
     return files, skipped
 

@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import importlib.util
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 
 INSTALL = "pip install 'convnet[track]'"
-FLAGS = {"tensorboard": "--tensorboard", "mlflow": "--mlflow"}
+TRACKERS = ("tensorboard", "mlflow")
 
 
 def not_installed(module: str) -> ConfigError:
-    """The error for a tracker asked for (`module`: a key of `FLAGS`) that is not installed."""
+    """The error for a tracker asked for (`module`: one of `TRACKERS`) that is not installed."""
     return ConfigError(
-        f"{FLAGS[module]} needs {module}, which is not installed; {INSTALL} installs it."
+        f"{setting(module)} needs {module}, which is not installed; {INSTALL} installs it."
     )
 
 

@@ -220,10 +220,11 @@ def test_a_register_name_without_mlflow_is_one_line_at_once(tmp_path, tiny_npz):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "convnet: error: --mlflow-register registers the model that --mlflow logs; add --mlflow "
-        "(in Python, mlflow=). Received: --mlflow-register 'bars' without --mlflow."
+        "too (received --mlflow-register bars alone)."
     ]
     assert not out.exists()
-    with pytest.raises(ConfigError, match="add --mlflow"):
+    python = r"add mlflow=\.\.\. too \(received mlflow_register='bars' alone\)\.$"
+    with pytest.raises(ConfigError, match=python):
         convnet.train(train=str(tiny_npz), out=str(out), epochs=1, mlflow_register="bars")
 
 

@@ -413,7 +413,9 @@ def lambda_run(tmp_path, trained_run) -> Path:
 
 
 def test_model_with_lambda_is_refused_unless_unsafe(lambda_run, capsys):
-    with pytest.raises(RunError, match=r"carries Python code \(a Lambda layer\).*--unsafe"):
+    with pytest.raises(
+        RunError, match=r"carries Python code \(a Lambda layer\).*take unsafe=True, only"
+    ):
         api.evaluate(lambda_run)
     model = load_model(Run(lambda_run).model_file, safe_mode=False)
     test = make_images(200, seed=2)  # the test split of `tiny_npz`, which the run names

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import keras
 
-from convnet.errors import ConfigError, RunError
+from convnet.errors import ConfigError, RunError, setting
 from convnet.models.layers import FusedBatchNormalization
 from convnet.models.precision import resolve_precision
 from convnet.models.recipe import Augment, Recipe, resolve_augment
@@ -169,8 +169,9 @@ def load_model(path: str | Path, safe_mode: bool = True) -> keras.Model:
         if safe_mode and "safe_mode" in str(error):
             raise RunError(
                 f"{path}: the model carries Python code (a Lambda layer), which could do "
-                "anything when loaded; refused. `evaluate` and `predict` take --unsafe, only "
-                "for files you trust; `serve` and `export` never load such a model."
+                f"anything when loaded; refused. `evaluate` and `predict` take "
+                f"{setting('unsafe', True)}, only for files you trust; `serve` and `export` never "
+                "load such a model."
             ) from None
         raise _damaged(path, error) from None
     # The file is the user's: whatever Keras fails with while rebuilding it (a truncated

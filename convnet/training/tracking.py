@@ -339,7 +339,7 @@ def _is_chief() -> bool:
 
 
 def _require(module: str):
-    """Imports an optional tracker's module (a key of `trackers.FLAGS`).
+    """Imports an optional tracker's module (one of `trackers.TRACKERS`).
 
     Raises:
         ConfigError: it is not installed; the message names the extra that installs it.
