@@ -46,8 +46,7 @@ def predict(
     from convnet.inputs import load_inputs
 
     files = [files] if isinstance(files, str | os.PathLike) else files  # a path, not its letters
-    if top_k < 1:
-        raise ConfigError(f"top_k must be >= 1. Received: {top_k}.")
+    _check_at_least_one(top_k=top_k)
     run, reading = _prediction_inputs(run)
     shape = reading.image_shape
     if shape:  # the inputs are checked before the framework is imported
@@ -111,8 +110,7 @@ def predict_files(
     from convnet.inputs import display_name, skip_reason
 
     paths = [paths] if isinstance(paths, str | os.PathLike) else paths
-    if top_k < 1 or batch_size < 1:
-        raise ConfigError(f"top_k and batch_size must be >= 1. Received: {top_k}, {batch_size}.")
+    _check_at_least_one(top_k=top_k, batch_size=batch_size)
     format = output_format(out, format)
     files, skipped = _files_to_read(paths, format)
     run, reading = _prediction_inputs(run)
@@ -144,6 +142,13 @@ def predict_files(
         "skipped": [{"file": display_name(p), "reason": skip_reason(p)} for p in skipped],
         "stream": writer.stream,
     }
+
+
+def _check_at_least_one(**settings: int) -> None:
+    """Refuses the first of `settings` below 1, named as the user wrote it."""
+    for name, value in settings.items():
+        if value < 1:
+            raise ConfigError(f"{setting(name, value)}: expected a whole number >= 1.")
 
 
 def _files_to_read(paths: list, format: str | None) -> tuple[list[Path], list[Path]]:

@@ -39,11 +39,12 @@ def top_classes(name: str, probabilities, class_names: list[str] | None, top_k: 
 
 
 def output_format(out: str | Path | None, format: str | None) -> str | None:
-    """The format asked for, else the one `out`'s extension names; None for plain text on
-    stdout (no `out`, no format).
+    """The format asked for, else the one `out`'s extension names, else CSV for a stream
+    without one (`-`, `/dev/stdout`, a FIFO); None for plain text on stdout (no `out`, no
+    format).
 
     Raises:
-        ConfigError: an unknown format, or an `out` whose extension names none.
+        ConfigError: an unknown format, or a file's name whose extension names none.
     """
     if format is not None:
         if format not in FORMATS:
@@ -54,12 +55,26 @@ def output_format(out: str | Path | None, format: str | None) -> str | None:
     if Path(out).is_dir():
         raise ConfigError(f"{out}: a folder; expected a file name for the predictions.")
     suffix = Path(out).suffix.lower()
-    if suffix not in _SUFFIXES:
-        raise ConfigError(
-            f"{out}: cannot tell the format from {suffix or 'no extension'!r}; name it .csv or "
-            f".jsonl, or pass {setting('format')} (csv, jsonl or kaggle)."
-        )
-    return _SUFFIXES[suffix]
+    if suffix in _SUFFIXES:
+        return _SUFFIXES[suffix]
+    if not suffix and _is_stream(out):
+        return "csv"
+    named = f"its extension {suffix!r}" if suffix else "a name without an extension"
+    raise ConfigError(
+        f"{out}: cannot tell the format from {named}; name it .csv or .jsonl, or pass "
+        f"{setting('format')} (csv, jsonl or kaggle)."
+    )
+
+
+def _is_stream(out: str | Path) -> bool:
+    """Whether `out` is stdout (`-`), or an existing FIFO or character device."""
+    if str(out) == "-":
+        return True
+    try:
+        mode = os.stat(out).st_mode
+    except OSError:
+        return False
+    return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
 # OWASP's CSV injection guidance: a spreadsheet runs a cell that starts with one of these as a
@@ -189,9 +204,14 @@ class PredictionWriter:
 
     @contextlib.contextmanager
     def _naming_failures(self) -> typing.Iterator[None]:
-        """A write that fails (a full disk, a FIFO's reader gone) as one line naming `out`."""
+        """A write that fails (a full disk, a FIFO's reader gone) as one line naming `out`; on
+        stdout, a reader gone (`| head`) is a BrokenPipeError, which the CLI ends on quietly."""
         try:
             yield
+        except BrokenPipeError:
+            if self._file is not sys.stdout:
+                raise ConfigError(f"{self.out}: cannot write (its reader has gone).") from None
+            raise
         except OSError as error:
             raise ConfigError(
                 f"{self.out or 'stdout'}: cannot write ({error.strerror or error})."

@@ -166,10 +166,11 @@ def test_inputs_none_of_which_can_be_read_are_refused_in_one_line(tmp_path, trai
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--out", "preds.txt"], "preds.txt: cannot tell the format from '.txt'"),
+        (["--out", "preds.txt"], "preds.txt: cannot tell the format from its extension '.txt'"),
         (["--out", "."], ".: a folder; expected a file name for the predictions."),
         (["--format", "kaggle"], "--format kaggle writes ImageId,Label for the rows of one"),
-        (["--top-k", "0"], "top_k and batch_size must be >= 1. Received: 0, 1024."),
+        (["--top-k", "0"], "--top-k 0: expected a whole number >= 1."),
+        (["--batch-size", "0"], "--batch-size 0: expected a whole number >= 1."),
     ],
 )
 def test_arguments_that_stop_everything_are_one_line_and_exit_2(

@@ -176,8 +176,9 @@ def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(
     assert result.stdout == "" and f"predictions: {fifo} (2 rows)" in result.stderr
 
     # `-` is sys.stdout, in this process too; /dev/stdout is the process's file descriptor 1.
+    # A stream with no extension to name a format is written as CSV.
     for run, out in ((partial(run_main, capsys), "-"), (run_cli, "/dev/stdout")):
-        streamed = run("predict", trained_run, *images, "--out", out, "--format", "csv")
+        streamed = run("predict", trained_run, *images, "--out", out)
         assert streamed.returncode == 0, streamed.stderr
         rows = list(csv.reader(streamed.stdout.splitlines()))
         assert [row[0] for row in rows] == ["file", *map(str, images)]  # the rows alone
@@ -188,6 +189,22 @@ def test_out_is_streamed_to_a_fifo_a_device_or_stdout_and_never_replaced(
     written = run_main(capsys, "predict", trained_run, *images, "--out", null)
     assert written.returncode == 0, written.stderr
     assert stat.S_ISCHR(null.lstat().st_mode) and null.stat().st_rdev == os.makedev(1, 3)
+
+
+def test_a_reader_that_stops_reading_stdout_ends_the_command_quietly(tmp_path, trained_run):
+    """`convnet predict ... --out - | head -1`: the rows no one reads are not an error."""
+    images = save_images(tmp_path / "scans", [f"{i}.png" for i in range(200)])
+    predicting = subprocess.Popen(
+        [CONVNET, "predict", trained_run, tmp_path / "scans", "--out", "-", "--batch-size", "4"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert predicting.stdout.readline().startswith(b"file,class,probability,")  # CSV: a stream
+    predicting.stdout.close()  # as `head` exits
+    _, err = predicting.communicate(timeout=120)
+    assert predicting.returncode == 128 + signal.SIGPIPE, err.decode()  # as `yes | head` ends
+    assert b"Traceback" not in err and b"error" not in err, err.decode()
+    assert len(images) == 200
 
 
 def test_out_refuses_to_replace_a_link_or_a_socket(tmp_path, trained_run):

@@ -88,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConvnetError as error:
         print(f"convnet: error: {error}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # stdout's reader has what it wanted (`| head`): end as Unix tools do
+        with contextlib.suppress(OSError):  # and nothing more to flush into the closed pipe
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
     except KeyboardInterrupt as interrupt:
         stopped = "terminated" if terminate.received else "interrupted"
         print(f"convnet: {str(interrupt) or stopped}", file=sys.stderr)
