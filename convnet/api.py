@@ -205,7 +205,7 @@ def _resume(run_dir, config, settings: dict, command, verbose, started: float, c
         config = run.config()
         from convnet.data import load_training_data  # the readers: NumPy and polars
 
-        data = load_training_data(config)
+        data = load_training_data(config, again=True)
         run.check_same_data(data.record)
         framework.load(config.backend, config.devices)
         from convnet.training import trainer

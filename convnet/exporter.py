@@ -219,7 +219,7 @@ def _calibration_images(run: Run) -> np.ndarray:
     seeded split."""
     from convnet.data import load_training_data
 
-    validation = load_training_data(run.config()).validation
+    validation = load_training_data(run.config(), again=True).validation
     if validation is None or not len(validation):
         raise ExportError(
             f"{run.path}: {setting('quantize', 'int8')} is calibrated on the run's validation "

@@ -268,10 +268,15 @@ def test_resuming_a_complete_run_is_refused(trained_run):
 
 
 @pytest.mark.trains
-def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
-    tmp_path, tiny_npz, monkeypatch
-):
+def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(tmp_path, monkeypatch):
+    """On a source without a test set: the test set held out of it is announced when the run
+    begins, not again when it resumes (where no setting could change it)."""
+    import warnings
+
     import convnet.training.trainer as trainer
+    from convnet.data import HeldOutTestWarning
+
+    source = write_csv(tmp_path / "bars.csv", make_images(400, seed=1))
 
     run = tmp_path / "run"
     real_tally = trainer.predicted_tally
@@ -285,12 +290,18 @@ def test_a_run_stopped_after_its_last_epoch_resumes_without_training_again(
     monkeypatch.setattr(trainer, "predicted_tally", predicted_tally)
     settings = {"epochs": 3, "batch_size": 64, "restore_best": True, "verbose": 0}
     resume = re.escape(f"resume with: convnet.train(resume={str(run)!r})")  # in Python's terms
-    with pytest.raises(trainer.TrainingInterrupted, match=resume):
-        api.train(train=str(tiny_npz), out=str(run), **settings)
+    held_out = r"\(test_split=0.2, stratified, seed=42\)"
+    with (
+        pytest.raises(trainer.TrainingInterrupted, match=resume),
+        pytest.warns(HeldOutTestWarning, match=held_out),
+    ):
+        api.train(train=str(source), out=str(run), **settings)
     assert Run(run).read_json("manifest.json")["status"] == "interrupted"
     history = (run / "history.csv").read_text()
 
-    api.train(resume=run, verbose=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HeldOutTestWarning)
+        api.train(resume=run, verbose=0)
     assert (run / "history.csv").read_text() == history  # no epoch trained twice
     metrics = Run(run).read_json("metrics.json")
     rows = list(csv.DictReader(history.splitlines()))

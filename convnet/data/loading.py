@@ -276,8 +276,8 @@ def hold_out_test(data: Dataset, fraction: float, seed: int) -> tuple[Dataset, D
     where = f"{data.source} (a held-out {fraction:.0%}, seed {seed})"
     warn(
         f"{data.source} has no test set: holding out {len(test)} of its {len(data)} examples "
-        f"(test_split {fraction:g}, stratified, seed {seed}) to test on; pass {setting('test')} "
-        "to use another.",
+        f"({setting('test_split', fraction)}, stratified, {setting('seed', seed)}) to test on; "
+        f"pass {setting('test')} to use another.",
         HeldOutTestWarning,
     )
     return rest, dataclasses.replace(test, source=where)

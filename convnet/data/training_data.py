@@ -7,6 +7,7 @@ for validation and weighted (`load_training_data`), data given in Python read in
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,7 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from convnet.data.dataset import FASHION_MNIST_CLASSES, DataRecord, Dataset
-from convnet.data.loading import load_config_data, load_source, resolve_class_names
+from convnet.data.loading import (
+    HeldOutTestWarning,
+    load_config_data,
+    load_source,
+    resolve_class_names,
+)
 from convnet.data.memory import KeptRecords, read_memory
 from convnet.data.split import split
 from convnet.data.weights import class_weights
@@ -90,7 +96,7 @@ def read_given(config: TrainConfig, memory: dict) -> dict[str, Dataset]:
 
 
 def load_training_data(
-    config: TrainConfig, given: dict | None = None, keep: bool = False
+    config: TrainConfig, given: dict | None = None, keep: bool = False, again: bool = False
 ) -> TrainingData:
     """Reads, limits and splits the data `config` names, as `train` and `lr-find` use it.
 
@@ -99,11 +105,16 @@ def load_training_data(
         given: Datasets of data given in Python (`read_given`) in place of the paths `config`
             names.
         keep: make the records a run keeps of `given` (`TrainingData.kept`).
+        again: a run's data read again (to resume it, to calibrate its export): a test set held
+            out of it was announced when it began (`HeldOutTestWarning`), and is not again.
 
     Raises:
         DataError: the data cannot be read, or the sets do not fit together.
     """
-    full, test, test_split = load_config_data(config, config.limit, given)
+    with warnings.catch_warnings():
+        if again:
+            warnings.simplefilter("ignore", HeldOutTestWarning)
+        full, test, test_split = load_config_data(config, config.limit, given)
     check_image_size(config.preset, full.image_shape, full.source)
     if config.limit:  # read whole when a test set was held out of it (`load_config_data`)
         full = full.take(slice(0, config.limit))
