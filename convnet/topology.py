@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from convnet.errors import BackendError, ConfigError
+from convnet.errors import BackendError, ConfigError, setting
 
 ENVIRONMENT = {
     "coordinator": "CONVNET_COORDINATOR",
@@ -41,14 +41,15 @@ def check(
     several = (num_processes or 1) > 1 or cluster is not None
     if backend == "torch" and (config.devices or 1) > 1:
         raise DistributedError(
-            f"--devices {config.devices}: the torch backend trains on one device here; pass "
-            "--backend jax (or tensorflow on one machine) for data-parallel training."
+            f"{setting('devices', config.devices)}: the torch backend trains on one device here; "
+            f"pass {setting('backend', 'jax')} (or tensorflow on one machine) for data-parallel "
+            "training."
         )
     if backend != "jax" and several:
         raise DistributedError(
             f"training on several processes needs the jax backend (received: {backend}); "
             "Keras 3 cannot fit under TensorFlow's MultiWorkerMirroredStrategy. "
-            "Install convnet[jax] and pass --backend jax."
+            f"Install convnet[jax] and pass {setting('backend', 'jax')}."
         )
     if resume and several:
         raise DistributedError("resuming a run trained on several processes is not supported.")
@@ -69,12 +70,16 @@ def requested(config) -> tuple[int | None, int | None, str | None, str | None]:
     num, rank, coordinator = values["num_processes"], values["process_id"], values["coordinator"]
     cluster = detect_cluster() if num is None and coordinator is None and rank is None else None
     if num is None and (coordinator or rank is not None):
-        raise ConfigError("--coordinator and --process-id need --num-processes too.")
+        raise ConfigError(
+            f"{setting('coordinator')} and {setting('process_id')} need "
+            f"{setting('num_processes')} too."
+        )
     if num is not None and num > 1 and cluster is None:
         if coordinator is None or rank is None:
             raise ConfigError(
-                f"--num-processes {num} needs --coordinator HOST:PORT (process 0's address) and "
-                f"--process-id (0 to {num - 1}) on every process, or the variables "
+                f"{setting('num_processes', num)} needs {setting('coordinator', 'HOST:PORT')} "
+                f"(process 0's address) and {setting('process_id')} (0 to {num - 1}) on every "
+                "process, or the variables "
                 f"{', '.join(ENVIRONMENT.values())}."
             )
         if not 0 <= rank < num:

@@ -196,8 +196,8 @@ def test_several_processes_on_tensorflow_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     ("settings", "message"),
     [
-        ({"num_processes": 2}, "needs --coordinator HOST:PORT .* and --process-id"),
-        ({"coordinator": "h:1"}, "need --num-processes too"),
+        ({"num_processes": 2}, r"needs coordinator='HOST:PORT' .* and process_id=\.\.\. "),
+        ({"coordinator": "h:1"}, r"need num_processes=\.\.\. too"),
         ({"num_processes": 2, "process_id": 2, "coordinator": "h:1"}, r"process_id must be in"),
         (
             {"num_processes": 2, "process_id": 0, "coordinator": "nohostport"},

@@ -15,7 +15,7 @@ import socket
 import sys
 from dataclasses import dataclass
 
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, setting
 
 API_KEY_ENV = "CONVNET_API_KEY"
 
@@ -39,11 +39,13 @@ def resolve_api_key(given: str | None) -> str | None:
     """
     key = os.environ.get(API_KEY_ENV) if given is None else given
     if key is not None and not key.strip():
-        raise ConfigError("the API key is empty; pass a non-empty --api-key or CONVNET_API_KEY.")
+        raise ConfigError(
+            f"the API key is empty; pass a non-empty {setting('api_key')} or CONVNET_API_KEY."
+        )
     if key is not None and key != key.strip():
         raise ConfigError(
-            "the API key has spaces at its ends, which no request can carry; pass --api-key "
-            "or CONVNET_API_KEY without them."
+            "the API key has spaces at its ends, which no request can carry; pass "
+            f"{setting('api_key')} or CONVNET_API_KEY without them."
         )
     return key
 
@@ -92,8 +94,8 @@ def open_sockets(
     if not (api_key or insecure or is_loopback(listening)):
         listening.close()
         raise ConfigError(
-            f"{host} is reachable from other machines: pass --api-key KEY (or set "
-            "CONVNET_API_KEY), or --insecure to serve everyone without a key."
+            f"{host} is reachable from other machines: pass {setting('api_key', 'KEY')} (or set "
+            f"CONVNET_API_KEY), or {setting('insecure', True)} to serve everyone without a key."
         )
     if grpc_port is None:
         return Sockets(listening)
@@ -121,7 +123,8 @@ def listen(host: str, port: int) -> socket.socket:
         return socket.create_server((host, port), family=family)
     except OSError as error:
         raise ConfigError(
-            f"cannot listen on {host}:{port} ({_reason(error)}); pass another --port or --host."
+            f"cannot listen on {host}:{port} ({_reason(error)}); pass another "
+            f"{setting('port')} or {setting('host')}."
         ) from None
 
 
