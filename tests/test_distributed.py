@@ -24,7 +24,7 @@ from conftest import CONVNET
 from convnet import backend, topology
 from convnet.config import TrainConfig
 from convnet.data.sources import find_fashion_mnist
-from convnet.errors import ConfigError
+from convnet.errors import ConfigError, on_the_command_line
 from convnet.training import distributed
 
 DUMP_WEIGHTS = Path(__file__).with_name("dump_weights.py")
@@ -211,6 +211,20 @@ def test_incomplete_topology_is_a_config_error(settings, message, monkeypatch):
         monkeypatch.delenv(variable, raising=False)
     with pytest.raises(ConfigError, match=message):
         topology.requested(TrainConfig(**settings))
+
+
+def test_several_devices_on_torch_are_refused_as_the_user_asked(monkeypatch):
+    for variable in topology.ENVIRONMENT.values():
+        monkeypatch.delenv(variable, raising=False)
+    with pytest.raises(
+        topology.DistributedError, match=r"^devices=2: the torch backend .* pass backend='jax' "
+    ):
+        topology.check(TrainConfig(devices=2), "torch")
+    with (
+        on_the_command_line(),
+        pytest.raises(topology.DistributedError, match=r"^--devices 2: .*--backend jax "),
+    ):
+        topology.check(TrainConfig(devices=2), "torch")
 
 
 def test_topology_is_read_from_the_environment(monkeypatch):
