@@ -18,7 +18,7 @@ from convnet import framework, topology
 from convnet.backend import EXPORT_BACKEND
 from convnet.batch_prediction import predict as predict
 from convnet.batch_prediction import predict_files as predict_files
-from convnet.config import TrainConfig, check_lr_range, with_settings
+from convnet.config import TrainConfig, check_lr_range, check_not_training_only, with_settings
 from convnet.errors import ConfigError, setting
 from convnet.export_files import check_quantize
 from convnet.models.registry import Preset, check_model_shape, get_preset, list_presets
@@ -358,6 +358,7 @@ def lr_find(
         The result of `convnet.training.lr_find.lr_range_test`, plus "plot": the PNG's path.
     """
     check_lr_range(steps, min_lr, max_lr)
+    check_not_training_only(settings)
     memory = _data_in_hand(settings)
     config = with_settings(config, settings)
     from convnet.data import fitted_to_data, load_training_data, read_given  # NumPy, polars

@@ -181,6 +181,21 @@ TRAINING_ONLY = (
 )
 
 
+def check_not_training_only(settings: dict) -> None:
+    """Refuses settings given to `lr_find` that only a training uses, as `convnet lr-find`
+    offers no flags for them (a config file's are ignored).
+
+    Raises:
+        ConfigError: naming them.
+    """
+    unused = sorted(set(settings) & set(TRAINING_ONLY))
+    if unused:
+        raise ConfigError(
+            f"lr_find takes no {', '.join(unused)}: it runs `steps` batches of one fresh model, "
+            "at rates of its own, and writes no run."
+        )
+
+
 # The choices of the recipe's enumerated settings, for the CLI's help and argparse's checks.
 RECIPE_CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS, "optimizer": OPTIMIZERS}
 

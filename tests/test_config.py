@@ -76,6 +76,14 @@ def test_a_remedy_names_the_setting_as_python_or_the_command_line_spells_it(tmp_
     assert command("tune", out=Path("t")) == "convnet.tune(out='t')"
 
 
+def test_lr_find_refuses_the_settings_only_a_training_uses():
+    """As `convnet lr-find` has no --epochs flag; in a config file they are ignored."""
+    import convnet
+
+    with pytest.raises(ConfigError, match=r"^lr_find takes no epochs, out: it runs `steps` "):
+        convnet.lr_find(epochs=3, out="never", train="never-read.csv")
+
+
 def test_wrong_type_says_what_was_expected():
     with pytest.raises(ConfigError, match=r"'epochs' must be int. Received: 'many'"):
         make_config({"epochs": "many"})
