@@ -171,7 +171,7 @@ def test_predict_refuses_unknown_file_types(tmp_path, trained_run):
 def test_predict_top_k_below_one_is_a_user_error(tmp_path, trained_run, tiny):
     np.save(tmp_path / "one.npy", tiny.x[0])
     result = run_cli("predict", trained_run, tmp_path / "one.npy", "--top-k", "0")
-    assert_user_error(result, "top_k and batch_size must be >= 1. Received: 0, 1024.")
+    assert_user_error(result, "--top-k 0: expected a whole number >= 1.")
 
 
 def test_evaluate_a_folder_that_is_not_a_run(tmp_path):
