@@ -71,9 +71,13 @@ def _is_stream(out: str | Path) -> bool:
     if str(out) == "-":
         return True
     try:
-        mode = os.stat(out).st_mode
+        return _streams(os.stat(out).st_mode)
     except OSError:
         return False
+
+
+def _streams(mode: int) -> bool:
+    """Whether a file of `mode` is written as a stream: a FIFO or a character device."""
     return stat.S_ISFIFO(mode) or stat.S_ISCHR(mode)
 
 
@@ -153,7 +157,7 @@ class PredictionWriter:
             raise ConfigError(f"{out}: cannot write ({error.strerror or error}).") from None
         if found and _is_stdout(found):  # /dev/stdout, or the file stdout is redirected to
             return sys.stdout
-        if found and (stat.S_ISFIFO(found.st_mode) or stat.S_ISCHR(found.st_mode)):
+        if found and _streams(found.st_mode):
             return self._opened.enter_context(_open_stream(out))
         if found and stat.S_ISDIR(found.st_mode):
             raise ConfigError(f"{out}: a folder; expected a file name for the predictions.")
