@@ -76,7 +76,7 @@ def setting(name: str, value: object = ...) -> str:
     """`name` set to `value` as the user writes it where they are: `--epochs 22` on the command
     line, `epochs=22` in Python; `--stream` and `stream=True`; without a value, `--epochs` and
     `epochs=...`."""
-    if os.environ.get(COMMAND_LINE_ENV) == "1":
+    if _on_the_command_line():
         flag = f"--{name.replace('_', '-')}"
         if value is ... or value is True:
             return flag
@@ -88,10 +88,14 @@ def command(name: str, **settings: object) -> str:
     """The convnet command `name` with `settings` as the user runs it where they are:
     `convnet train --resume runs/a` on the command line, `convnet.train(resume='runs/a')` in
     Python."""
-    if os.environ.get(COMMAND_LINE_ENV) == "1":
+    if _on_the_command_line():
         return " ".join(["convnet", name, *(setting(k, v) for k, v in settings.items())])
     given = ", ".join(f"{k}={str(v)!r}" for k, v in settings.items())
     return f"convnet.{name}({given})"
+
+
+def _on_the_command_line() -> bool:
+    return os.environ.get(COMMAND_LINE_ENV) == "1"
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ from collections.abc import Callable
 import numpy as np
 
 from convnet.data.dataset import Dataset, numbered_class_names
-from convnet.data.pixels import detect_range, to_pixels
+from convnet.data.pixels import detect_range, own_range, to_pixels
 from convnet.data.settings import parse_range
 from convnet.errors import ConfigError, DataError
 from convnet.files import write_atomic
@@ -205,9 +205,9 @@ def _pixels(x: np.ndarray, pixel_range: str | None, place, argument: str) -> tup
         at = _first((x < low) | (x > high))
         raise DataError(
             f"{place(at)} = {x[at].item():.10g} is outside the pixel range {low:g} to {high:g} "
-            f"(pixel_range {pixel_range}); pass the data's own pixel_range."
+            f"(pixel_range {pixel_range}); {own_range()}."
         )
-    return to_pixels(x, name, pixel_range, remedy="pass the data's own pixel_range")
+    return to_pixels(x, name, pixel_range)
 
 
 def _object_numbers(x: np.ndarray, place) -> np.ndarray:

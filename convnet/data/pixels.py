@@ -60,12 +60,18 @@ def detect_range(
     )
 
 
+def own_range() -> str:
+    """The remedy for values outside the pixel range assumed: the data's own, as the user sets
+    it where they are."""
+    return f"pass the data's own {setting('pixel_range')}"
+
+
 def to_pixels(
     array: np.ndarray,
     name: str,
     pixel_range: str | None = None,
     row_name: Callable[[int], str] = lambda i: f"image {i}",
-    remedy: str = "pass the data's own --pixel-range",
+    remedy: str | None = None,
     in_place: bool = False,
 ) -> tuple[np.ndarray, str]:
     """`array`'s values as uint8 pixels 0-255, scaled from `pixel_range`.
@@ -75,7 +81,8 @@ def to_pixels(
         name: the source, for messages.
         pixel_range: "LOW,HIGH" the values span, or None to detect it (`detect_range`).
         row_name: names the image at an index, for messages (a CSV names its line).
-        remedy: what a message about values outside `pixel_range` tells the user to do.
+        remedy: what a message about values outside `pixel_range` tells the user to do;
+            defaults to `own_range`.
         in_place: uint8 `array` may be overwritten with the pixels (a reader's own copy), so
             that 0/1 or 0-16 data is scaled without a second array of its size.
 
@@ -98,7 +105,7 @@ def to_pixels(
         first = np.unravel_index(np.argmax(outside), array.shape)
         raise DataError(
             f"{name}: {row_name(int(first[0]))} holds {array[first].item():.10g}, outside the "
-            f"pixel range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy}."
+            f"pixel range {low:g} to {high:g} (pixel_range {pixel_range}); {remedy or own_range()}."
         )
     if (low, high) == (0, 255):
         fractions = np.issubdtype(array.dtype, np.floating) and (array != np.round(array)).any()
