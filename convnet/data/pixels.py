@@ -63,7 +63,7 @@ def detect_range(
 def own_range() -> str:
     """The remedy for values outside the pixel range assumed: the data's own, as the user sets
     it where they are."""
-    return f"pass the data's own {setting('pixel_range')}"
+    return f"pass the range the data is in, {setting('pixel_range', 'LOW,HIGH')}"
 
 
 def to_pixels(
